@@ -1,0 +1,1189 @@
+//! The engine: the state machine of [`crate::state`] over a redb database.
+//!
+//! Tables (see `docs/design.md`):
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `meta` | name | schema version, key-check value |
+//! | `families` | family id (16 bytes) | record body ‖ 16-byte MAC |
+//! | `by_subject` | subject tag ‖ family id | `()` |
+//! | `by_client` | client tag ‖ family id | `()` |
+//! | `by_expiry` | gc time (u64 ms, big-endian) ‖ family id | `()` |
+//! | `events` | sequence number | event |
+//!
+//! Every write is one redb write transaction with two-phase commit.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+
+use crate::clock::{Clock, SystemClock, duration_millis, from_millis, to_millis};
+use crate::error::{IssueError, OpenError, RevokeError, RotateError, StoreError};
+use crate::grant::{Grant, MAX_CLIENT_ID_LEN, MAX_CONFIRMATION_LEN, MAX_SUBJECT_LEN, Scope, check_text};
+use crate::keys::{Keyring, TAG16, TagKind};
+use crate::policy::{Durability, Policy};
+use crate::record::{Event, EventKind, FamilyRecord, FamilyState, RevokeReason};
+use crate::state::{self, Attempt, Decision, Limits, Refusal, SecretCheck};
+use crate::token::{self, FamilyId, RefreshToken, Secret, Token};
+
+/// The schema version this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+const FAMILIES: TableDefinition<'_, [u8; 16], &[u8]> = TableDefinition::new("families");
+const BY_SUBJECT: TableDefinition<'_, [u8; 32], ()> = TableDefinition::new("by_subject");
+const BY_CLIENT: TableDefinition<'_, [u8; 32], ()> = TableDefinition::new("by_client");
+const BY_EXPIRY: TableDefinition<'_, [u8; 24], ()> = TableDefinition::new("by_expiry");
+const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
+
+const META_SCHEMA: &str = "schema_version";
+const META_KEY_CHECK: &str = "key_check";
+
+/// A callback that receives every event after the commit that recorded it.
+pub type EventSink = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// How to open an [`Engine`].
+#[derive(Clone)]
+pub struct Options {
+    /// The rules families live by.
+    pub policy: Policy,
+    /// Where time comes from.
+    pub clock: Arc<dyn Clock>,
+    /// Called with each event after its commit (for alerting and audit).
+    pub on_event: Option<EventSink>,
+    /// redb page cache size in bytes (redb's default when `None`).
+    pub cache_size: Option<usize>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default(),
+            clock: Arc::new(SystemClock),
+            on_event: None,
+            cache_size: None,
+        }
+    }
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("policy", &self.policy)
+            .field("clock", &self.clock)
+            .field("on_event", &self.on_event.is_some())
+            .field("cache_size", &self.cache_size)
+            .finish()
+    }
+}
+
+/// A newly issued family.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Issued {
+    /// The first refresh token (generation 0).
+    pub refresh_token: RefreshToken,
+    /// The new family.
+    pub family: FamilyId,
+    /// Always 0.
+    pub generation: u32,
+    /// When the token stops working unless rotated (the earlier of idle and absolute expiry).
+    pub expires_at: OffsetDateTime,
+}
+
+/// What a refresh asks for, besides the token.
+#[derive(Debug, Clone, Default)]
+pub struct RotateRequest {
+    /// The authenticated client presenting the token.
+    pub client_id: String,
+    /// A narrower scope for the access token the caller will mint.
+    pub scope: Option<Scope>,
+    /// Thumbprint of the key the client proved possession of (DPoP `jkt`, mTLS).
+    pub confirmation: Option<String>,
+}
+
+impl RotateRequest {
+    /// A request from `client_id` for the whole granted scope.
+    pub fn new(client_id: impl Into<String>) -> Self {
+        Self {
+            client_id: client_id.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// The result of a successful refresh.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Rotated {
+    /// The new refresh token to hand to the client.
+    pub refresh_token: RefreshToken,
+    /// The family.
+    pub family: FamilyId,
+    /// The new token's generation.
+    pub generation: u32,
+    /// When the new token stops working unless rotated.
+    pub expires_at: OffsetDateTime,
+    /// The family's grant (subject, client, granted scope, binding, metadata); never changed by a refresh.
+    pub grant: Grant,
+    /// The scope for the access token: the requested narrower scope, or the grant's.
+    pub scope: Scope,
+    /// True if this was a retry of the immediate predecessor within the
+    /// grace window, answered with the successor minted before.
+    pub retried: bool,
+}
+
+/// RFC 7662 introspection of a refresh token.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Introspection {
+    /// True only for a family's current token, live and unexpired.
+    pub active: bool,
+    /// Granted scope.
+    pub scope: Option<Scope>,
+    /// Client the token is bound to.
+    pub client_id: Option<String>,
+    /// Subject.
+    pub sub: Option<String>,
+    /// Expiry, unix seconds.
+    pub exp: Option<i64>,
+    /// When this token was minted, unix seconds.
+    pub iat: Option<i64>,
+    /// Always `refresh_token` when active.
+    pub token_type: Option<&'static str>,
+    /// Confirmation key thumbprint (RFC 9449 §6.2 `cnf.jkt`).
+    pub cnf_jkt: Option<String>,
+    /// The family id.
+    pub family: Option<FamilyId>,
+    /// The token's generation.
+    pub generation: Option<u32>,
+}
+
+/// What to revoke.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum RevokeTarget<'a> {
+    /// The family of this token (RFC 7009).
+    Token(&'a str),
+    /// One family.
+    Family(FamilyId),
+    /// Every family of a subject (log out everywhere).
+    Subject(&'a str),
+    /// Every family of a client.
+    Client(&'a str),
+}
+
+/// One family of a subject, as listed by [`Engine::sessions`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Session {
+    /// The family.
+    pub family: FamilyId,
+    /// Its client.
+    pub client_id: String,
+    /// Its granted scope.
+    pub scope: Scope,
+    /// Current generation.
+    pub generation: u32,
+    /// When it was issued.
+    pub created_at: OffsetDateTime,
+    /// When it last rotated.
+    pub rotated_at: OffsetDateTime,
+    /// When it stops working unless rotated.
+    pub expires_at: OffsetDateTime,
+    /// Whether it can still be refreshed (not revoked, not expired).
+    pub active: bool,
+    /// Why it was revoked, if it was.
+    pub revoked: Option<RevokeReason>,
+}
+
+/// What one [`Engine::gc`] step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct GcReport {
+    /// Families removed (expired or revoked past retention).
+    pub removed: usize,
+    /// Live families whose expiry-index entry was moved to their later deadline.
+    pub rescheduled: usize,
+    /// Events removed past retention.
+    pub events_removed: usize,
+    /// True if more work was due than `limit` allowed; call again.
+    pub more: bool,
+}
+
+/// One inconsistency found by [`Engine::check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The table it was found in.
+    pub table: &'static str,
+    /// The entry's key, as text.
+    pub key: String,
+    /// What is wrong.
+    pub what: String,
+}
+
+/// The result of [`Engine::check`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct CheckReport {
+    /// Families examined.
+    pub families: usize,
+    /// Of which active (not revoked).
+    pub active: usize,
+    /// Index entries examined.
+    pub index_entries: usize,
+    /// Events examined.
+    pub events: usize,
+    /// Every inconsistency found; empty when the database is sound.
+    pub problems: Vec<Problem>,
+}
+
+impl CheckReport {
+    /// True if no problem was found.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// The refresh-token engine over one redb database file.
+///
+/// `Engine` is `Send + Sync`; share it behind an `Arc`. redb serialises
+/// writers, so concurrent rotations of one token have exactly one winner.
+pub struct Engine {
+    db: Database,
+    keys: Keyring,
+    policy: Policy,
+    limits: Limits,
+    clock: Arc<dyn Clock>,
+    on_event: Option<EventSink>,
+    relaxed_commits: AtomicU32,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("keys", &self.keys)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+fn corrupt(table: &'static str, reason: impl fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        reason: reason.to_string(),
+    }
+}
+
+fn pair(a: &[u8; 16], b: &[u8; 16]) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..16].copy_from_slice(a);
+    k[16..].copy_from_slice(b);
+    k
+}
+
+/// The expiry-index key: `at` as an order-preserving u64, then the family.
+fn expiry_key(at: i64, family: &FamilyId) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&(at.max(0) as u64).to_be_bytes());
+    k[8..].copy_from_slice(family.as_bytes());
+    k
+}
+
+fn grant_ad(family: &FamilyId, rec: &FamilyRecord) -> Vec<u8> {
+    let mut ad = Vec::with_capacity(128);
+    ad.extend_from_slice(b"rotoken grant v1");
+    ad.extend_from_slice(family.as_bytes());
+    ad.extend_from_slice(&rec.subject_tag);
+    ad.extend_from_slice(&rec.client_tag);
+    ad.extend_from_slice(&rec.confirmation_tag.unwrap_or([0; TAG16]));
+    ad.push(u8::from(rec.confirmation_tag.is_some()));
+    ad.extend_from_slice(&rec.created_at.to_be_bytes());
+    ad.extend_from_slice(&rec.expires_at.to_be_bytes());
+    ad
+}
+
+fn successor_ad(family: &FamilyId, generation: u32) -> [u8; 40] {
+    let mut ad = [0u8; 40];
+    ad[..20].copy_from_slice(b"rotoken successor v1");
+    ad[20..36].copy_from_slice(family.as_bytes());
+    ad[36..].copy_from_slice(&generation.to_be_bytes());
+    ad
+}
+
+impl Engine {
+    /// Opens (or creates) the database at `path`.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError::Locked`] if another process has it open,
+    /// [`OpenError::NotRotoken`], [`OpenError::UnsupportedSchema`],
+    /// [`OpenError::WrongKeys`], or a storage error.
+    pub fn open(path: impl AsRef<Path>, keys: Keyring, options: Options) -> Result<Self, OpenError> {
+        let mut b = Database::builder();
+        if let Some(c) = options.cache_size {
+            b.set_cache_size(c);
+        }
+        Self::init(b.create(path)?, keys, options)
+    }
+
+    /// Opens (or creates) a database over any redb storage backend
+    /// (for example `redb::backends::InMemoryBackend`, or a fault-injecting one in tests).
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::open`].
+    pub fn open_with_backend(
+        backend: impl redb::StorageBackend,
+        keys: Keyring,
+        options: Options,
+    ) -> Result<Self, OpenError> {
+        let mut b = Database::builder();
+        if let Some(c) = options.cache_size {
+            b.set_cache_size(c);
+        }
+        Self::init(b.create_with_backend(backend)?, keys, options)
+    }
+
+    fn init(db: Database, keys: Keyring, options: Options) -> Result<Self, OpenError> {
+        let check = keys.key_check();
+        let read = db.begin_read().map_err(StoreError::from)?;
+        let existing = read.list_tables().map_err(StoreError::from)?.count();
+        let stored = match read.open_table(META) {
+            Ok(meta) => {
+                let version = meta
+                    .get(META_SCHEMA)
+                    .map_err(StoreError::from)?
+                    .map(|v| v.value().to_vec());
+                let kc = meta
+                    .get(META_KEY_CHECK)
+                    .map_err(StoreError::from)?
+                    .map(|v| v.value().to_vec());
+                Some((version, kc))
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(StoreError::from(e).into()),
+        };
+        drop(read);
+        let fresh = stored.is_none();
+        match stored {
+            None if existing > 0 => return Err(OpenError::NotRotoken),
+            None => {}
+            Some((Some(version), Some(kc))) => {
+                let version: [u8; 4] = version.try_into().map_err(|_| corrupt("meta", "schema version"))?;
+                let found = u32::from_be_bytes(version);
+                if found != SCHEMA_VERSION {
+                    return Err(OpenError::UnsupportedSchema {
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+                if !bool::from(kc.as_slice().ct_eq(&check)) {
+                    return Err(OpenError::WrongKeys);
+                }
+            }
+            Some(_) => return Err(OpenError::NotRotoken),
+        }
+        let engine = Self {
+            db,
+            limits: Limits::of(&options.policy),
+            policy: options.policy,
+            clock: options.clock,
+            on_event: options.on_event,
+            keys,
+            relaxed_commits: AtomicU32::new(0),
+        };
+        if fresh {
+            let txn = engine.begin_write()?;
+            {
+                let mut meta = txn.open_table(META).map_err(StoreError::from)?;
+                meta.insert(META_SCHEMA, SCHEMA_VERSION.to_be_bytes().as_slice())
+                    .map_err(StoreError::from)?;
+                meta.insert(META_KEY_CHECK, check.as_slice())
+                    .map_err(StoreError::from)?;
+                txn.open_table(FAMILIES).map_err(StoreError::from)?;
+                txn.open_table(BY_SUBJECT).map_err(StoreError::from)?;
+                txn.open_table(BY_CLIENT).map_err(StoreError::from)?;
+                txn.open_table(BY_EXPIRY).map_err(StoreError::from)?;
+                txn.open_table(EVENTS).map_err(StoreError::from)?;
+            }
+            txn.commit().map_err(StoreError::from)?;
+        }
+        Ok(engine)
+    }
+
+    /// The keyring in use.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keys
+    }
+
+    /// The policy in use.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Compacts the database file (frees unused pages). Needs exclusive access.
+    ///
+    /// # Errors
+    ///
+    /// A storage error.
+    pub fn compact(&mut self) -> Result<bool, StoreError> {
+        self.db.compact().map_err(|e| StoreError::Storage(e.into()))
+    }
+
+    fn now(&self) -> i64 {
+        to_millis(self.clock.now())
+    }
+
+    fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_two_phase_commit(true);
+        if self.policy.durability == Durability::Relaxed {
+            let n = self.relaxed_commits.fetch_add(1, Ordering::Relaxed);
+            let every = self.policy.relaxed_flush_every.max(1);
+            if (n + 1) % every != 0 {
+                txn.set_durability(redb::Durability::None)?;
+            }
+        }
+        Ok(txn)
+    }
+
+    fn load(
+        &self,
+        table: &impl ReadableTable<[u8; 16], &'static [u8]>,
+        family: &FamilyId,
+    ) -> Result<Option<FamilyRecord>, StoreError> {
+        let Some(guard) = table.get(family.as_bytes())? else {
+            return Ok(None);
+        };
+        self.decode_record(family, guard.value()).map(Some)
+    }
+
+    fn decode_record(&self, family: &FamilyId, bytes: &[u8]) -> Result<FamilyRecord, StoreError> {
+        let Some(split) = bytes.len().checked_sub(TAG16) else {
+            return Err(corrupt("families", format!("record of {family} is truncated")));
+        };
+        let (body, mac) = bytes.split_at(split);
+        if !bool::from(self.keys.record_mac(family, body).ct_eq(mac)) {
+            return Err(corrupt("families", format!("record of {family} fails its MAC")));
+        }
+        FamilyRecord::decode(body).map_err(|e| corrupt("families", format!("record of {family}: {e}")))
+    }
+
+    fn store(
+        &self,
+        table: &mut redb::Table<'_, [u8; 16], &'static [u8]>,
+        family: &FamilyId,
+        rec: &FamilyRecord,
+    ) -> Result<(), StoreError> {
+        let mut bytes = rec.encode();
+        let mac = self.keys.record_mac(family, &bytes);
+        bytes.extend_from_slice(&mac);
+        table.insert(family.as_bytes(), bytes.as_slice())?;
+        Ok(())
+    }
+
+    fn open_grant(&self, family: &FamilyId, rec: &FamilyRecord) -> Result<Grant, StoreError> {
+        let pt = self
+            .keys
+            .open(&grant_ad(family, rec), &rec.sealed_grant)
+            .map_err(|e| corrupt("families", format!("grant of {family}: {e}")))?;
+        crate::record::decode_grant(&pt).map_err(|e| corrupt("families", format!("grant of {family}: {e}")))
+    }
+
+    fn seal_grant(&self, family: &FamilyId, rec: &FamilyRecord, grant: &Grant) -> Result<Vec<u8>, StoreError> {
+        Ok(self
+            .keys
+            .seal(&grant_ad(family, rec), &crate::record::encode_grant(grant))?)
+    }
+
+    fn emit(&self, events: &[Event]) {
+        if let Some(sink) = &self.on_event {
+            for e in events {
+                sink(e);
+            }
+        }
+    }
+
+    /// Issues a new family for `grant` and returns its first refresh token.
+    ///
+    /// # Errors
+    ///
+    /// [`IssueError::InvalidInput`] for a grant that fails
+    /// [`Grant::validate`], or a storage error.
+    pub fn issue(&self, grant: &Grant) -> Result<Issued, IssueError> {
+        grant.validate()?;
+        let now = self.now();
+        let family = FamilyId::random().map_err(StoreError::from)?;
+        let token = self.keys.sign(family, 0, Secret::random().map_err(StoreError::from)?);
+        let mut rec = FamilyRecord {
+            state: FamilyState::Active,
+            generation: 0,
+            created_at: now,
+            rotated_at: now,
+            expires_at: now.saturating_add(duration_millis(self.policy.absolute_lifetime)),
+            gc_at: 0,
+            subject_tag: self.keys.tag(TagKind::Subject, &grant.subject),
+            client_tag: self.keys.tag(TagKind::Client, &grant.client_id),
+            confirmation_tag: grant
+                .confirmation
+                .as_deref()
+                .map(|c| self.keys.tag(TagKind::Confirmation, c)),
+            current_hash: self.keys.token_hash(&token),
+            sealed_successor: None,
+            sealed_grant: Vec::new(),
+        };
+        rec.gc_at = state::deadline(&rec, &self.limits);
+        rec.sealed_grant = self.seal_grant(&family, &rec, grant)?;
+        let txn = self.begin_write()?;
+        {
+            let mut families = txn.open_table(FAMILIES).map_err(StoreError::from)?;
+            if families.get(family.as_bytes()).map_err(StoreError::from)?.is_some() {
+                // 128 random bits never collide in practice; refuse rather than overwrite.
+                return Err(corrupt("families", "family id collision").into());
+            }
+            self.store(&mut families, &family, &rec)?;
+            txn.open_table(BY_SUBJECT)
+                .map_err(StoreError::from)?
+                .insert(pair(&rec.subject_tag, family.as_bytes()), ())
+                .map_err(StoreError::from)?;
+            txn.open_table(BY_CLIENT)
+                .map_err(StoreError::from)?
+                .insert(pair(&rec.client_tag, family.as_bytes()), ())
+                .map_err(StoreError::from)?;
+            txn.open_table(BY_EXPIRY)
+                .map_err(StoreError::from)?
+                .insert(expiry_key(rec.gc_at, &family), ())
+                .map_err(StoreError::from)?;
+        }
+        txn.commit().map_err(StoreError::from)?;
+        Ok(Issued {
+            refresh_token: token::format(&token),
+            family,
+            generation: 0,
+            expires_at: from_millis(rec.gc_at),
+        })
+    }
+
+    /// Parses and authenticates a token without touching storage.
+    fn authenticate(&self, token: &str) -> Result<Token, RotateError> {
+        let t = token::parse(token.as_bytes())?;
+        if !self.keys.verify(&t) {
+            return Err(RotateError::InvalidToken);
+        }
+        Ok(t)
+    }
+
+    /// Rotates a refresh token: checks it, and returns its successor.
+    ///
+    /// Checks run in this order: checksum and authenticator (no storage
+    /// access), lookup, revoked state, client, confirmation key, expiry,
+    /// generation, scope, generation limit. See `docs/design.md` for the
+    /// full state table.
+    ///
+    /// # Errors
+    ///
+    /// Every [`RotateError`] variant. [`RotateError::ReuseDetected`] and
+    /// [`RotateError::Diverged`] have revoked the family and recorded an
+    /// event; all other errors changed nothing.
+    pub fn rotate(&self, token: &str, request: &RotateRequest) -> Result<Rotated, RotateError> {
+        let presented = self.authenticate(token)?;
+        check_text("client_id", &request.client_id, MAX_CLIENT_ID_LEN)?;
+        if let Some(c) = &request.confirmation {
+            check_text("confirmation", c, MAX_CONFIRMATION_LEN)?;
+        }
+        let now = self.now();
+        let family = presented.family;
+        let client_tag = self.keys.tag(TagKind::Client, &request.client_id);
+        let txn = self.begin_write()?;
+        let (outcome, events) = {
+            let mut families = txn.open_table(FAMILIES).map_err(StoreError::from)?;
+            let Some(mut rec) = self.load(&families, &family)? else {
+                return Err(RotateError::Unknown);
+            };
+            let mut opened_successor = None;
+            let secret = if presented.generation == rec.generation {
+                if bool::from(self.keys.token_hash(&presented).ct_eq(&rec.current_hash)) {
+                    SecretCheck::Current
+                } else {
+                    SecretCheck::Mismatch
+                }
+            } else if rec.generation > 0 && presented.generation == rec.generation - 1 {
+                let ad = successor_ad(&family, rec.generation);
+                match rec
+                    .sealed_successor
+                    .as_ref()
+                    .map(|blob| self.keys.open_successor(&presented, &ad, blob))
+                {
+                    // The opened successor must be the stored current token.
+                    Some(Ok(successor)) if bool::from(self.keys.token_hash(&successor).ct_eq(&rec.current_hash)) => {
+                        opened_successor = Some(successor);
+                        SecretCheck::Predecessor
+                    }
+                    Some(_) => SecretCheck::Mismatch,
+                    None => SecretCheck::NotApplicable,
+                }
+            } else {
+                SecretCheck::NotApplicable
+            };
+            let grant = self.open_grant(&family, &rec)?;
+            let confirmation_matches = match (&rec.confirmation_tag, &request.confirmation) {
+                (None, _) => true,
+                (Some(bound), Some(c)) => bool::from(bound.ct_eq(&self.keys.tag(TagKind::Confirmation, c))),
+                (Some(_), None) => false,
+            };
+            let attempt = Attempt {
+                presented: presented.generation,
+                secret,
+                client_matches: bool::from(client_tag.ct_eq(&rec.client_tag)),
+                confirmation_matches,
+                scope_within_grant: request.scope.as_ref().is_none_or(|s| s.is_subset(&grant.scope)),
+                now,
+            };
+            match state::decide(&rec, &attempt, &self.limits) {
+                Decision::Refuse(r) => return Err(refusal(r)),
+                Decision::Grace => {
+                    let successor = opened_successor.ok_or_else(|| corrupt("families", "successor vanished"))?;
+                    (
+                        Ok(self.rotated(family, &rec, successor, grant, request, true)),
+                        Vec::new(),
+                    )
+                }
+                Decision::Rotate => {
+                    let next = rec.generation + 1;
+                    let successor = self
+                        .keys
+                        .sign(family, next, Secret::random().map_err(StoreError::from)?);
+                    let sealed = self
+                        .keys
+                        .seal_successor(&presented, &successor, &successor_ad(&family, next))
+                        .map_err(StoreError::from)?;
+                    let mut blob = [0u8; crate::record::SEALED_SUCCESSOR_LEN];
+                    if sealed.len() != blob.len() {
+                        return Err(corrupt("families", "sealed successor has the wrong length").into());
+                    }
+                    blob.copy_from_slice(&sealed);
+                    rec.generation = next;
+                    rec.current_hash = self.keys.token_hash(&successor);
+                    rec.rotated_at = now;
+                    rec.sealed_successor = Some(blob);
+                    if crate::keys::sealed_key_id(&rec.sealed_grant) != Some(self.keys.active_id()) {
+                        // Move the grant to the active key so old keys can retire.
+                        rec.sealed_grant = self.seal_grant(&family, &rec, &grant)?;
+                    }
+                    self.store(&mut families, &family, &rec)?;
+                    (
+                        Ok(self.rotated(family, &rec, successor, grant, request, false)),
+                        Vec::new(),
+                    )
+                }
+                Decision::Revoke(reason) => {
+                    let kind = if reason == RevokeReason::Diverged {
+                        EventKind::Diverged {
+                            presented: presented.generation,
+                            current: rec.generation,
+                        }
+                    } else {
+                        EventKind::ReuseDetected {
+                            presented: presented.generation,
+                            current: rec.generation,
+                        }
+                    };
+                    let event = self.mark_revoked(&txn, &mut families, &family, &mut rec, reason, kind, now)?;
+                    let err = if reason == RevokeReason::Diverged {
+                        RotateError::Diverged { family }
+                    } else {
+                        RotateError::ReuseDetected { family }
+                    };
+                    (Err(err), vec![event])
+                }
+            }
+        };
+        txn.commit().map_err(StoreError::from)?;
+        self.emit(&events);
+        outcome
+    }
+
+    fn rotated(
+        &self,
+        family: FamilyId,
+        rec: &FamilyRecord,
+        successor: Token,
+        grant: Grant,
+        request: &RotateRequest,
+        retried: bool,
+    ) -> Rotated {
+        Rotated {
+            refresh_token: token::format(&successor),
+            family,
+            generation: rec.generation,
+            expires_at: from_millis(state::deadline(rec, &self.limits)),
+            scope: request.scope.clone().unwrap_or_else(|| grant.scope.clone()),
+            grant,
+            retried,
+        }
+    }
+
+    /// Marks a family revoked inside `txn`, moves its expiry entry to the
+    /// end of the revoked retention, and appends `kind` to the event log.
+    #[allow(clippy::too_many_arguments)]
+    fn mark_revoked(
+        &self,
+        txn: &WriteTransaction,
+        families: &mut redb::Table<'_, [u8; 16], &'static [u8]>,
+        family: &FamilyId,
+        rec: &mut FamilyRecord,
+        reason: RevokeReason,
+        kind: EventKind,
+        now: i64,
+    ) -> Result<Event, StoreError> {
+        let mut expiry = txn.open_table(BY_EXPIRY)?;
+        expiry.remove(expiry_key(rec.gc_at, family))?;
+        rec.state = FamilyState::Revoked(reason);
+        rec.sealed_successor = None;
+        rec.gc_at = now.saturating_add(duration_millis(self.policy.revoked_retention));
+        expiry.insert(expiry_key(rec.gc_at, family), ())?;
+        self.store(families, family, rec)?;
+        self.append_event(txn, *family, kind, now)
+    }
+
+    fn append_event(
+        &self,
+        txn: &WriteTransaction,
+        family: FamilyId,
+        kind: EventKind,
+        now: i64,
+    ) -> Result<Event, StoreError> {
+        let mut events = txn.open_table(EVENTS)?;
+        let seq = events.last()?.map_or(1, |(k, _)| k.value() + 1);
+        let event = Event {
+            seq,
+            at_millis: now,
+            family,
+            kind,
+        };
+        events.insert(seq, event.encode().as_slice())?;
+        Ok(event)
+    }
+
+    /// Introspects a refresh token (RFC 7662). Never changes state.
+    /// Malformed, forged, unknown, retired, revoked and expired tokens are
+    /// all simply `active: false`.
+    ///
+    /// # Errors
+    ///
+    /// A storage error only.
+    pub fn introspect(&self, token: &str) -> Result<Introspection, StoreError> {
+        let Ok(presented) = self.authenticate(token) else {
+            return Ok(Introspection::default());
+        };
+        let family = presented.family;
+        let read = self.db.begin_read()?;
+        let families = read.open_table(FAMILIES)?;
+        let Some(rec) = self.load(&families, &family)? else {
+            return Ok(Introspection::default());
+        };
+        let live = rec.state == FamilyState::Active
+            && presented.generation == rec.generation
+            && bool::from(self.keys.token_hash(&presented).ct_eq(&rec.current_hash))
+            && state::expiry(&rec, &self.limits, self.now()).is_none();
+        if !live {
+            return Ok(Introspection::default());
+        }
+        let grant = self.open_grant(&family, &rec)?;
+        Ok(Introspection {
+            active: true,
+            scope: Some(grant.scope),
+            client_id: Some(grant.client_id),
+            sub: Some(grant.subject),
+            exp: Some(state::deadline(&rec, &self.limits).div_euclid(1000)),
+            iat: Some(rec.rotated_at.div_euclid(1000)),
+            token_type: Some("refresh_token"),
+            cnf_jkt: grant.confirmation,
+            family: Some(family),
+            generation: Some(rec.generation),
+        })
+    }
+
+    /// Revokes families; returns how many were newly revoked (already
+    /// revoked or unknown families count 0). Revoking a token revokes its
+    /// family (RFC 7009), whichever generation the token is.
+    ///
+    /// # Errors
+    ///
+    /// [`RevokeError::Malformed`] or [`RevokeError::InvalidToken`] for a bad
+    /// token (an HTTP adapter answers these with 200, as RFC 7009 says),
+    /// [`RevokeError::InvalidInput`], or a storage error.
+    pub fn revoke(&self, target: RevokeTarget<'_>) -> Result<usize, RevokeError> {
+        let (families, reason) = match target {
+            RevokeTarget::Token(t) => {
+                let presented = self.authenticate(t).map_err(|e| match e {
+                    RotateError::Malformed(p) => RevokeError::Malformed(p),
+                    _ => RevokeError::InvalidToken,
+                })?;
+                (vec![presented.family], RevokeReason::Token)
+            }
+            RevokeTarget::Family(f) => (vec![f], RevokeReason::Family),
+            RevokeTarget::Subject(s) => {
+                check_text("subject", s, MAX_SUBJECT_LEN)?;
+                (
+                    self.index_scan(BY_SUBJECT, &self.keys.tag(TagKind::Subject, s))?,
+                    RevokeReason::Subject,
+                )
+            }
+            RevokeTarget::Client(c) => {
+                check_text("client_id", c, MAX_CLIENT_ID_LEN)?;
+                (
+                    self.index_scan(BY_CLIENT, &self.keys.tag(TagKind::Client, c))?,
+                    RevokeReason::Client,
+                )
+            }
+        };
+        let now = self.now();
+        let txn = self.begin_write()?;
+        let mut events = Vec::new();
+        {
+            let mut table = txn.open_table(FAMILIES).map_err(StoreError::from)?;
+            for family in &families {
+                let Some(mut rec) = self.load(&table, family)? else {
+                    continue;
+                };
+                if rec.state != FamilyState::Active {
+                    continue;
+                }
+                events.push(self.mark_revoked(
+                    &txn,
+                    &mut table,
+                    family,
+                    &mut rec,
+                    reason,
+                    EventKind::Revoked(reason),
+                    now,
+                )?);
+            }
+        }
+        txn.commit().map_err(StoreError::from)?;
+        self.emit(&events);
+        Ok(events.len())
+    }
+
+    /// The families listed under `tag` in an index, read in one snapshot.
+    fn index_scan(
+        &self,
+        index: TableDefinition<'_, [u8; 32], ()>,
+        tag: &[u8; TAG16],
+    ) -> Result<Vec<FamilyId>, StoreError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(index)?;
+        let mut out = Vec::new();
+        for entry in table.range(pair(tag, &[0; 16])..=pair(tag, &[0xff; 16]))? {
+            let k = entry?.0.value();
+            let mut f = [0u8; 16];
+            f.copy_from_slice(&k[16..]);
+            out.push(FamilyId::from_bytes(f));
+        }
+        Ok(out)
+    }
+
+    /// Lists a subject's families (its sessions), revoked ones included
+    /// until gc removes them.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidInput`] for a bad subject, or a storage error.
+    pub fn sessions(&self, subject: &str) -> Result<Vec<Session>, crate::Error> {
+        check_text("subject", subject, MAX_SUBJECT_LEN)?;
+        let now = self.now();
+        let read = self.db.begin_read().map_err(StoreError::from)?;
+        let table = read.open_table(FAMILIES).map_err(StoreError::from)?;
+        let mut out = Vec::new();
+        for family in self.index_scan(BY_SUBJECT, &self.keys.tag(TagKind::Subject, subject))? {
+            let Some(rec) = self.load(&table, &family)? else {
+                continue;
+            };
+            let grant = self.open_grant(&family, &rec)?;
+            let revoked = match rec.state {
+                FamilyState::Revoked(r) => Some(r),
+                FamilyState::Active => None,
+            };
+            out.push(Session {
+                family,
+                client_id: grant.client_id,
+                scope: grant.scope,
+                generation: rec.generation,
+                created_at: from_millis(rec.created_at),
+                rotated_at: from_millis(rec.rotated_at),
+                expires_at: from_millis(state::deadline(&rec, &self.limits)),
+                active: revoked.is_none() && state::expiry(&rec, &self.limits, now).is_none(),
+                revoked,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Events with a sequence number greater than `after`, at most `limit`.
+    ///
+    /// # Errors
+    ///
+    /// A storage error, or [`StoreError::Corrupt`] for an undecodable event.
+    pub fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for entry in table.range(after.saturating_add(1)..)?.take(limit) {
+            let (k, v) = entry?;
+            out.push(Event::decode(k.value(), v.value()).map_err(|e| corrupt("events", e))?);
+        }
+        Ok(out)
+    }
+
+    /// One bounded garbage-collection step: removes up to `limit` expired
+    /// or revoked-past-retention families (with their index entries) and up
+    /// to `limit` events past retention. Call again while `more` is true.
+    ///
+    /// # Errors
+    ///
+    /// A storage error; nothing is removed then.
+    pub fn gc(&self, limit: usize) -> Result<GcReport, StoreError> {
+        let now = self.now();
+        let mut report = GcReport::default();
+        let mut events = Vec::new();
+        let txn = self.begin_write()?;
+        {
+            let mut expiry = txn.open_table(BY_EXPIRY)?;
+            let mut families = txn.open_table(FAMILIES)?;
+            let due: Vec<[u8; 24]> = expiry
+                .range(..=expiry_key(now, &FamilyId::from_bytes([0xff; 16])))?
+                .take(limit.saturating_add(1))
+                .map(|e| e.map(|(k, _)| k.value()))
+                .collect::<Result<_, _>>()?;
+            report.more = due.len() > limit;
+            for key in due.into_iter().take(limit) {
+                let mut f = [0u8; 16];
+                f.copy_from_slice(&key[8..]);
+                let family = FamilyId::from_bytes(f);
+                expiry.remove(key)?;
+                let Some(mut rec) = self.load(&families, &family)? else {
+                    continue;
+                };
+                let revoked = rec.state != FamilyState::Active;
+                if revoked || state::expiry(&rec, &self.limits, now).is_some() {
+                    families.remove(family.as_bytes())?;
+                    txn.open_table(BY_SUBJECT)?
+                        .remove(pair(&rec.subject_tag, family.as_bytes()))?;
+                    txn.open_table(BY_CLIENT)?
+                        .remove(pair(&rec.client_tag, family.as_bytes()))?;
+                    if !revoked {
+                        events.push(self.append_event(&txn, family, EventKind::Expired, now)?);
+                    }
+                    report.removed += 1;
+                } else {
+                    rec.gc_at = state::deadline(&rec, &self.limits);
+                    expiry.insert(expiry_key(rec.gc_at, &family), ())?;
+                    self.store(&mut families, &family, &rec)?;
+                    report.rescheduled += 1;
+                }
+            }
+            let cutoff = now.saturating_sub(duration_millis(self.policy.event_retention));
+            let mut log = txn.open_table(EVENTS)?;
+            let mut old = Vec::new();
+            for entry in log.iter()?.take(limit.saturating_add(1)) {
+                let (k, v) = entry?;
+                let e = Event::decode(k.value(), v.value()).map_err(|e| corrupt("events", e))?;
+                if e.at_millis >= cutoff {
+                    break;
+                }
+                old.push(k.value());
+            }
+            if old.len() > limit {
+                report.more = true;
+                old.truncate(limit);
+            }
+            for seq in &old {
+                log.remove(seq)?;
+            }
+            report.events_removed = old.len();
+        }
+        txn.commit()?;
+        self.emit(&events);
+        Ok(report)
+    }
+
+    /// Verifies every record and index entry: record MACs and layouts,
+    /// that each grant opens and matches its record's tags, that every
+    /// family has its three index entries and every index entry its family,
+    /// that no live family's expiry entry lies after its deadline, and that
+    /// every event decodes. Reads one snapshot; never changes anything.
+    ///
+    /// # Errors
+    ///
+    /// A storage error. Inconsistencies are reported in [`CheckReport::problems`].
+    pub fn check(&self) -> Result<CheckReport, StoreError> {
+        let read = self.db.begin_read()?;
+        let families = read.open_table(FAMILIES)?;
+        let by_subject = read.open_table(BY_SUBJECT)?;
+        let by_client = read.open_table(BY_CLIENT)?;
+        let by_expiry = read.open_table(BY_EXPIRY)?;
+        let events = read.open_table(EVENTS)?;
+        let mut report = CheckReport::default();
+        let mut problems = Vec::new();
+        let mut recs = std::collections::HashMap::new();
+        for entry in families.iter()? {
+            let (k, v) = entry?;
+            let family = FamilyId::from_bytes(k.value());
+            report.families += 1;
+            let rec = match self.decode_record(&family, v.value()) {
+                Ok(r) => r,
+                Err(e) => {
+                    problems.push(problem("families", family.to_string(), e.to_string()));
+                    continue;
+                }
+            };
+            match self.open_grant(&family, &rec) {
+                Ok(g) => {
+                    if self.keys.tag(TagKind::Subject, &g.subject) != rec.subject_tag
+                        || self.keys.tag(TagKind::Client, &g.client_id) != rec.client_tag
+                    {
+                        problems.push(problem(
+                            "families",
+                            family.to_string(),
+                            "grant does not match the record's tags".into(),
+                        ));
+                    }
+                }
+                Err(e) => problems.push(problem("families", family.to_string(), e.to_string())),
+            }
+            if rec.state == FamilyState::Active {
+                report.active += 1;
+                if rec.gc_at > state::deadline(&rec, &self.limits) {
+                    problems.push(problem(
+                        "by_expiry",
+                        family.to_string(),
+                        "expiry entry lies after the family's deadline".into(),
+                    ));
+                }
+                if rec.generation >= self.policy.max_generations.max(1) {
+                    problems.push(problem(
+                        "families",
+                        family.to_string(),
+                        "generation beyond the limit".into(),
+                    ));
+                }
+                if (rec.generation > 0) != rec.sealed_successor.is_some() {
+                    problems.push(problem(
+                        "families",
+                        family.to_string(),
+                        "sealed successor present iff generation > 0 is violated".into(),
+                    ));
+                }
+            }
+            for (table, present) in [
+                (
+                    "by_subject",
+                    by_subject.get(pair(&rec.subject_tag, family.as_bytes()))?.is_some(),
+                ),
+                (
+                    "by_client",
+                    by_client.get(pair(&rec.client_tag, family.as_bytes()))?.is_some(),
+                ),
+                ("by_expiry", by_expiry.get(expiry_key(rec.gc_at, &family))?.is_some()),
+            ] {
+                if !present {
+                    problems.push(problem(table, family.to_string(), "index entry missing".into()));
+                }
+            }
+            recs.insert(family, rec);
+        }
+        for (table, index) in [("by_subject", &by_subject), ("by_client", &by_client)] {
+            for entry in index.iter()? {
+                let k = entry?.0.value();
+                report.index_entries += 1;
+                let mut f = [0u8; 16];
+                f.copy_from_slice(&k[16..]);
+                let family = FamilyId::from_bytes(f);
+                let tag_ok = recs.get(&family).map(|r| {
+                    if table == "by_subject" {
+                        r.subject_tag
+                    } else {
+                        r.client_tag
+                    }
+                }) == Some(read_tag(&k));
+                if !tag_ok
+                    && !problems
+                        .iter()
+                        .any(|p: &Problem| p.key == family.to_string() && p.table == "families")
+                {
+                    problems.push(problem(
+                        table,
+                        family.to_string(),
+                        "entry without a matching family".into(),
+                    ));
+                }
+            }
+        }
+        for entry in by_expiry.iter()? {
+            let k = entry?.0.value();
+            report.index_entries += 1;
+            let mut f = [0u8; 16];
+            f.copy_from_slice(&k[8..]);
+            let family = FamilyId::from_bytes(f);
+            let at = i64::from_be_bytes([k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]]);
+            if recs.get(&family).map(|r| r.gc_at.max(0)) != Some(at)
+                && !problems
+                    .iter()
+                    .any(|p: &Problem| p.key == family.to_string() && p.table == "families")
+            {
+                problems.push(problem(
+                    "by_expiry",
+                    family.to_string(),
+                    "entry without a matching family".into(),
+                ));
+            }
+        }
+        for entry in events.iter()? {
+            let (k, v) = entry?;
+            report.events += 1;
+            if let Err(e) = Event::decode(k.value(), v.value()) {
+                problems.push(problem("events", k.value().to_string(), e.to_string()));
+            }
+        }
+        report.problems = problems;
+        Ok(report)
+    }
+
+    /// The number of families stored (live, expired or revoked, until gc removes them).
+    ///
+    /// # Errors
+    ///
+    /// A storage error.
+    pub fn families_count(&self) -> Result<u64, StoreError> {
+        let read = self.db.begin_read()?;
+        Ok(read.open_table(FAMILIES)?.len()?)
+    }
+}
+
+fn problem(table: &'static str, key: String, what: String) -> Problem {
+    Problem { table, key, what }
+}
+
+fn read_tag(k: &[u8; 32]) -> [u8; TAG16] {
+    let mut t = [0u8; TAG16];
+    t.copy_from_slice(&k[..16]);
+    t
+}
+
+fn refusal(r: Refusal) -> RotateError {
+    match r {
+        Refusal::Revoked(reason) => RotateError::Revoked(reason),
+        Refusal::Expired(kind) => RotateError::Expired { kind },
+        Refusal::ClientMismatch => RotateError::ClientMismatch,
+        Refusal::ConfirmationMismatch => RotateError::ConfirmationMismatch,
+        Refusal::ScopeWidened => RotateError::ScopeWidened,
+        Refusal::TooManyGenerations => RotateError::TooManyGenerations,
+    }
+}

@@ -1,0 +1,58 @@
+//! Lifetimes, grace window, limits and durability.
+
+use std::time::Duration;
+
+/// How commits reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Every acknowledged change is on disk before the call returns (default).
+    #[default]
+    Immediate,
+    /// Commits are not flushed: a crash may lose recent rotations and bring
+    /// their predecessors back. An explicit, documented trade of safety for
+    /// speed; a durable commit still runs every
+    /// [`Policy::relaxed_flush_every`] commits so the file does not grow
+    /// without bound.
+    Relaxed,
+}
+
+/// The rules every family lives by. All fields have documented defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Policy {
+    /// How long after a rotation its predecessor, presented again by the same
+    /// client, returns the same successor. Default 30 s.
+    pub grace: Duration,
+    /// A family expires when unused this long. Default 30 days.
+    pub idle_lifetime: Duration,
+    /// A family expires this long after issue, whatever its use. Default 90 days.
+    pub absolute_lifetime: Duration,
+    /// The largest number of generations a family may reach. Default 1,000,000.
+    pub max_generations: u32,
+    /// How long a revoked family is kept (answering `revoked`) before gc removes it. Default 1 day.
+    pub revoked_retention: Duration,
+    /// How long events are kept before gc removes them. Default 30 days.
+    pub event_retention: Duration,
+    /// Commit durability. Default [`Durability::Immediate`].
+    pub durability: Durability,
+    /// In relaxed mode, every this many commits one is made durable. Default 1,000.
+    pub relaxed_flush_every: u32,
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(30),
+            idle_lifetime: DAY * 30,
+            absolute_lifetime: DAY * 90,
+            max_generations: 1_000_000,
+            revoked_retention: DAY,
+            event_retention: DAY * 30,
+            durability: Durability::Immediate,
+            relaxed_flush_every: 1_000,
+        }
+    }
+}
