@@ -1,0 +1,1 @@
+//! Benchmarks for rotoken live in `benches/`.

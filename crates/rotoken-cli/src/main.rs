@@ -1,0 +1,2 @@
+//! The `rotoken` command-line tool (being written).
+fn main() {}
