@@ -43,6 +43,7 @@ const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
 
 const META_SCHEMA: &str = "schema_version";
 const META_KEY_CHECK: &str = "key_check";
+const META_EVENT_SEQ: &str = "next_event_seq";
 
 /// A callback that receives every event after the commit that recorded it.
 pub type EventSink = Arc<dyn Fn(&Event) + Send + Sync>;
@@ -446,7 +447,7 @@ impl Engine {
         if self.policy.durability == Durability::Relaxed {
             let n = self.relaxed_commits.fetch_add(1, Ordering::Relaxed);
             let every = self.policy.relaxed_flush_every.max(1);
-            if (n + 1) % every != 0 {
+            if !(n.wrapping_add(1)).is_multiple_of(every) {
                 txn.set_durability(redb::Durability::None)?;
             }
         }
@@ -759,8 +760,16 @@ impl Engine {
         kind: EventKind,
         now: i64,
     ) -> Result<Event, StoreError> {
+        // The next sequence number lives in `meta` so numbers are never
+        // reused, even after gc has emptied the log.
+        let mut meta = txn.open_table(META)?;
+        let seq = match meta.get(META_EVENT_SEQ)?.map(|v| <[u8; 8]>::try_from(v.value())) {
+            Some(Ok(b)) => u64::from_be_bytes(b),
+            Some(Err(_)) => return Err(corrupt("meta", "event sequence")),
+            None => 1,
+        };
+        meta.insert(META_EVENT_SEQ, seq.saturating_add(1).to_be_bytes().as_slice())?;
         let mut events = txn.open_table(EVENTS)?;
-        let seq = events.last()?.map_or(1, |(k, _)| k.value() + 1);
         let event = Event {
             seq,
             at_millis: now,

@@ -431,3 +431,97 @@ impl<'a> Reader<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> FamilyRecord {
+        FamilyRecord {
+            state: FamilyState::Revoked(RevokeReason::Subject),
+            generation: 7,
+            created_at: -5,
+            rotated_at: 1,
+            expires_at: i64::MAX,
+            gc_at: 3,
+            subject_tag: [1; 16],
+            client_tag: [2; 16],
+            confirmation_tag: Some([3; 16]),
+            current_hash: [4; 16],
+            sealed_successor: Some([5; SEALED_SUCCESSOR_LEN]),
+            sealed_grant: vec![6; 90],
+        }
+    }
+
+    #[test]
+    fn record_round_trip_and_size() {
+        let r = sample();
+        let bytes = r.encode();
+        assert_eq!(bytes.len(), FIXED_LEN + 90);
+        assert_eq!(FamilyRecord::decode(&bytes), Ok(r));
+    }
+
+    #[test]
+    fn record_errors() {
+        let bytes = sample().encode();
+        for n in 0..bytes.len() {
+            assert!(FamilyRecord::decode(&bytes[..n]).is_err(), "prefix {n} decoded");
+        }
+        let mut v = bytes.clone();
+        v[0] = 9;
+        assert_eq!(FamilyRecord::decode(&v), Err(DecodeError::Version(9)));
+        let mut v = bytes.clone();
+        v.push(0);
+        assert_eq!(FamilyRecord::decode(&v), Err(DecodeError::Trailing(1)));
+        let mut v = bytes;
+        v[1] = 2;
+        assert_eq!(FamilyRecord::decode(&v), Err(DecodeError::Field("state")));
+    }
+
+    #[test]
+    fn grant_round_trip() {
+        let g = crate::Grant::new("alice", "app", crate::Scope::parse("a b").unwrap())
+            .with_confirmation("jkt")
+            .with_metadata(b"meta".to_vec());
+        assert_eq!(decode_grant(&encode_grant(&g)), Ok(g));
+    }
+
+    #[test]
+    fn event_round_trip() {
+        for kind in [
+            EventKind::ReuseDetected {
+                presented: 1,
+                current: 3,
+            },
+            EventKind::Diverged {
+                presented: 9,
+                current: 3,
+            },
+            EventKind::Revoked(RevokeReason::Client),
+            EventKind::Expired,
+        ] {
+            let e = Event {
+                seq: 5,
+                at_millis: 77,
+                family: crate::FamilyId::from_bytes([8; 16]),
+                kind,
+            };
+            assert_eq!(Event::decode(5, &e.encode()), Ok(e));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            if let Ok(r) = FamilyRecord::decode(&bytes) {
+                prop_assert_eq!(r.encode(), bytes.clone());
+            }
+            let _ = decode_grant(&bytes);
+            if let Ok(e) = Event::decode(1, &bytes) {
+                let enc = e.encode();
+                prop_assert_eq!(enc.as_slice(), &bytes[..]);
+            }
+        }
+    }
+}
