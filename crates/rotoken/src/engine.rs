@@ -400,7 +400,9 @@ impl Engine {
             relaxed_commits: AtomicU32::new(0),
         };
         if fresh {
-            let txn = engine.begin_write()?;
+            // The schema is always committed durably, whatever the policy.
+            let mut txn = engine.db.begin_write().map_err(StoreError::from)?;
+            txn.set_two_phase_commit(true);
             {
                 let mut meta = txn.open_table(META).map_err(StoreError::from)?;
                 meta.insert(META_SCHEMA, SCHEMA_VERSION.to_be_bytes().as_slice())
@@ -441,17 +443,33 @@ impl Engine {
         to_millis(self.clock.now())
     }
 
-    fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
+    /// Starts a write transaction with two-phase commit. In relaxed mode the
+    /// commit is not flushed, except when [`Policy::relaxed_flush_every`]
+    /// relaxed commits have gone by since the last durable one.
+    fn begin_write(&self) -> Result<Txn, StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_two_phase_commit(true);
+        let mut durable = true;
         if self.policy.durability == Durability::Relaxed {
-            let n = self.relaxed_commits.fetch_add(1, Ordering::Relaxed);
-            let every = self.policy.relaxed_flush_every.max(1);
-            if !(n.wrapping_add(1)).is_multiple_of(every) {
+            // Writers are serialised by redb, so this count is exact.
+            let since = self.relaxed_commits.load(Ordering::Relaxed);
+            if since.saturating_add(1) < self.policy.relaxed_flush_every {
                 txn.set_durability(redb::Durability::None)?;
+                durable = false;
             }
         }
-        Ok(txn)
+        Ok(Txn { txn, durable })
+    }
+
+    /// Commits, and keeps count of relaxed commits since the last durable one.
+    fn commit(&self, txn: Txn) -> Result<(), StoreError> {
+        txn.txn.commit()?;
+        if txn.durable {
+            self.relaxed_commits.store(0, Ordering::Relaxed);
+        } else {
+            self.relaxed_commits.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     fn load(
@@ -562,7 +580,7 @@ impl Engine {
                 .insert(expiry_key(rec.gc_at, &family), ())
                 .map_err(StoreError::from)?;
         }
-        txn.commit().map_err(StoreError::from)?;
+        self.commit(txn)?;
         Ok(Issued {
             refresh_token: token::format(&token),
             family,
@@ -705,7 +723,7 @@ impl Engine {
                 }
             }
         };
-        txn.commit().map_err(StoreError::from)?;
+        self.commit(txn)?;
         self.emit(&events);
         outcome
     }
@@ -876,7 +894,7 @@ impl Engine {
                 )?);
             }
         }
-        txn.commit().map_err(StoreError::from)?;
+        self.commit(txn)?;
         self.emit(&events);
         Ok(events.len())
     }
@@ -1018,7 +1036,7 @@ impl Engine {
             }
             report.events_removed = old.len();
         }
-        txn.commit()?;
+        self.commit(txn)?;
         self.emit(&events);
         Ok(report)
     }
@@ -1173,6 +1191,19 @@ impl Engine {
     pub fn families_count(&self) -> Result<u64, StoreError> {
         let read = self.db.begin_read()?;
         Ok(read.open_table(FAMILIES)?.len()?)
+    }
+}
+
+/// A write transaction and whether its commit will be durable.
+struct Txn {
+    txn: WriteTransaction,
+    durable: bool,
+}
+
+impl std::ops::Deref for Txn {
+    type Target = WriteTransaction;
+    fn deref(&self) -> &WriteTransaction {
+        &self.txn
     }
 }
 

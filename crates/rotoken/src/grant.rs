@@ -217,7 +217,7 @@ mod tests {
         assert!(Scope::parse("a\\b").is_err());
         assert!(Scope::parse("é").is_err());
         assert!(Scope::parse("").unwrap().is_empty());
-        assert!(Scope::parse("a").unwrap().is_subset(&s) == false);
+        assert!(!Scope::parse("a").unwrap().is_subset(&s));
         assert!(Scope::parse("openid").unwrap().is_subset(&s));
     }
 
