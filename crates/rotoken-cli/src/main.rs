@@ -1,2 +1,235 @@
-//! The `rotoken` command-line tool (being written).
-fn main() {}
+//! # `rotoken`: the command-line tool
+//!
+//! A thin adapter over the [`rotoken`] core: it parses arguments, calls the
+//! engine and prints the answer. Every rule (token format, rotation, grace
+//! window, reuse detection, revocation) lives in the core; this tool only
+//! translates.
+//!
+//! ```text
+//! rotoken keys generate                       # writes ./rotoken.keys (mode 0600)
+//! rotoken issue --subject alice --client web-app --scope "openid offline_access"
+//! echo "$TOKEN" | rotoken rotate - --client web-app
+//! rotoken demo                                # a guided walk on a temporary database
+//! ```
+//!
+//! ## Output contract
+//!
+//! * On success each command prints exactly one JSON object on standard
+//!   output (`demo` prints readable text instead).
+//! * On failure it prints one JSON object `{"error": "<code>", "message": "..."}`
+//!   on standard error and exits with 1 for a refusal or user error, 2 for a
+//!   usage error (as clap does), 3 for a storage or corruption problem.
+//!   Codes are the core's stable `.code()` values, plus a few of the tool's
+//!   own (`keys_missing`, `keys_exist`, `keys_invalid`, `db_missing`, ...).
+//! * A token is never printed in an error message.
+//! * A TOKEN argument of `-` is read from standard input, which keeps tokens
+//!   out of `ps` listings and shell history.
+
+#![forbid(unsafe_code)]
+
+mod commands;
+mod demo;
+mod output;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+
+/// The `rotoken` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rotoken",
+    version,
+    about = "Refresh-token store and rotation engine (rotoken) from the command line"
+)]
+pub(crate) struct Cli {
+    /// Options shared by every subcommand.
+    #[command(flatten)]
+    pub(crate) global: Global,
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options shared by every subcommand: where the files are, and the policy.
+#[derive(Debug, Args)]
+pub(crate) struct Global {
+    /// The database file.
+    #[arg(
+        long,
+        global = true,
+        env = "ROTOKEN_DB",
+        default_value = "./rotoken.redb",
+        value_name = "PATH"
+    )]
+    pub(crate) db: PathBuf,
+    /// The key file (create one with `rotoken keys generate`).
+    #[arg(
+        long,
+        global = true,
+        env = "ROTOKEN_KEYS",
+        default_value = "./rotoken.keys",
+        value_name = "PATH"
+    )]
+    pub(crate) keys: PathBuf,
+    /// Grace window in seconds: a retry of the immediate predecessor within it gets the same successor
+    /// [default: the core's, 30].
+    #[arg(long, global = true, value_name = "SECS")]
+    pub(crate) grace_secs: Option<u64>,
+    /// Idle lifetime in days: a family unused this long expires [default: the core's, 30].
+    #[arg(long, global = true, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) idle_days: Option<u32>,
+    /// Absolute lifetime in days, counted from issue [default: the core's, 90].
+    #[arg(long, global = true, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) absolute_days: Option<u32>,
+    /// Commit durability [default: immediate]. `relaxed` may lose recent rotations on a crash.
+    #[arg(long, global = true, value_enum, value_name = "MODE")]
+    pub(crate) durability: Option<DurabilityArg>,
+}
+
+/// The `--durability` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum DurabilityArg {
+    /// Every acknowledged change is on disk before the command returns.
+    Immediate,
+    /// Commits are not flushed (an explicit trade of safety for speed).
+    Relaxed,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Manage the key file.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Issue a new token family and print its first refresh token.
+    Issue(IssueArgs),
+    /// Rotate a refresh token: retire it and print its successor.
+    Rotate(RotateArgs),
+    /// Introspect a refresh token (RFC 7662 fields). Never changes anything.
+    Introspect(IntrospectArgs),
+    /// Revoke families: by token (its family, RFC 7009), family id, subject or client.
+    Revoke(RevokeArgs),
+    /// List a subject's families (sessions).
+    Sessions(SessionsArgs),
+    /// Remove expired and revoked families and old events, in bounded steps.
+    Gc(GcArgs),
+    /// Verify the database's invariants; exits non-zero if problems are found.
+    Check,
+    /// A guided walk through rotation, retries and reuse detection on a temporary database.
+    Demo,
+}
+
+/// `rotoken keys ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Write a new key file (mode 0600).
+    Generate {
+        /// Replace an existing key file. Every database made with the old keys becomes unreadable.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Add a new active key to the key file; older keys keep verifying existing tokens.
+    Rotate,
+    /// List key ids, creation times and the active id (never key material).
+    List,
+}
+
+/// `rotoken issue ...`
+#[derive(Debug, Args)]
+pub(crate) struct IssueArgs {
+    /// The subject (user) the family acts for.
+    #[arg(long)]
+    pub(crate) subject: String,
+    /// The client the family is bound to.
+    #[arg(long)]
+    pub(crate) client: String,
+    /// The granted scope, space-delimited.
+    #[arg(long, default_value = "")]
+    pub(crate) scope: String,
+    /// Bind the family to a confirmation key thumbprint (DPoP `jkt` or mTLS).
+    #[arg(long, value_name = "JKT")]
+    pub(crate) confirmation: Option<String>,
+    /// Opaque metadata, sealed at rest.
+    #[arg(long)]
+    pub(crate) metadata: Option<String>,
+}
+
+/// `rotoken rotate ...`
+#[derive(Debug, Args)]
+pub(crate) struct RotateArgs {
+    /// The refresh token, or `-` to read it from standard input.
+    #[arg(value_name = "TOKEN", allow_hyphen_values = true)]
+    pub(crate) token: OsString,
+    /// The client presenting the token.
+    #[arg(long)]
+    pub(crate) client: String,
+    /// A narrower scope for this refresh, space-delimited.
+    #[arg(long)]
+    pub(crate) scope: Option<String>,
+    /// The confirmation key thumbprint the client proved possession of.
+    #[arg(long, value_name = "JKT")]
+    pub(crate) confirmation: Option<String>,
+}
+
+/// `rotoken introspect ...`
+#[derive(Debug, Args)]
+pub(crate) struct IntrospectArgs {
+    /// The refresh token, or `-` to read it from standard input.
+    #[arg(value_name = "TOKEN", allow_hyphen_values = true)]
+    pub(crate) token: OsString,
+}
+
+/// `rotoken revoke ...`: exactly one target.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("target").required(true).multiple(false)))]
+pub(crate) struct RevokeArgs {
+    /// Revoke the family of this token (`-` reads it from standard input).
+    #[arg(long, group = "target", value_name = "TOKEN", allow_hyphen_values = true)]
+    pub(crate) token: Option<OsString>,
+    /// Revoke one family by id (32 hexadecimal characters).
+    #[arg(long, group = "target", value_name = "FAMILY_ID")]
+    pub(crate) family: Option<String>,
+    /// Revoke every family of a subject (log out everywhere).
+    #[arg(long, group = "target")]
+    pub(crate) subject: Option<String>,
+    /// Revoke every family of a client.
+    #[arg(long, group = "target")]
+    pub(crate) client: Option<String>,
+}
+
+/// `rotoken sessions ...`
+#[derive(Debug, Args)]
+pub(crate) struct SessionsArgs {
+    /// The subject whose families to list.
+    #[arg(long)]
+    pub(crate) subject: String,
+}
+
+/// `rotoken gc ...`
+#[derive(Debug, Args)]
+pub(crate) struct GcArgs {
+    /// Most families (and events) removed per transaction.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) limit: u32,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with code 0; usage errors to stderr with code 2.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            output::print_error(&e);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

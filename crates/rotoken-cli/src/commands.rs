@@ -1,0 +1,262 @@
+//! Each subcommand: load keys, open the engine, call it, print the answer.
+//!
+//! No rule lives here. The tool decides only what is about files and
+//! arguments: where the key file is, whether the database exists, how a
+//! token is read from standard input.
+
+use std::ffi::OsString;
+use std::io::Read as _;
+use std::path::Path;
+use std::time::Duration;
+
+use rotoken::{
+    Durability, Engine, FamilyId, Grant, KeyError, Keyring, Options, Policy, RevokeTarget, RotateRequest, Scope,
+};
+use zeroize::Zeroizing;
+
+use crate::output::{
+    self, CheckJson, CliError, GcJson, IntrospectionJson, IssuedJson, KeysJson, RevokedJson, RotatedJson, SessionJson,
+    SessionsJson,
+};
+use crate::{Cli, Command, DurabilityArg, Global, KeysCommand};
+
+/// Largest input read from standard input for a token. Anything longer is
+/// not a token; the core rejects it by its length.
+const MAX_STDIN: u64 = 16 * 1024 * 1024;
+
+const DAY_SECS: u64 = 86_400;
+
+/// Runs one parsed command line.
+///
+/// # Errors
+///
+/// The [`CliError`] to print.
+pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Keys(KeysCommand::Generate { force }) => keys_generate(&g.keys, force),
+        Command::Keys(KeysCommand::Rotate) => keys_rotate(&g.keys),
+        Command::Keys(KeysCommand::List) => output::print_json(&KeysJson::of(&g.keys, &load_keys(&g.keys)?)),
+        Command::Issue(a) => {
+            let engine = open(g, true)?;
+            let mut grant = Grant::new(a.subject, a.client, Scope::parse(&a.scope)?);
+            if let Some(c) = a.confirmation {
+                grant = grant.with_confirmation(c);
+            }
+            if let Some(m) = a.metadata {
+                grant = grant.with_metadata(m.into_bytes());
+            }
+            let issued = engine.issue(&grant)?;
+            output::print_json(&IssuedJson {
+                refresh_token: issued.refresh_token.expose(),
+                family_id: issued.family.to_string(),
+                generation: issued.generation,
+                expires_at: output::rfc3339(issued.expires_at),
+            })
+        }
+        Command::Rotate(a) => {
+            let token = read_token(a.token)?;
+            let engine = open(g, false)?;
+            let mut request = RotateRequest::new(a.client);
+            request.scope = a.scope.as_deref().map(Scope::parse).transpose()?;
+            request.confirmation = a.confirmation;
+            let r = engine.rotate(&token, &request)?;
+            output::print_json(&RotatedJson {
+                refresh_token: r.refresh_token.expose(),
+                family_id: r.family.to_string(),
+                generation: r.generation,
+                expires_at: output::rfc3339(r.expires_at),
+                retried: r.retried,
+                subject: &r.grant.subject,
+                client_id: &r.grant.client_id,
+                scope: r.scope.to_string(),
+            })
+        }
+        Command::Introspect(a) => {
+            let token = read_token(a.token)?;
+            let engine = open(g, false)?;
+            output::print_json(&IntrospectionJson::from(engine.introspect(&token)?))
+        }
+        Command::Revoke(a) => {
+            // clap's ArgGroup guarantees exactly one target.
+            let token = a.token.map(read_token).transpose()?;
+            let family = a
+                .family
+                .as_deref()
+                .map(|f| {
+                    f.parse::<FamilyId>()
+                        .map_err(|e| CliError::refused("invalid_input", format!("--family: {e}")))
+                })
+                .transpose()?;
+            let target = match (&token, family, &a.subject, &a.client) {
+                (Some(t), None, None, None) => RevokeTarget::Token(t),
+                (None, Some(f), None, None) => RevokeTarget::Family(f),
+                (None, None, Some(s), None) => RevokeTarget::Subject(s),
+                (None, None, None, Some(c)) => RevokeTarget::Client(c),
+                _ => {
+                    return Err(CliError {
+                        code: "usage",
+                        message: "give exactly one of --token, --family, --subject, --client".into(),
+                        exit: 2,
+                    });
+                }
+            };
+            let engine = open(g, false)?;
+            output::print_json(&RevokedJson {
+                revoked: engine.revoke(target)?,
+            })
+        }
+        Command::Sessions(a) => {
+            let engine = open(g, false)?;
+            let sessions = engine.sessions(&a.subject)?;
+            output::print_json(&SessionsJson {
+                sessions: sessions.into_iter().map(SessionJson::from).collect(),
+            })
+        }
+        Command::Gc(a) => {
+            let engine = open(g, false)?;
+            let limit = usize::try_from(a.limit).unwrap_or(usize::MAX);
+            let mut total = GcJson::default();
+            loop {
+                // Each step removes the index entries it examined, so the loop ends.
+                let step = engine.gc(limit)?;
+                total.removed += step.removed;
+                total.rescheduled += step.rescheduled;
+                total.events_removed += step.events_removed;
+                total.steps += 1;
+                if !step.more {
+                    break;
+                }
+            }
+            output::print_json(&total)
+        }
+        Command::Check => {
+            let engine = open(g, false)?;
+            let report = CheckJson::from(engine.check()?);
+            output::print_json(&report)?;
+            if report.ok {
+                return Ok(());
+            }
+            let list: Vec<String> = report
+                .problems
+                .iter()
+                .map(|p| format!("{} {}: {}", p.table, p.key, p.what))
+                .collect();
+            Err(CliError::storage(
+                "check_failed",
+                format!("{} problem(s) found: {}", list.len(), list.join("; ")),
+            ))
+        }
+        Command::Demo => crate::demo::run(&policy(g)),
+    }
+}
+
+/// The policy: the core's defaults, with the global flags applied.
+pub(crate) fn policy(g: &Global) -> Policy {
+    let mut p = Policy::default();
+    if let Some(s) = g.grace_secs {
+        p.grace = Duration::from_secs(s);
+    }
+    if let Some(d) = g.idle_days {
+        p.idle_lifetime = Duration::from_secs(u64::from(d) * DAY_SECS);
+    }
+    if let Some(d) = g.absolute_days {
+        p.absolute_lifetime = Duration::from_secs(u64::from(d) * DAY_SECS);
+    }
+    match g.durability {
+        Some(DurabilityArg::Immediate) => p.durability = Durability::Immediate,
+        Some(DurabilityArg::Relaxed) => p.durability = Durability::Relaxed,
+        None => {}
+    }
+    p
+}
+
+/// Translates a key-file error.
+fn key_error(e: KeyError) -> CliError {
+    match &e {
+        KeyError::Io { path, source } => match source.kind() {
+            std::io::ErrorKind::NotFound => CliError::refused(
+                "keys_missing",
+                format!(
+                    "no key file at {path}; run `rotoken keys generate` to create one \
+                     (or point --keys / ROTOKEN_KEYS at the existing one)"
+                ),
+            ),
+            std::io::ErrorKind::AlreadyExists => CliError::refused(
+                "keys_exist",
+                format!(
+                    "{e}; pass --force to replace it (every database made with the old keys becomes unreadable), \
+                     or `rotoken keys rotate` to add a key"
+                ),
+            ),
+            _ => CliError::refused("keys_unreadable", e.to_string()),
+        },
+        KeyError::Format { .. } => CliError::refused("keys_invalid", format!("not a rotoken key file: {e}")),
+        KeyError::Random(_) => CliError::storage("random_failed", e.to_string()),
+        _ => CliError::refused("keys", e.to_string()),
+    }
+}
+
+/// Loads the key file.
+fn load_keys(path: &Path) -> Result<Keyring, CliError> {
+    Keyring::load(path).map_err(key_error)
+}
+
+/// `keys generate`.
+fn keys_generate(path: &Path, force: bool) -> Result<(), CliError> {
+    let keys = Keyring::generate().map_err(key_error)?;
+    keys.save(path, force).map_err(key_error)?;
+    output::print_json(&KeysJson::of(path, &keys))
+}
+
+/// `keys rotate`.
+fn keys_rotate(path: &Path) -> Result<(), CliError> {
+    let mut keys = load_keys(path)?;
+    keys.rotate().map_err(key_error)?;
+    keys.save(path, true).map_err(key_error)?;
+    output::print_json(&KeysJson::of(path, &keys))
+}
+
+/// Loads the keys and opens the engine. Only `issue` creates a missing
+/// database; the other commands refuse, so a mistyped `--db` does not
+/// quietly create an empty file and report every token unknown.
+fn open(g: &Global, create: bool) -> Result<Engine, CliError> {
+    let keys = load_keys(&g.keys)?;
+    if !create && matches!(g.db.try_exists(), Ok(false)) {
+        return Err(CliError::refused(
+            "db_missing",
+            format!(
+                "no database at {}; `rotoken issue` creates one (or point --db / ROTOKEN_DB at the existing one)",
+                g.db.display()
+            ),
+        ));
+    }
+    let options = Options {
+        policy: policy(g),
+        ..Options::default()
+    };
+    Ok(Engine::open(&g.db, keys, options)?)
+}
+
+/// The token named by a TOKEN argument: the argument itself, or standard
+/// input when it is `-` (with the trailing newline removed). Input that is
+/// not UTF-8 is passed on lossily converted: the core refuses it as a
+/// malformed token, like any other garbage.
+fn read_token(arg: OsString) -> Result<Zeroizing<String>, CliError> {
+    if arg != "-" {
+        return Ok(Zeroizing::new(arg.to_string_lossy().into_owned()));
+    }
+    let mut bytes = Zeroizing::new(Vec::new());
+    std::io::stdin()
+        .lock()
+        .take(MAX_STDIN)
+        .read_to_end(&mut bytes)
+        .map_err(|e| {
+            CliError::refused(
+                "stdin_unreadable",
+                format!("could not read the token from standard input: {e}"),
+            )
+        })?;
+    let text = String::from_utf8_lossy(&bytes);
+    Ok(Zeroizing::new(text.trim_end_matches(['\n', '\r']).to_owned()))
+}
