@@ -24,6 +24,10 @@ use crate::{Cli, Command, DurabilityArg, Global, KeysCommand};
 /// not a token; the core rejects it by its length.
 const MAX_STDIN: u64 = 16 * 1024 * 1024;
 
+/// Largest key file read. A key line takes about 80 bytes, so this holds
+/// thousands of keys.
+const MAX_KEY_FILE: u64 = 1024 * 1024;
+
 const DAY_SECS: u64 = 86_400;
 
 /// Runs one parsed command line.
@@ -163,6 +167,9 @@ pub(crate) fn policy(g: &Global) -> Policy {
     if let Some(d) = g.absolute_days {
         p.absolute_lifetime = Duration::from_secs(u64::from(d) * DAY_SECS);
     }
+    if let Some(s) = g.revoked_retention_secs {
+        p.revoked_retention = Duration::from_secs(s);
+    }
     match g.durability {
         Some(DurabilityArg::Immediate) => p.durability = Durability::Immediate,
         Some(DurabilityArg::Relaxed) => p.durability = Durability::Relaxed,
@@ -189,7 +196,7 @@ fn key_error(e: KeyError) -> CliError {
                      or `rotoken keys rotate` to add a key"
                 ),
             ),
-            _ => CliError::refused("keys_unreadable", e.to_string()),
+            _ => CliError::refused("keys_io", e.to_string()),
         },
         KeyError::Format { .. } => CliError::refused("keys_invalid", format!("not a rotoken key file: {e}")),
         KeyError::Random(_) => CliError::storage("random_failed", e.to_string()),
@@ -197,9 +204,29 @@ fn key_error(e: KeyError) -> CliError {
     }
 }
 
-/// Loads the key file.
+/// Loads the key file. Reads at most [`MAX_KEY_FILE`] bytes, so pointing
+/// `--keys` at `/dev/zero` or a huge file fails cleanly (`Keyring::load`
+/// reads the whole file, however large).
 fn load_keys(path: &Path) -> Result<Keyring, CliError> {
-    Keyring::load(path).map_err(key_error)
+    let io = |source| {
+        key_error(KeyError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.take(MAX_KEY_FILE + 1).read_to_end(&mut bytes).map_err(io)?;
+    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_KEY_FILE {
+        return Err(CliError::refused(
+            "keys_invalid",
+            format!(
+                "not a rotoken key file: {} is larger than {MAX_KEY_FILE} bytes",
+                path.display()
+            ),
+        ));
+    }
+    Keyring::from_bytes(&bytes).map_err(key_error)
 }
 
 /// `keys generate`.
@@ -212,6 +239,19 @@ fn keys_generate(path: &Path, force: bool) -> Result<(), CliError> {
 /// `keys rotate`.
 fn keys_rotate(path: &Path) -> Result<(), CliError> {
     let mut keys = load_keys(path)?;
+    // `Keyring::rotate` numbers the new key one past the highest id and does
+    // not check for overflow: refuse here rather than panic (or, in a release
+    // build, wrap to id 0 and replace a key in use).
+    if keys.key_ids().iter().any(|(id, _)| *id == u32::MAX) {
+        return Err(CliError::refused(
+            "keys_exhausted",
+            format!(
+                "the key file {} already holds key id {}; no higher id is left",
+                path.display(),
+                u32::MAX
+            ),
+        ));
+    }
     keys.rotate().map_err(key_error)?;
     keys.save(path, true).map_err(key_error)?;
     output::print_json(&KeysJson::of(path, &keys))

@@ -116,8 +116,8 @@ impl Demo {
             .rotate(&t0, &web)
             .map_err(|e| unexpected("rotating the first token", e))?;
         let t1 = second.refresh_token.expose().to_owned();
-        expect(second.generation == 1, "the successor should be generation 1")?;
-        expect(!second.retried, "a first rotation must not be reported as a retry")?;
+        ensure(second.generation == 1, "the successor should be generation 1")?;
+        ensure(!second.retried, "a first rotation must not be reported as a retry")?;
         note(&format!(
             "An hour later web-app refreshes with token A. A is retired and its successor,\n\
              token B = {} (generation 1), is issued, in one atomic write.",
@@ -131,8 +131,8 @@ impl Demo {
             .engine
             .rotate(&t0, &web)
             .map_err(|e| unexpected("retrying within the grace window", e))?;
-        expect(retry.retried, "the retry should be reported as `retried: true`")?;
-        expect(
+        ensure(retry.retried, "the retry should be reported as `retried: true`")?;
+        ensure(
             retry.refresh_token.expose() == t1,
             "the retry should get the very same successor, not a second live token",
         )?;
@@ -171,7 +171,7 @@ impl Demo {
             .engine
             .introspect(&t1)
             .map_err(|e| unexpected("introspecting", e))?;
-        expect(
+        ensure(
             !intro.active,
             "introspection of a revoked family's token should be inactive",
         )?;
@@ -206,7 +206,7 @@ impl Demo {
                     }
                 )
         });
-        expect(
+        ensure(
             reuse && events.len() == 1,
             "exactly one reuse_detected event (presented 0, current 1) should be recorded",
         )?;
@@ -228,7 +228,7 @@ impl Demo {
             .engine
             .revoke(RevokeTarget::Subject("bob"))
             .map_err(|e| unexpected("revoking by subject", e))?;
-        expect(n == 2, &format!("revoking bob should revoke 2 families, not {n}"))?;
+        ensure(n == 2, &format!("revoking bob should revoke 2 families, not {n}"))?;
         match self
             .engine
             .rotate(bob_mobile.refresh_token.expose(), &RotateRequest::new("mobile-app"))
@@ -240,7 +240,7 @@ impl Demo {
             .engine
             .sessions("bob")
             .map_err(|e| unexpected("listing sessions", e))?;
-        expect(
+        ensure(
             sessions.len() == 2 && sessions.iter().all(|s| !s.active),
             "bob's two sessions should be listed, both inactive",
         )?;
@@ -255,11 +255,11 @@ impl Demo {
 
         self.heading("Check the database");
         let report = self.engine.check().map_err(|e| unexpected("check", e))?;
-        expect(
+        ensure(
             report.is_ok(),
             &format!("check should find no problem, found {:?}", report.problems),
         )?;
-        expect(report.families == 3, "check should see 3 families")?;
+        ensure(report.families == 3, "check should see 3 families")?;
         note(&format!(
             "check verified {} families, {} index entries and {} events: every record's MAC,\n\
              every sealed grant, every index entry. No problems.",
@@ -283,7 +283,7 @@ fn note(text: &str) {
 }
 
 /// `Ok` if `ok`, else `what` as the failure.
-fn expect(ok: bool, what: &str) -> Step {
+fn ensure(ok: bool, what: &str) -> Step {
     if ok { Ok(()) } else { Err(what.to_owned()) }
 }
 

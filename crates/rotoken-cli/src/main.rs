@@ -46,7 +46,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 )]
 pub(crate) struct Cli {
     /// Options shared by every subcommand.
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Global options")]
     pub(crate) global: Global,
     /// What to do.
     #[command(subcommand)]
@@ -84,6 +84,10 @@ pub(crate) struct Global {
     /// Absolute lifetime in days, counted from issue [default: the core's, 90].
     #[arg(long, global = true, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) absolute_days: Option<u32>,
+    /// How long a revoked family is kept (answering `revoked`) before gc may remove it, in seconds;
+    /// applies to families revoked by this command [default: the core's, 1 day].
+    #[arg(long, global = true, value_name = "SECS")]
+    pub(crate) revoked_retention_secs: Option<u64>,
     /// Commit durability [default: immediate]. `relaxed` may lose recent rotations on a crash.
     #[arg(long, global = true, value_enum, value_name = "MODE")]
     pub(crate) durability: Option<DurabilityArg>,
