@@ -21,7 +21,13 @@
 //!   usage error (as clap does), 3 for a storage or corruption problem.
 //!   Codes are the core's stable `.code()` values, plus a few of the tool's
 //!   own (`keys_missing`, `keys_exist`, `keys_invalid`, `db_missing`, ...).
-//! * A token is never printed in an error message.
+//! * `introspect` answers `{"active": false}` (exit 0) for any token that is
+//!   not a family's live current token, malformed ones included (RFC 7662).
+//! * `check` prints its report on standard output either way; when it finds
+//!   problems it also prints `check_failed` with the list on standard error
+//!   and exits 3.
+//! * A token is never printed in an error message, and any token clap would
+//!   echo in a usage error is shortened to `rt1_AbCd…`.
 //! * A TOKEN argument of `-` is read from standard input, which keeps tokens
 //!   out of `ps` listings and shell history.
 
@@ -32,6 +38,7 @@ mod demo;
 mod output;
 
 use std::ffi::OsString;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -224,8 +231,14 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            // Help and version go to stdout with code 0; usage errors to stderr with code 2.
-            let _ = e.print();
+            // Help and version go to stdout with code 0; usage errors to stderr
+            // with code 2, with any token clap echoes (a misplaced argument) shortened.
+            if e.use_stderr() {
+                let text = output::redact_tokens(&e.render().to_string());
+                let _ = write!(std::io::stderr().lock(), "{text}");
+            } else {
+                let _ = e.print();
+            }
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };

@@ -119,11 +119,39 @@ struct ErrorJson<'a> {
     message: &'a str,
 }
 
+/// Shortens anything that looks like a refresh token (`rt<digit>_` and
+/// more than four URL-safe base64 characters) to its first eight
+/// characters and an ellipsis, so no error output can carry a usable token.
+pub(crate) fn redact_tokens(text: &str) -> String {
+    let b = text.as_bytes();
+    let is_body = |c: &u8| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_';
+    let mut out = String::with_capacity(text.len());
+    let (mut i, mut copied) = (0, 0);
+    while i + 4 <= b.len() {
+        if b[i] == b'r' && b[i + 1] == b't' && b[i + 2].is_ascii_digit() && b[i + 3] == b'_' {
+            let start = i + 4;
+            let end = start + b[start..].iter().take_while(|c| is_body(c)).count();
+            if end - start > 4 {
+                // Every index here is at an ASCII byte, so a char boundary.
+                out.push_str(&text[copied..start + 4]);
+                out.push('…');
+                copied = end;
+                i = end;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
 /// Prints `e` as one JSON object on standard error. A closed standard error is ignored.
 pub(crate) fn print_error(e: &CliError) {
+    let message = redact_tokens(&e.message);
     let json = serde_json::to_string(&ErrorJson {
         error: e.code,
-        message: &e.message,
+        message: &message,
     })
     .unwrap_or_else(|_| format!("{{\"error\":\"{}\"}}", e.code));
     let mut err = std::io::stderr().lock();
@@ -415,6 +443,17 @@ mod tests {
         assert_eq!(CliError::from_code("storage_error", "x").exit_code(), 3);
         assert_eq!(CliError::from_code("reuse_detected", "x").exit_code(), 1);
         assert_eq!(CliError::from_code("wrong_keys", "x").exit_code(), 1);
+    }
+
+    #[test]
+    fn tokens_are_redacted() {
+        assert_eq!(
+            redact_tokens("unexpected argument 'rt1_AbCdEfGhIj-_x' found"),
+            "unexpected argument 'rt1_AbCd…' found"
+        );
+        assert_eq!(redact_tokens("rt1_ab rt1_ rt"), "rt1_ab rt1_ rt");
+        assert_eq!(redact_tokens("é rt2_abcdefgh"), "é rt2_abcd…");
+        assert_eq!(redact_tokens(""), "");
     }
 
     #[test]

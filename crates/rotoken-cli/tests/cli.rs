@@ -731,3 +731,23 @@ fn hex(s: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
         .collect()
 }
+
+#[test]
+fn usage_errors_never_echo_a_token() {
+    let env = Env::with_keys();
+    let (t0, _) = env.issue("alice", "web");
+    for args in [
+        &["revoke", &t0][..],
+        &["rotate", &t0, &t0, "--client", "web"],
+        &["introspect", "--token", &t0],
+    ] {
+        let out = env.run(args);
+        assert_eq!(out.code, 2, "{out:?}");
+        assert!(
+            !out.stderr.contains(&t0),
+            "a usage error echoed the token: {}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("rt1_"), "{}", out.stderr);
+    }
+}
