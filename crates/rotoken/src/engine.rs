@@ -323,9 +323,14 @@ impl Engine {
     /// # Errors
     ///
     /// [`OpenError::Locked`] if another process has it open,
-    /// [`OpenError::NotRotoken`], [`OpenError::UnsupportedSchema`],
+    /// [`OpenError::NotRotoken`] for a file that is not a redb database or a
+    /// redb database without rotoken's tables, [`OpenError::UnsupportedSchema`],
     /// [`OpenError::WrongKeys`], or a storage error.
     pub fn open(path: impl AsRef<Path>, keys: Keyring, options: Options) -> Result<Self, OpenError> {
+        let path = path.as_ref();
+        if !looks_like_redb(path).map_err(|e| StoreError::Storage(e.into()))? {
+            return Err(OpenError::NotRotoken);
+        }
         let mut b = Database::builder();
         if let Some(c) = options.cache_size {
             b.set_cache_size(c);
@@ -1196,6 +1201,21 @@ impl Engine {
     }
 }
 
+/// False if `path` is a non-empty file that does not start with redb's
+/// magic number (so it is certainly not a rotoken database); true if it does,
+/// or if it is missing or empty (redb creates it).
+fn looks_like_redb(path: &Path) -> std::io::Result<bool> {
+    use std::io::Read as _;
+    const MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+    let mut head = Vec::with_capacity(MAGIC.len());
+    match std::fs::File::open(path) {
+        Ok(f) => f.take(MAGIC.len() as u64).read_to_end(&mut head)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(e),
+    };
+    Ok(head.is_empty() || head == MAGIC)
+}
+
 /// A write transaction and whether its commit will be durable.
 struct Txn {
     txn: WriteTransaction,
@@ -1227,5 +1247,24 @@ fn refusal(r: Refusal) -> RotateError {
         Refusal::ConfirmationMismatch => RotateError::ConfirmationMismatch,
         Refusal::ScopeWidened => RotateError::ScopeWidened,
         Refusal::TooManyGenerations => RotateError::TooManyGenerations,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_that_are_not_redb_are_not_rotoken() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x");
+        for content in [&b"hello, world, this is text"[..], b"r", &[0u8; 4096]] {
+            std::fs::write(&path, content).unwrap();
+            let err = Engine::open(&path, Keyring::generate().unwrap(), Options::default()).unwrap_err();
+            assert!(matches!(err, OpenError::NotRotoken), "{err}");
+            assert_eq!(std::fs::read(&path).unwrap(), content, "the file was changed");
+        }
+        std::fs::write(&path, b"").unwrap();
+        assert!(Engine::open(&path, Keyring::generate().unwrap(), Options::default()).is_ok());
     }
 }

@@ -82,7 +82,13 @@ pub enum KeyError {
     /// The OS random number generator failed.
     #[error("OS random number generator failed: {0}")]
     Random(getrandom::Error),
+    /// No key id is left above the highest one in the keyring.
+    #[error("no key id is left above {}", u32::MAX)]
+    Exhausted,
 }
+
+/// The largest key file [`Keyring::load`] reads.
+pub const MAX_KEY_FILE_LEN: usize = 1 << 20;
 
 /// 32 bytes of secret key material, zeroized on drop.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -193,9 +199,17 @@ impl Keyring {
     ///
     /// # Errors
     ///
-    /// [`KeyError::Random`] if the OS random number generator fails.
+    /// [`KeyError::Random`] if the OS random number generator fails,
+    /// [`KeyError::Exhausted`] if the highest key id is `u32::MAX`.
     pub fn rotate(&mut self) -> Result<u32, KeyError> {
-        let id = self.keys.keys().next_back().copied().unwrap_or(0) + 1;
+        let id = self
+            .keys
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0)
+            .checked_add(1)
+            .ok_or(KeyError::Exhausted)?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         self.keys.insert(id, NumberedKey::from_root(Key32::random()?, now));
         self.active = id;
@@ -299,38 +313,73 @@ impl Keyring {
         Zeroizing::new(s.as_bytes().to_vec())
     }
 
-    /// Loads a key file.
+    /// Loads a key file (at most [`MAX_KEY_FILE_LEN`] bytes).
     ///
     /// # Errors
     ///
     /// [`KeyError::Io`] if the file cannot be read, [`KeyError::Format`] if
-    /// it is malformed.
+    /// it is malformed or too large.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, KeyError> {
-        let path = path.as_ref();
-        let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| KeyError::Io {
-            path: path.display().to_string(),
-            source,
-        })?);
-        Self::from_bytes(&bytes)
-    }
-
-    /// Writes the key file, readable by its owner only (mode 0600 on Unix).
-    /// Refuses to overwrite an existing file unless `overwrite` is set; the
-    /// replacement is written to a temporary file and renamed into place.
-    ///
-    /// # Errors
-    ///
-    /// [`KeyError::Io`].
-    pub fn save(&self, path: impl AsRef<Path>, overwrite: bool) -> Result<(), KeyError> {
-        use std::io::Write as _;
+        use std::io::Read as _;
         let path = path.as_ref();
         let io = |source| KeyError::Io {
             path: path.display().to_string(),
             source,
         };
+        let mut bytes = Zeroizing::new(Vec::new());
+        std::fs::File::open(path)
+            .map_err(io)?
+            .take(MAX_KEY_FILE_LEN as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if bytes.len() > MAX_KEY_FILE_LEN {
+            return Err(KeyError::Format {
+                line: 0,
+                reason: format!("larger than {MAX_KEY_FILE_LEN} bytes"),
+            });
+        }
+        Self::from_bytes(&bytes)
+    }
+
+    /// Writes the key file, readable by its owner only (mode 0600 on Unix).
+    ///
+    /// The keys are written and synced to a uniquely named temporary file
+    /// beside `path`, which is then linked into place (failing atomically if
+    /// `path` exists and `overwrite` is false) or renamed over it. The
+    /// temporary file is removed whatever happens.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::Io`], with kind `AlreadyExists` if the file exists and
+    /// `overwrite` is false.
+    pub fn save(&self, path: impl AsRef<Path>, overwrite: bool) -> Result<(), KeyError> {
+        let path = path.as_ref();
+        let io = |source| KeyError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut suffix = [0u8; 8];
+        getrandom::fill(&mut suffix).map_err(KeyError::Random)?;
         let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
+        tmp.push(format!(
+            ".{}.{:016x}.tmp",
+            std::process::id(),
+            u64::from_be_bytes(suffix)
+        ));
         let tmp = std::path::PathBuf::from(tmp);
+        let result = self.write_new(&tmp).and_then(|()| {
+            if overwrite {
+                std::fs::rename(&tmp, path)
+            } else {
+                std::fs::hard_link(&tmp, path)
+            }
+        });
+        let _ = std::fs::remove_file(&tmp);
+        result.map_err(io)
+    }
+
+    fn write_new(&self, path: &Path) -> std::io::Result<()> {
+        use std::io::Write as _;
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create_new(true);
         #[cfg(unix)]
@@ -338,18 +387,9 @@ impl Keyring {
             use std::os::unix::fs::OpenOptionsExt as _;
             opts.mode(0o600);
         }
-        if !overwrite && path.exists() {
-            return Err(io(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "refusing to overwrite an existing key file",
-            )));
-        }
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = opts.open(&tmp).map_err(io)?;
-        f.write_all(&self.to_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(io)
+        let mut f = opts.open(path)?;
+        f.write_all(&self.to_bytes())?;
+        f.sync_all()
     }
 
     fn numbered(&self, id: u32) -> Option<&NumberedKey> {
@@ -622,6 +662,41 @@ mod tests {
         let mut wrong = pred.clone();
         wrong.secret.0[15] ^= 1;
         assert!(ring.open_successor(&wrong, b"ad", &blob).is_err());
+    }
+
+    #[test]
+    fn save_is_atomic_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        let ring = Keyring::generate().unwrap();
+        ring.save(&path, false).unwrap();
+        let err = Keyring::generate().unwrap().save(&path, false).unwrap_err();
+        assert!(matches!(err, KeyError::Io { ref source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists));
+        assert_eq!(Keyring::load(&path).unwrap().key_check(), ring.key_check());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        // A failed save (the target is a directory) leaves no temporary file behind.
+        assert!(ring.save(dir.path(), true).is_err());
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("k")]);
+        // Oversized files are refused without reading them whole.
+        std::fs::write(&path, vec![b'#'; MAX_KEY_FILE_LEN + 1]).unwrap();
+        assert!(matches!(Keyring::load(&path), Err(KeyError::Format { line: 0, .. })));
+    }
+
+    #[test]
+    fn key_ids_do_not_wrap() {
+        let a = "A".repeat(43);
+        let text = format!("rotoken-keys v1\nstorage {a}\nkey 4294967295 0 {a}\nactive 4294967295\n");
+        let mut ring = Keyring::from_bytes(text.as_bytes()).unwrap();
+        assert!(matches!(ring.rotate(), Err(KeyError::Exhausted)));
+        assert_eq!(ring.key_ids().len(), 1);
     }
 
     #[test]
