@@ -1,0 +1,157 @@
+//! Measures the on-disk cost of a family.
+//!
+//! `bytes_per_family [FAMILIES] [ROTATIONS]` (defaults 10,000 and 10) opens a
+//! fresh database in a temporary directory, issues `FAMILIES` families with
+//! realistic grants, rotates each `ROTATIONS` times with relaxed durability,
+//! reopens it with immediate durability for one final durable commit,
+//! compacts it, and prints one JSON object:
+//!
+//! - `file_bytes`: the database file size after compaction;
+//! - `bytes_per_family`: `file_bytes / families`;
+//! - `file_bytes_before_compact`, timings of each phase, and the mean length
+//!   of a stored family record (read back with raw redb) for context.
+//!
+//! Set `ROTOKEN_BENCH_DIR` to choose where the temporary directory is made.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::error::Error;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use rotoken::{Durability, Engine, Grant, Keyring, Options, Policy, RefreshToken, RotateRequest, Scope};
+
+const FAMILIES: TableDefinition<'_, [u8; 16], &[u8]> = TableDefinition::new("families");
+
+const CLIENTS: [&str; 5] = [
+    "web-app",
+    "ios-app",
+    "android-app",
+    "3f9c2b1e-8d4a-4c6f-9e7b-2a1d5c8f0b34",
+    "partner-portal.example.com",
+];
+
+const SCOPES: [&str; 4] = [
+    "openid offline_access",
+    "openid profile email offline_access",
+    "openid profile email offline_access read:orders write:orders",
+    "openid offline_access api:read api:write billing:read",
+];
+
+/// A small deterministic generator, so runs are comparable.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+fn grant(i: usize, rng: &mut SplitMix) -> Result<Grant, Box<dyn Error>> {
+    // Identity-provider style subjects: "auth0|<24 hex>" or an e-mail address.
+    let subject = if i.is_multiple_of(3) {
+        format!("user{:06}@example.com", rng.next() % 1_000_000)
+    } else {
+        format!("auth0|{:016x}{:08x}", rng.next(), rng.next() as u32)
+    };
+    let client = CLIENTS[(rng.next() % CLIENTS.len() as u64) as usize];
+    let scope = Scope::parse(SCOPES[(rng.next() % SCOPES.len() as u64) as usize])?;
+    let mut grant = Grant::new(subject, client, scope);
+    if i.is_multiple_of(4) {
+        // A DPoP key thumbprint (43 base64url characters).
+        let jkt: String = (0..43)
+            .map(|_| {
+                let c = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+                char::from(c[(rng.next() % 64) as usize])
+            })
+            .collect();
+        grant = grant.with_confirmation(jkt);
+    }
+    Ok(grant)
+}
+
+fn arg(n: usize, default: usize) -> Result<usize, Box<dyn Error>> {
+    match std::env::args().nth(n) {
+        Some(a) => Ok(a.replace('_', "").parse()?),
+        None => Ok(default),
+    }
+}
+
+fn options(durability: Durability) -> Options {
+    let mut policy = Policy::default();
+    policy.durability = durability;
+    Options {
+        policy,
+        ..Options::default()
+    }
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let families = arg(1, 10_000)?;
+    let rotations = arg(2, 10)?;
+    let dir = match std::env::var_os("ROTOKEN_BENCH_DIR") {
+        Some(d) => {
+            let d = PathBuf::from(d);
+            std::fs::create_dir_all(&d)?;
+            tempfile::tempdir_in(d)?
+        }
+        None => tempfile::tempdir()?,
+    };
+    let path = dir.path().join("tokens.redb");
+    let keys = Keyring::generate()?;
+    let mut rng = SplitMix(0x5eed);
+
+    let engine = Engine::open(&path, keys.clone(), options(Durability::Relaxed))?;
+    let started = Instant::now();
+    let mut current: Vec<(RefreshToken, RotateRequest)> = Vec::with_capacity(families);
+    for i in 0..families {
+        let grant = grant(i, &mut rng)?;
+        let mut request = RotateRequest::new(grant.client_id.clone());
+        request.confirmation = grant.confirmation.clone();
+        current.push((engine.issue(&grant)?.refresh_token, request));
+    }
+    let issue_secs = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    for _ in 0..rotations {
+        for (token, request) in &mut current {
+            *token = engine.rotate(token.expose(), request)?.refresh_token;
+        }
+    }
+    let rotate_secs = started.elapsed().as_secs_f64();
+    drop(engine);
+
+    // Reopen durably: one durable commit (an empty gc step), then compact.
+    let mut engine = Engine::open(&path, keys, options(Durability::Immediate))?;
+    engine.gc(0)?;
+    let before = std::fs::metadata(&path)?.len();
+    let started = Instant::now();
+    engine.compact()?;
+    let compact_secs = started.elapsed().as_secs_f64();
+    let stored = engine.families_count()?;
+    drop(engine);
+    let file_bytes = std::fs::metadata(&path)?.len();
+
+    // The mean stored record (body and MAC), read with raw redb.
+    let db = redb::Database::open(&path)?;
+    let read = db.begin_read()?;
+    let table = read.open_table(FAMILIES)?;
+    let mut record_bytes = 0u64;
+    for entry in table.iter()? {
+        record_bytes += entry?.1.value().len() as u64;
+    }
+    let mean_record = record_bytes as f64 / table.len()?.max(1) as f64;
+
+    let per_family = file_bytes as f64 / families.max(1) as f64;
+    println!(
+        "{{\"families\":{families},\"rotations_per_family\":{rotations},\"file_bytes\":{file_bytes},\
+         \"bytes_per_family\":{per_family:.1},\"file_bytes_before_compact\":{before},\
+         \"families_stored\":{stored},\"mean_record_bytes\":{mean_record:.1},\
+         \"issue_secs\":{issue_secs:.3},\"rotate_secs\":{rotate_secs:.3},\"compact_secs\":{compact_secs:.3}}}"
+    );
+    Ok(())
+}
