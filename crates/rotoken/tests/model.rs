@@ -242,8 +242,10 @@ impl MFamily {
 #[derive(Debug, Default)]
 struct Model {
     fams: Vec<MFamily>,
-    /// The event log: time, family, kind; in commit order.
-    events: Vec<(i64, FamilyId, EventKind)>,
+    /// The event log: sequence number, time, family, kind; in commit order.
+    events: Vec<(u64, i64, FamilyId, EventKind)>,
+    /// The next event's sequence number: never reused, even after gc.
+    next_seq: u64,
 }
 
 /// What the model expects from a rotation.
@@ -261,7 +263,8 @@ impl Model {
         let f = &mut self.fams[i];
         f.revoked = Some(reason);
         f.gc_at = now + REVOKED_RETENTION;
-        self.events.push((now, f.id, kind));
+        self.next_seq += 1;
+        self.events.push((self.next_seq, now, f.id, kind));
     }
 
     /// Predicts the rotation of family `i`'s generation-`p` token by `client`,
@@ -346,7 +349,8 @@ impl Model {
                 f.removed = true;
                 if f.revoked.is_none() {
                     let id = f.id;
-                    self.events.push((now, id, EventKind::Expired));
+                    self.next_seq += 1;
+                    self.events.push((self.next_seq, now, id, EventKind::Expired));
                 }
                 report.removed += 1;
             } else {
@@ -355,7 +359,7 @@ impl Model {
             }
         }
         let cutoff = now - EVENT_RETENTION;
-        let old = self.events.iter().take_while(|e| e.0 < cutoff).count();
+        let old = self.events.iter().take_while(|e| e.1 < cutoff).count();
         if old > limit {
             report.more = true;
         }
@@ -376,8 +380,15 @@ struct World {
 }
 
 impl World {
-    fn new() -> Self {
-        let h = Harness::new(small_policy(MAX_GENERATIONS));
+    /// A fresh world; `relaxed` selects relaxed durability (with a durable
+    /// commit every third one), which must lose nothing across a clean reopen.
+    fn new(relaxed: bool) -> Self {
+        let mut policy = small_policy(MAX_GENERATIONS);
+        if relaxed {
+            policy.durability = rotoken::Durability::Relaxed;
+            policy.relaxed_flush_every = 3;
+        }
+        let h = Harness::new(policy);
         let engine = Some(h.open());
         Self {
             h,
@@ -661,14 +672,14 @@ impl World {
             events.windows(2).all(|w| w[0].seq < w[1].seq),
             "event sequence numbers increase"
         );
-        let got: Vec<_> = events.iter().map(|e| (e.at_millis, e.family, e.kind)).collect();
+        let got: Vec<_> = events.iter().map(|e| (e.seq, e.at_millis, e.family, e.kind)).collect();
         prop_assert_eq!(&got, &self.model.events, "event log");
         Ok(())
     }
 }
 
-fn run(ops: &[Op]) -> Result<(), TestCaseError> {
-    let mut w = World::new();
+fn run(relaxed: bool, ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut w = World::new(relaxed);
     w.invariants()?;
     for op in ops {
         w.step(op)?;
@@ -681,8 +692,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn engine_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
-        run(&ops)?;
+    fn engine_matches_model(relaxed in any::<bool>(), ops in proptest::collection::vec(op(), 1..40)) {
+        run(relaxed, &ops)?;
     }
 }
 
@@ -751,7 +762,8 @@ fn scripted_sequence_matches_model() {
             generation: ix(0),
         },
     ];
-    run(&ops).unwrap();
+    run(false, &ops).unwrap();
+    run(true, &ops).unwrap();
 }
 
 #[test]
@@ -762,5 +774,5 @@ fn generation_limit_is_reached() {
             scope: ScopeReq::Full,
         }))
         .collect();
-    run(&ops).unwrap();
+    run(false, &ops).unwrap();
 }
