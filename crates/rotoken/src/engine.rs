@@ -274,6 +274,13 @@ impl fmt::Debug for Engine {
     }
 }
 
+fn retired_grant_key(family: &FamilyId) -> StoreError {
+    corrupt(
+        "families",
+        format!("grant of live family {family} is sealed with a retired key"),
+    )
+}
+
 fn corrupt(table: &'static str, reason: impl fmt::Display) -> StoreError {
     StoreError::Corrupt {
         table,
@@ -512,12 +519,29 @@ impl Engine {
         Ok(())
     }
 
+    /// Opens a family's sealed grant; `None` if it was sealed with a key that
+    /// has since been retired (expected only for families past their
+    /// absolute lifetime, which is when keys may retire).
+    fn grant_if_openable(&self, family: &FamilyId, rec: &FamilyRecord) -> Result<Option<Grant>, StoreError> {
+        let pt = match self.keys.open(&grant_ad(family, rec), &rec.sealed_grant) {
+            Ok(pt) => pt,
+            Err(crate::SealError::UnknownKey(_)) => return Ok(None),
+            Err(e) => return Err(corrupt("families", format!("grant of {family}: {e}"))),
+        };
+        crate::record::decode_grant(&pt)
+            .map(Some)
+            .map_err(|e| corrupt("families", format!("grant of {family}: {e}")))
+    }
+
+    /// Opens the grant of a family that is still in use; a retired key is corruption here.
     fn open_grant(&self, family: &FamilyId, rec: &FamilyRecord) -> Result<Grant, StoreError> {
-        let pt = self
-            .keys
-            .open(&grant_ad(family, rec), &rec.sealed_grant)
-            .map_err(|e| corrupt("families", format!("grant of {family}: {e}")))?;
-        crate::record::decode_grant(&pt).map_err(|e| corrupt("families", format!("grant of {family}: {e}")))
+        self.grant_if_openable(family, rec)?
+            .ok_or_else(|| retired_grant_key(family))
+    }
+
+    /// True if the family can still be refreshed at `now`.
+    fn is_live(&self, rec: &FamilyRecord, now: i64) -> bool {
+        rec.state == FamilyState::Active && state::expiry(rec, &self.limits, now).is_none()
     }
 
     fn seal_grant(&self, family: &FamilyId, rec: &FamilyRecord, grant: &Grant) -> Result<Vec<u8>, StoreError> {
@@ -655,7 +679,9 @@ impl Engine {
             } else {
                 SecretCheck::NotApplicable
             };
-            let grant = self.open_grant(&family, &rec)?;
+            // Revoked or expired families are refused without their grant,
+            // which may be sealed with a key retired since.
+            let grant = self.grant_if_openable(&family, &rec)?;
             let confirmation_matches = match (&rec.confirmation_tag, &request.confirmation) {
                 (None, _) => true,
                 (Some(bound), Some(c)) => bool::from(bound.ct_eq(&self.keys.tag(TagKind::Confirmation, c))),
@@ -666,12 +692,16 @@ impl Engine {
                 secret,
                 client_matches: bool::from(client_tag.ct_eq(&rec.client_tag)),
                 confirmation_matches,
-                scope_within_grant: request.scope.as_ref().is_none_or(|s| s.is_subset(&grant.scope)),
+                scope_within_grant: match (&request.scope, &grant) {
+                    (Some(s), Some(g)) => s.is_subset(&g.scope),
+                    _ => true,
+                },
                 now,
             };
             match state::decide(&rec, &attempt, &self.limits) {
                 Decision::Refuse(r) => return Err(refusal(r)),
                 Decision::Grace => {
+                    let grant = self.open_grant(&family, &rec)?;
                     let successor = opened_successor.ok_or_else(|| corrupt("families", "successor vanished"))?;
                     (
                         Ok(self.rotated(family, &rec, successor, grant, request, true)),
@@ -679,6 +709,10 @@ impl Engine {
                     )
                 }
                 Decision::Rotate => {
+                    let grant = match grant {
+                        Some(g) => g,
+                        None => self.open_grant(&family, &rec)?,
+                    };
                     let next = rec.generation + 1;
                     let successor = self
                         .keys
@@ -938,7 +972,13 @@ impl Engine {
             let Some(rec) = self.load(&table, &family)? else {
                 continue;
             };
-            let grant = self.open_grant(&family, &rec)?;
+            let live = self.is_live(&rec, now);
+            let grant = match self.grant_if_openable(&family, &rec)? {
+                Some(g) => g,
+                // Past its life and sealed with a retired key: gone but for gc.
+                None if !live => continue,
+                None => return Err(retired_grant_key(&family).into()),
+            };
             let revoked = match rec.state {
                 FamilyState::Revoked(r) => Some(r),
                 FamilyState::Active => None,
@@ -951,7 +991,7 @@ impl Engine {
                 created_at: from_millis(rec.created_at),
                 rotated_at: from_millis(rec.rotated_at),
                 expires_at: from_millis(state::deadline(&rec, &self.limits)),
-                active: revoked.is_none() && state::expiry(&rec, &self.limits, now).is_none(),
+                active: live,
                 revoked,
             });
         }
@@ -1056,6 +1096,7 @@ impl Engine {
     ///
     /// A storage error. Inconsistencies are reported in [`CheckReport::problems`].
     pub fn check(&self) -> Result<CheckReport, StoreError> {
+        let now = self.now();
         let read = self.db.begin_read()?;
         let families = read.open_table(FAMILIES)?;
         let by_subject = read.open_table(BY_SUBJECT)?;
@@ -1076,8 +1117,14 @@ impl Engine {
                     continue;
                 }
             };
-            match self.open_grant(&family, &rec) {
-                Ok(g) => {
+            match self.grant_if_openable(&family, &rec) {
+                Ok(None) if !self.is_live(&rec, now) => {}
+                Ok(None) => problems.push(problem(
+                    "families",
+                    family.to_string(),
+                    "a live family's grant is sealed with a retired key".into(),
+                )),
+                Ok(Some(g)) => {
                     if self.keys.tag(TagKind::Subject, &g.subject) != rec.subject_tag
                         || self.keys.tag(TagKind::Client, &g.client_id) != rec.client_tag
                     {
