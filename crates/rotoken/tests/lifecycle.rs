@@ -176,6 +176,31 @@ fn the_generation_limit_is_enforced_without_revoking() {
     ));
 }
 
+/// Policies may change between opens (the brief's policy is configuration,
+/// not data). A family that has more generations than a lowered limit is
+/// simply at its limit: `check` verifies the database's integrity and must
+/// not report it as a problem.
+#[test]
+#[ignore = "bug: check() reports 'generation beyond the limit' for a sound family after max_generations is lowered between opens"]
+fn lowering_the_generation_limit_is_not_corruption() {
+    let mut h = Harness::new(small_policy(1_000));
+    let engine = h.open();
+    let (_, t0) = issue(&engine, "alice");
+    let mut current = t0;
+    for _ in 0..6 {
+        current = rotate(&engine, &current).unwrap().refresh_token.expose().to_owned();
+    }
+    drop(engine);
+    h.policy = small_policy(5);
+    let engine = h.open();
+    assert!(matches!(
+        rotate(&engine, &current),
+        Err(RotateError::TooManyGenerations)
+    ));
+    assert!(active(&engine, &current));
+    assert_check(&engine);
+}
+
 #[test]
 fn keys_rotate_without_invalidating_live_families() {
     let h = harness();
