@@ -277,7 +277,6 @@ fn keys_rotate_without_invalidating_live_families() {
 /// must not break listing a subject's sessions, even before gc has removed
 /// the expired key-1 families.
 #[test]
-
 fn retiring_a_key_after_the_absolute_lifetime_keeps_sessions_listable() {
     let h = harness();
     let engine = h.open();
