@@ -1148,13 +1148,6 @@ impl Engine {
                         "expiry entry lies after the family's absolute expiry".into(),
                     ));
                 }
-                if rec.generation >= self.policy.max_generations.max(1) {
-                    problems.push(problem(
-                        "families",
-                        family.to_string(),
-                        "generation beyond the limit".into(),
-                    ));
-                }
                 if (rec.generation > 0) != rec.sealed_successor.is_some() {
                     problems.push(problem(
                         "families",
