@@ -293,6 +293,16 @@ mod tests {
     }
 
     #[test]
+    fn documented_example_parses() {
+        let s = "rt1_AAAAATjUTJHRL5Am7KC9SNBIvFIAAAAAi7CzSDXbzR-OEVTtJPSCg_6jBAZ2hOi_dd6QwRhuIFAu5Tcr";
+        let t = parse(s.as_bytes()).unwrap();
+        assert_eq!(t.key_id, 1);
+        assert_eq!(t.generation, 0);
+        assert_eq!(t.family.to_string(), "38d44c91d12f9026eca0bd48d048bc52");
+        assert_eq!(format(&t).expose(), s);
+    }
+
+    #[test]
     fn round_trip() {
         let s = format(&sample());
         let t = parse(s.expose().as_bytes()).unwrap();
