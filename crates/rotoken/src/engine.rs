@@ -16,12 +16,13 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
+use crate::batch::{Apply, Batcher, GroupCommit};
 use crate::clock::{Clock, SystemClock, duration_millis, from_millis, to_millis};
 use crate::error::{IssueError, OpenError, RevokeError, RotateError, StoreError};
 use crate::grant::{Grant, MAX_CLIENT_ID_LEN, MAX_CONFIRMATION_LEN, MAX_SUBJECT_LEN, Scope, check_text};
@@ -59,6 +60,8 @@ pub struct Options {
     pub on_event: Option<EventSink>,
     /// redb page cache size in bytes (redb's default when `None`).
     pub cache_size: Option<usize>,
+    /// How concurrent writes share commits.
+    pub group_commit: GroupCommit,
 }
 
 impl Default for Options {
@@ -68,6 +71,7 @@ impl Default for Options {
             clock: Arc::new(SystemClock),
             on_event: None,
             cache_size: None,
+            group_commit: GroupCommit::default(),
         }
     }
 }
@@ -79,6 +83,7 @@ impl fmt::Debug for Options {
             .field("clock", &self.clock)
             .field("on_event", &self.on_event.is_some())
             .field("cache_size", &self.cache_size)
+            .field("group_commit", &self.group_commit)
             .finish()
     }
 }
@@ -263,6 +268,30 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     on_event: Option<EventSink>,
     relaxed_commits: AtomicU32,
+    batcher: Arc<Batcher<Op, Done>>,
+    stats: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    operations: AtomicU64,
+    durable_commits: AtomicU64,
+    largest_batch: AtomicU64,
+}
+
+/// Counters of the write path since the engine was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Committed batches (write transactions of issue, rotate and revoke).
+    pub batches: u64,
+    /// Operations carried by those batches.
+    pub operations: u64,
+    /// Commits made durable (every commit, unless durability is relaxed), gc included.
+    pub durable_commits: u64,
+    /// The most operations one batch carried.
+    pub largest_batch: u64,
 }
 
 impl fmt::Debug for Engine {
@@ -271,6 +300,122 @@ impl fmt::Debug for Engine {
             .field("keys", &self.keys)
             .field("policy", &self.policy)
             .finish_non_exhaustive()
+    }
+}
+
+/// The families listed under `tag` in a subject or client index.
+fn index_scan(table: &impl ReadableTable<[u8; 32], ()>, tag: &[u8; TAG16]) -> Result<Vec<FamilyId>, StoreError> {
+    let mut out = Vec::new();
+    for entry in table.range(pair(tag, &[0; 16])..=pair(tag, &[0xff; 16]))? {
+        let k = entry?.0.value();
+        let mut f = [0u8; 16];
+        f.copy_from_slice(&k[16..]);
+        out.push(FamilyId::from_bytes(f));
+    }
+    Ok(out)
+}
+
+/// An operation prepared on its caller's thread, applied by a batch leader.
+pub(crate) enum Op {
+    Issue(Box<PreparedIssue>),
+    Rotate(Box<PreparedRotate>),
+    Revoke(PreparedRevoke),
+}
+
+pub(crate) struct PreparedIssue {
+    rec: FamilyRecord,
+    issued: Issued,
+}
+
+pub(crate) struct PreparedRotate {
+    presented: Token,
+    client_tag: [u8; TAG16],
+    confirmation_tag: Option<[u8; TAG16]>,
+    scope: Option<Scope>,
+    successor: Token,
+    successor_hash: [u8; TAG16],
+    sealed_successor: [u8; crate::record::SEALED_SUCCESSOR_LEN],
+}
+
+pub(crate) enum PreparedRevoke {
+    Family(FamilyId, RevokeReason),
+    Subject([u8; TAG16]),
+    Client([u8; TAG16]),
+}
+
+/// What a rotation's storage half hands back to its caller.
+pub(crate) struct RotateDone {
+    family: FamilyId,
+    rec: FamilyRecord,
+    successor: Token,
+    grant: Option<Grant>,
+    retried: bool,
+}
+
+/// One operation's outcome from a batch.
+pub(crate) enum Done {
+    Issue(Result<Issued, IssueError>),
+    Rotate(Result<Box<RotateDone>, RotateError>),
+    Revoke(Result<usize, RevokeError>),
+    /// The batch did not commit; nothing of this operation reached the disk.
+    Failed(StoreError),
+}
+
+impl Done {
+    /// A storage failure that poisons the batch (a refusal or corrupt record does not).
+    fn storage_failure(&self) -> Option<StoreError> {
+        let e = match self {
+            Self::Issue(Err(IssueError::Store(e)))
+            | Self::Rotate(Err(RotateError::Store(e)))
+            | Self::Revoke(Err(RevokeError::Store(e)))
+            | Self::Failed(e) => e,
+            _ => return None,
+        };
+        matches!(e, StoreError::Storage(_)).then(|| e.clone())
+    }
+
+    fn mismatch() -> StoreError {
+        corrupt("engine", "a batch returned another operation's result")
+    }
+
+    fn into_issue(self) -> Result<Issued, IssueError> {
+        match self {
+            Self::Issue(r) => r,
+            Self::Failed(e) => Err(e.into()),
+            _ => Err(Self::mismatch().into()),
+        }
+    }
+
+    fn into_rotate(self) -> Result<Box<RotateDone>, RotateError> {
+        match self {
+            Self::Rotate(r) => r,
+            Self::Failed(e) => Err(e.into()),
+            _ => Err(Self::mismatch().into()),
+        }
+    }
+
+    fn into_revoke(self) -> Result<usize, RevokeError> {
+        match self {
+            Self::Revoke(r) => r,
+            Self::Failed(e) => Err(e.into()),
+            _ => Err(Self::mismatch().into()),
+        }
+    }
+}
+
+impl Apply<Op, Done> for Engine {
+    fn apply_batch(&self, ops: Vec<Op>) -> Vec<Done> {
+        self.run_batch(ops)
+    }
+
+    fn failed(&self, why: &str) -> Done {
+        Done::Failed(corrupt("engine", why))
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.batcher.shutdown();
     }
 }
 
@@ -335,7 +480,7 @@ impl Engine {
     /// [`OpenError::WrongKeys`], or a storage error.
     pub fn open(path: impl AsRef<Path>, keys: Keyring, options: Options) -> Result<Self, OpenError> {
         let path = path.as_ref();
-        if !looks_like_redb(path).map_err(|e| StoreError::Storage(e.into()))? {
+        if !looks_like_redb(path).map_err(|e| StoreError::from(redb::Error::from(e)))? {
             return Err(OpenError::NotRotoken);
         }
         let mut b = Database::builder();
@@ -410,6 +555,8 @@ impl Engine {
             on_event: options.on_event,
             keys,
             relaxed_commits: AtomicU32::new(0),
+            batcher: Arc::new(Batcher::new(options.group_commit)),
+            stats: Counters::default(),
         };
         if fresh {
             // The schema is always committed durably, whatever the policy.
@@ -442,13 +589,23 @@ impl Engine {
         &self.policy
     }
 
+    /// Write-path counters: how many batches, operations and durable commits.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            batches: self.stats.batches.load(Ordering::Relaxed),
+            operations: self.stats.operations.load(Ordering::Relaxed),
+            durable_commits: self.stats.durable_commits.load(Ordering::Relaxed),
+            largest_batch: self.stats.largest_batch.load(Ordering::Relaxed),
+        }
+    }
+
     /// Compacts the database file (frees unused pages). Needs exclusive access.
     ///
     /// # Errors
     ///
     /// A storage error.
     pub fn compact(&mut self) -> Result<bool, StoreError> {
-        self.db.compact().map_err(|e| StoreError::Storage(e.into()))
+        self.db.compact().map_err(StoreError::from)
     }
 
     fn now(&self) -> i64 {
@@ -477,6 +634,7 @@ impl Engine {
     fn commit(&self, txn: Txn) -> Result<(), StoreError> {
         txn.txn.commit()?;
         if txn.durable {
+            self.stats.durable_commits.fetch_add(1, Ordering::Relaxed);
             self.relaxed_commits.store(0, Ordering::Relaxed);
         } else {
             self.relaxed_commits.fetch_add(1, Ordering::Relaxed);
@@ -560,11 +718,102 @@ impl Engine {
 
     /// Issues a new family for `grant` and returns its first refresh token.
     ///
+    /// Concurrent calls share write transactions and durable commits with
+    /// other writes (group commit); the call returns once the commit that
+    /// holds the new family is done.
+    ///
     /// # Errors
     ///
     /// [`IssueError::InvalidInput`] for a grant that fails
     /// [`Grant::validate`], or a storage error.
     pub fn issue(&self, grant: &Grant) -> Result<Issued, IssueError> {
+        let op = self.prepare_issue(grant)?;
+        Done::into_issue(self.batcher.submit(Op::Issue(Box::new(op)), self))
+    }
+
+    /// [`Engine::issue`] for async callers: waits for the commit without
+    /// blocking the runtime's thread (a helper thread commits).
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::issue`].
+    pub async fn issue_async(self: &Arc<Self>, grant: &Grant) -> Result<Issued, IssueError> {
+        let op = self.prepare_issue(grant)?;
+        Done::into_issue(self.submit_async(Op::Issue(Box::new(op))).await)
+    }
+
+    /// Rotates a refresh token: checks it, and returns its successor.
+    ///
+    /// Checks run in this order: checksum and authenticator (no storage
+    /// access), lookup, revoked state, client, confirmation key, expiry,
+    /// generation, scope, generation limit. See `docs/design.md` for the
+    /// full state table. Concurrent calls share write transactions and
+    /// durable commits (group commit); a token is returned only after the
+    /// commit that stored it.
+    ///
+    /// # Errors
+    ///
+    /// Every [`RotateError`] variant. [`RotateError::ReuseDetected`] and
+    /// [`RotateError::Diverged`] have revoked the family and recorded an
+    /// event; all other errors changed nothing.
+    pub fn rotate(&self, token: &str, request: &RotateRequest) -> Result<Rotated, RotateError> {
+        let op = self.prepare_rotate(token, request)?;
+        let done = Done::into_rotate(self.batcher.submit(Op::Rotate(Box::new(op)), self))?;
+        self.finish_rotate(done, request)
+    }
+
+    /// [`Engine::rotate`] for async callers: waits for the commit without
+    /// blocking the runtime's thread (a helper thread commits).
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::rotate`].
+    pub async fn rotate_async(self: &Arc<Self>, token: &str, request: &RotateRequest) -> Result<Rotated, RotateError> {
+        let op = self.prepare_rotate(token, request)?;
+        let done = Done::into_rotate(self.submit_async(Op::Rotate(Box::new(op))).await)?;
+        self.finish_rotate(done, request)
+    }
+
+    /// Revokes families; returns how many were newly revoked (already
+    /// revoked or unknown families count 0). Revoking a token revokes its
+    /// family (RFC 7009), whichever generation the token is. Subject and
+    /// client revocations find their families inside the same write
+    /// transaction, so a family issued concurrently is either revoked or
+    /// issued after the revocation, never missed in between.
+    ///
+    /// # Errors
+    ///
+    /// [`RevokeError::Malformed`] or [`RevokeError::InvalidToken`] for a bad
+    /// token (an HTTP adapter answers these with 200, as RFC 7009 says),
+    /// [`RevokeError::InvalidInput`], or a storage error.
+    pub fn revoke(&self, target: RevokeTarget<'_>) -> Result<usize, RevokeError> {
+        let op = self.prepare_revoke(target)?;
+        Done::into_revoke(self.batcher.submit(Op::Revoke(op), self))
+    }
+
+    /// [`Engine::revoke`] for async callers.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::revoke`].
+    pub async fn revoke_async(self: &Arc<Self>, target: RevokeTarget<'_>) -> Result<usize, RevokeError> {
+        let op = self.prepare_revoke(target)?;
+        Done::into_revoke(self.submit_async(Op::Revoke(op)).await)
+    }
+
+    async fn submit_async(self: &Arc<Self>, op: Op) -> Done {
+        match self.batcher.submit_async(op, Arc::downgrade(self)).await {
+            Ok(done) => done,
+            Err(why) => Done::Failed(StoreError::Corrupt {
+                table: "engine",
+                reason: why.to_owned(),
+            }),
+        }
+    }
+
+    /// Everything about an issue that needs no storage: validation, random
+    /// ids, the token, the sealed grant. Runs on the caller's thread.
+    fn prepare_issue(&self, grant: &Grant) -> Result<PreparedIssue, IssueError> {
         grant.validate()?;
         let now = self.now();
         let family = FamilyId::random().map_err(StoreError::from)?;
@@ -588,34 +837,316 @@ impl Engine {
         };
         rec.gc_at = state::deadline(&rec, &self.limits);
         rec.sealed_grant = self.seal_grant(&family, &rec, grant)?;
-        let txn = self.begin_write()?;
-        {
-            let mut families = txn.open_table(FAMILIES).map_err(StoreError::from)?;
-            if families.get(family.as_bytes()).map_err(StoreError::from)?.is_some() {
-                // 128 random bits never collide in practice; refuse rather than overwrite.
-                return Err(corrupt("families", "family id collision").into());
-            }
-            self.store(&mut families, &family, &rec)?;
-            txn.open_table(BY_SUBJECT)
-                .map_err(StoreError::from)?
-                .insert(pair(&rec.subject_tag, family.as_bytes()), ())
-                .map_err(StoreError::from)?;
-            txn.open_table(BY_CLIENT)
-                .map_err(StoreError::from)?
-                .insert(pair(&rec.client_tag, family.as_bytes()), ())
-                .map_err(StoreError::from)?;
-            txn.open_table(BY_EXPIRY)
-                .map_err(StoreError::from)?
-                .insert(expiry_key(rec.gc_at, &family), ())
-                .map_err(StoreError::from)?;
-        }
-        self.commit(txn)?;
-        Ok(Issued {
-            refresh_token: token::format(&token),
-            family,
-            generation: 0,
-            expires_at: from_millis(rec.gc_at),
+        Ok(PreparedIssue {
+            issued: Issued {
+                refresh_token: token::format(&token),
+                family,
+                generation: 0,
+                expires_at: from_millis(rec.gc_at),
+            },
+            rec,
         })
+    }
+
+    fn apply_issue(&self, txn: &Txn, op: PreparedIssue) -> Result<Issued, IssueError> {
+        let family = op.issued.family;
+        let rec = &op.rec;
+        let mut families = txn.open_table(FAMILIES).map_err(StoreError::from)?;
+        if families.get(family.as_bytes()).map_err(StoreError::from)?.is_some() {
+            // 128 random bits never collide in practice; refuse rather than overwrite.
+            return Err(corrupt("families", "family id collision").into());
+        }
+        self.store(&mut families, &family, rec)?;
+        txn.open_table(BY_SUBJECT)
+            .map_err(StoreError::from)?
+            .insert(pair(&rec.subject_tag, family.as_bytes()), ())
+            .map_err(StoreError::from)?;
+        txn.open_table(BY_CLIENT)
+            .map_err(StoreError::from)?
+            .insert(pair(&rec.client_tag, family.as_bytes()), ())
+            .map_err(StoreError::from)?;
+        txn.open_table(BY_EXPIRY)
+            .map_err(StoreError::from)?
+            .insert(expiry_key(rec.gc_at, &family), ())
+            .map_err(StoreError::from)?;
+        Ok(op.issued)
+    }
+
+    /// Everything about a rotation that needs no storage: parsing,
+    /// authentication, request checks, tags, and the would-be successor,
+    /// already signed and sealed under the presented token. Runs on the
+    /// caller's thread, so batch leaders only touch the database.
+    fn prepare_rotate(&self, token: &str, request: &RotateRequest) -> Result<PreparedRotate, RotateError> {
+        let presented = self.authenticate(token)?;
+        check_text("client_id", &request.client_id, MAX_CLIENT_ID_LEN)?;
+        if let Some(c) = &request.confirmation {
+            check_text("confirmation", c, MAX_CONFIRMATION_LEN)?;
+        }
+        let family = presented.family;
+        let next = presented.generation.saturating_add(1);
+        let successor = self
+            .keys
+            .sign(family, next, Secret::random().map_err(StoreError::from)?);
+        let sealed = self
+            .keys
+            .seal_successor(&presented, &successor, &successor_ad(&family, next))
+            .map_err(StoreError::from)?;
+        let sealed_successor = <[u8; crate::record::SEALED_SUCCESSOR_LEN]>::try_from(sealed.as_slice())
+            .map_err(|_| corrupt("families", "sealed successor has the wrong length"))?;
+        Ok(PreparedRotate {
+            client_tag: self.keys.tag(TagKind::Client, &request.client_id),
+            confirmation_tag: request
+                .confirmation
+                .as_deref()
+                .map(|c| self.keys.tag(TagKind::Confirmation, c)),
+            scope: request.scope.clone(),
+            successor_hash: self.keys.token_hash(&successor),
+            successor,
+            sealed_successor,
+            presented,
+        })
+    }
+
+    /// The storage half of a rotation, inside a batch's write transaction.
+    /// Returns the op's own outcome and the events it recorded.
+    fn apply_rotate(
+        &self,
+        txn: &Txn,
+        op: PreparedRotate,
+        now: i64,
+    ) -> (Result<Box<RotateDone>, RotateError>, Vec<Event>) {
+        let mut events = Vec::new();
+        let result = self.apply_rotate_inner(txn, op, now, &mut events).map(Box::new);
+        (result, events)
+    }
+
+    fn apply_rotate_inner(
+        &self,
+        txn: &Txn,
+        op: PreparedRotate,
+        now: i64,
+        events: &mut Vec<Event>,
+    ) -> Result<RotateDone, RotateError> {
+        let presented = &op.presented;
+        let family = presented.family;
+        let mut families = txn.open_table(FAMILIES).map_err(StoreError::from)?;
+        let Some(mut rec) = self.load(&families, &family)? else {
+            return Err(RotateError::Unknown);
+        };
+        let mut opened_successor = None;
+        let secret = if presented.generation == rec.generation {
+            if bool::from(self.keys.token_hash(presented).ct_eq(&rec.current_hash)) {
+                SecretCheck::Current
+            } else {
+                SecretCheck::Mismatch
+            }
+        } else if rec.generation > 0 && presented.generation == rec.generation - 1 {
+            let ad = successor_ad(&family, rec.generation);
+            match rec
+                .sealed_successor
+                .as_ref()
+                .map(|blob| self.keys.open_successor(presented, &ad, blob))
+            {
+                // The opened successor must be the stored current token.
+                Some(Ok(successor)) if bool::from(self.keys.token_hash(&successor).ct_eq(&rec.current_hash)) => {
+                    opened_successor = Some(successor);
+                    SecretCheck::Predecessor
+                }
+                Some(_) => SecretCheck::Mismatch,
+                None => SecretCheck::NotApplicable,
+            }
+        } else {
+            SecretCheck::NotApplicable
+        };
+        // The grant is opened here only to check a requested scope; the
+        // caller's thread opens it for the result after the commit.
+        let grant = match &op.scope {
+            Some(_) => self.grant_if_openable(&family, &rec)?,
+            None => None,
+        };
+        let confirmation_matches = match (&rec.confirmation_tag, &op.confirmation_tag) {
+            (None, _) => true,
+            (Some(bound), Some(c)) => bool::from(bound.ct_eq(c)),
+            (Some(_), None) => false,
+        };
+        let attempt = Attempt {
+            presented: presented.generation,
+            secret,
+            client_matches: bool::from(op.client_tag.ct_eq(&rec.client_tag)),
+            confirmation_matches,
+            scope_within_grant: match (&op.scope, &grant) {
+                (Some(s), Some(g)) => s.is_subset(&g.scope),
+                _ => true,
+            },
+            now,
+        };
+        match state::decide(&rec, &attempt, &self.limits) {
+            Decision::Refuse(r) => Err(refusal(r)),
+            Decision::Grace => {
+                let successor = opened_successor.ok_or_else(|| corrupt("families", "successor vanished"))?;
+                self.check_grant_key(&family, &rec)?;
+                Ok(RotateDone {
+                    family,
+                    rec,
+                    successor,
+                    grant,
+                    retried: true,
+                })
+            }
+            Decision::Rotate => {
+                rec.generation = op.successor.generation;
+                rec.current_hash = op.successor_hash;
+                rec.rotated_at = now;
+                rec.sealed_successor = Some(op.sealed_successor);
+                if crate::keys::sealed_key_id(&rec.sealed_grant) != Some(self.keys.active_id()) {
+                    // Move the grant to the active key so old keys can retire.
+                    let g = self.open_grant(&family, &rec)?;
+                    rec.sealed_grant = self.seal_grant(&family, &rec, &g)?;
+                }
+                self.store(&mut families, &family, &rec)?;
+                Ok(RotateDone {
+                    family,
+                    rec,
+                    successor: op.successor,
+                    grant,
+                    retried: false,
+                })
+            }
+            Decision::Revoke(reason) => {
+                let (current, presented) = (rec.generation, presented.generation);
+                let (kind, err) = if reason == RevokeReason::Diverged {
+                    (
+                        EventKind::Diverged { presented, current },
+                        RotateError::Diverged { family },
+                    )
+                } else {
+                    (
+                        EventKind::ReuseDetected { presented, current },
+                        RotateError::ReuseDetected { family },
+                    )
+                };
+                events.push(self.mark_revoked(txn, &mut families, &family, &mut rec, reason, kind, now)?);
+                Err(err)
+            }
+        }
+    }
+
+    /// Fails a grace answer before it is handed out if the grant can no
+    /// longer be opened (its key was retired while the family was live).
+    fn check_grant_key(&self, family: &FamilyId, rec: &FamilyRecord) -> Result<(), StoreError> {
+        match crate::keys::sealed_key_id(&rec.sealed_grant) {
+            Some(id) if self.keys.has_key(id) => Ok(()),
+            _ => Err(retired_grant_key(family)),
+        }
+    }
+
+    /// Builds the caller's answer after the commit, on the caller's thread.
+    fn finish_rotate(&self, done: Box<RotateDone>, request: &RotateRequest) -> Result<Rotated, RotateError> {
+        let grant = match done.grant {
+            Some(g) => g,
+            None => self.open_grant(&done.family, &done.rec)?,
+        };
+        Ok(Rotated {
+            refresh_token: token::format(&done.successor),
+            family: done.family,
+            generation: done.rec.generation,
+            expires_at: from_millis(state::deadline(&done.rec, &self.limits)),
+            scope: request.scope.clone().unwrap_or_else(|| grant.scope.clone()),
+            grant,
+            retried: done.retried,
+        })
+    }
+
+    fn prepare_revoke(&self, target: RevokeTarget<'_>) -> Result<PreparedRevoke, RevokeError> {
+        Ok(match target {
+            RevokeTarget::Token(t) => {
+                let presented = self.authenticate(t).map_err(|e| match e {
+                    RotateError::Malformed(p) => RevokeError::Malformed(p),
+                    _ => RevokeError::InvalidToken,
+                })?;
+                PreparedRevoke::Family(presented.family, RevokeReason::Token)
+            }
+            RevokeTarget::Family(f) => PreparedRevoke::Family(f, RevokeReason::Family),
+            RevokeTarget::Subject(s) => {
+                check_text("subject", s, MAX_SUBJECT_LEN)?;
+                PreparedRevoke::Subject(self.keys.tag(TagKind::Subject, s))
+            }
+            RevokeTarget::Client(c) => {
+                check_text("client_id", c, MAX_CLIENT_ID_LEN)?;
+                PreparedRevoke::Client(self.keys.tag(TagKind::Client, c))
+            }
+        })
+    }
+
+    fn apply_revoke(&self, txn: &Txn, op: PreparedRevoke, now: i64) -> (Result<usize, RevokeError>, Vec<Event>) {
+        let mut events = Vec::new();
+        let result = (|| {
+            let (families, reason) = match op {
+                PreparedRevoke::Family(f, reason) => (vec![f], reason),
+                PreparedRevoke::Subject(tag) => {
+                    (index_scan(&txn.open_table(BY_SUBJECT)?, &tag)?, RevokeReason::Subject)
+                }
+                PreparedRevoke::Client(tag) => (index_scan(&txn.open_table(BY_CLIENT)?, &tag)?, RevokeReason::Client),
+            };
+            let mut table = txn.open_table(FAMILIES)?;
+            for family in &families {
+                let Some(mut rec) = self.load(&table, family)? else {
+                    continue;
+                };
+                if rec.state != FamilyState::Active {
+                    continue;
+                }
+                let kind = EventKind::Revoked(reason);
+                events.push(self.mark_revoked(txn, &mut table, family, &mut rec, reason, kind, now)?);
+            }
+            Ok::<usize, StoreError>(events.len())
+        })();
+        (result.map_err(RevokeError::from), events)
+    }
+
+    /// Applies one batch in one write transaction and commits it once.
+    /// Each operation gets its own outcome; a storage failure in any
+    /// operation, or a failed commit, fails every operation of the batch,
+    /// since none of their changes reached the disk.
+    fn run_batch(&self, ops: Vec<Op>) -> Vec<Done> {
+        let n = ops.len();
+        let mut dones = Vec::with_capacity(n);
+        let mut events = Vec::new();
+        let outcome = (|| {
+            let txn = self.begin_write()?;
+            let now = self.now();
+            for op in ops {
+                let done = match op {
+                    Op::Issue(op) => Done::Issue(self.apply_issue(&txn, *op)),
+                    Op::Rotate(op) => {
+                        let (r, ev) = self.apply_rotate(&txn, *op, now);
+                        events.extend(ev);
+                        Done::Rotate(r)
+                    }
+                    Op::Revoke(op) => {
+                        let (r, ev) = self.apply_revoke(&txn, op, now);
+                        events.extend(ev);
+                        Done::Revoke(r)
+                    }
+                };
+                if let Some(e) = done.storage_failure() {
+                    return Err(e);
+                }
+                dones.push(done);
+            }
+            self.commit(txn)
+        })();
+        match outcome {
+            Ok(()) => {
+                let n = n as u64;
+                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                self.stats.operations.fetch_add(n, Ordering::Relaxed);
+                self.stats.largest_batch.fetch_max(n, Ordering::Relaxed);
+                self.emit(&events);
+                dones
+            }
+            Err(e) => (0..n).map(|_| Done::Failed(e.clone())).collect(),
+        }
     }
 
     /// Parses and authenticates a token without touching storage.
@@ -625,166 +1156,6 @@ impl Engine {
             return Err(RotateError::InvalidToken);
         }
         Ok(t)
-    }
-
-    /// Rotates a refresh token: checks it, and returns its successor.
-    ///
-    /// Checks run in this order: checksum and authenticator (no storage
-    /// access), lookup, revoked state, client, confirmation key, expiry,
-    /// generation, scope, generation limit. See `docs/design.md` for the
-    /// full state table.
-    ///
-    /// # Errors
-    ///
-    /// Every [`RotateError`] variant. [`RotateError::ReuseDetected`] and
-    /// [`RotateError::Diverged`] have revoked the family and recorded an
-    /// event; all other errors changed nothing.
-    pub fn rotate(&self, token: &str, request: &RotateRequest) -> Result<Rotated, RotateError> {
-        let presented = self.authenticate(token)?;
-        check_text("client_id", &request.client_id, MAX_CLIENT_ID_LEN)?;
-        if let Some(c) = &request.confirmation {
-            check_text("confirmation", c, MAX_CONFIRMATION_LEN)?;
-        }
-        let now = self.now();
-        let family = presented.family;
-        let client_tag = self.keys.tag(TagKind::Client, &request.client_id);
-        let txn = self.begin_write()?;
-        let (outcome, events) = {
-            let mut families = txn.open_table(FAMILIES).map_err(StoreError::from)?;
-            let Some(mut rec) = self.load(&families, &family)? else {
-                return Err(RotateError::Unknown);
-            };
-            let mut opened_successor = None;
-            let secret = if presented.generation == rec.generation {
-                if bool::from(self.keys.token_hash(&presented).ct_eq(&rec.current_hash)) {
-                    SecretCheck::Current
-                } else {
-                    SecretCheck::Mismatch
-                }
-            } else if rec.generation > 0 && presented.generation == rec.generation - 1 {
-                let ad = successor_ad(&family, rec.generation);
-                match rec
-                    .sealed_successor
-                    .as_ref()
-                    .map(|blob| self.keys.open_successor(&presented, &ad, blob))
-                {
-                    // The opened successor must be the stored current token.
-                    Some(Ok(successor)) if bool::from(self.keys.token_hash(&successor).ct_eq(&rec.current_hash)) => {
-                        opened_successor = Some(successor);
-                        SecretCheck::Predecessor
-                    }
-                    Some(_) => SecretCheck::Mismatch,
-                    None => SecretCheck::NotApplicable,
-                }
-            } else {
-                SecretCheck::NotApplicable
-            };
-            // Revoked or expired families are refused without their grant,
-            // which may be sealed with a key retired since.
-            let grant = self.grant_if_openable(&family, &rec)?;
-            let confirmation_matches = match (&rec.confirmation_tag, &request.confirmation) {
-                (None, _) => true,
-                (Some(bound), Some(c)) => bool::from(bound.ct_eq(&self.keys.tag(TagKind::Confirmation, c))),
-                (Some(_), None) => false,
-            };
-            let attempt = Attempt {
-                presented: presented.generation,
-                secret,
-                client_matches: bool::from(client_tag.ct_eq(&rec.client_tag)),
-                confirmation_matches,
-                scope_within_grant: match (&request.scope, &grant) {
-                    (Some(s), Some(g)) => s.is_subset(&g.scope),
-                    _ => true,
-                },
-                now,
-            };
-            match state::decide(&rec, &attempt, &self.limits) {
-                Decision::Refuse(r) => return Err(refusal(r)),
-                Decision::Grace => {
-                    let grant = self.open_grant(&family, &rec)?;
-                    let successor = opened_successor.ok_or_else(|| corrupt("families", "successor vanished"))?;
-                    (
-                        Ok(self.rotated(family, &rec, successor, grant, request, true)),
-                        Vec::new(),
-                    )
-                }
-                Decision::Rotate => {
-                    let grant = match grant {
-                        Some(g) => g,
-                        None => self.open_grant(&family, &rec)?,
-                    };
-                    let next = rec.generation + 1;
-                    let successor = self
-                        .keys
-                        .sign(family, next, Secret::random().map_err(StoreError::from)?);
-                    let sealed = self
-                        .keys
-                        .seal_successor(&presented, &successor, &successor_ad(&family, next))
-                        .map_err(StoreError::from)?;
-                    let mut blob = [0u8; crate::record::SEALED_SUCCESSOR_LEN];
-                    if sealed.len() != blob.len() {
-                        return Err(corrupt("families", "sealed successor has the wrong length").into());
-                    }
-                    blob.copy_from_slice(&sealed);
-                    rec.generation = next;
-                    rec.current_hash = self.keys.token_hash(&successor);
-                    rec.rotated_at = now;
-                    rec.sealed_successor = Some(blob);
-                    if crate::keys::sealed_key_id(&rec.sealed_grant) != Some(self.keys.active_id()) {
-                        // Move the grant to the active key so old keys can retire.
-                        rec.sealed_grant = self.seal_grant(&family, &rec, &grant)?;
-                    }
-                    self.store(&mut families, &family, &rec)?;
-                    (
-                        Ok(self.rotated(family, &rec, successor, grant, request, false)),
-                        Vec::new(),
-                    )
-                }
-                Decision::Revoke(reason) => {
-                    let kind = if reason == RevokeReason::Diverged {
-                        EventKind::Diverged {
-                            presented: presented.generation,
-                            current: rec.generation,
-                        }
-                    } else {
-                        EventKind::ReuseDetected {
-                            presented: presented.generation,
-                            current: rec.generation,
-                        }
-                    };
-                    let event = self.mark_revoked(&txn, &mut families, &family, &mut rec, reason, kind, now)?;
-                    let err = if reason == RevokeReason::Diverged {
-                        RotateError::Diverged { family }
-                    } else {
-                        RotateError::ReuseDetected { family }
-                    };
-                    (Err(err), vec![event])
-                }
-            }
-        };
-        self.commit(txn)?;
-        self.emit(&events);
-        outcome
-    }
-
-    fn rotated(
-        &self,
-        family: FamilyId,
-        rec: &FamilyRecord,
-        successor: Token,
-        grant: Grant,
-        request: &RotateRequest,
-        retried: bool,
-    ) -> Rotated {
-        Rotated {
-            refresh_token: token::format(&successor),
-            family,
-            generation: rec.generation,
-            expires_at: from_millis(state::deadline(rec, &self.limits)),
-            scope: request.scope.clone().unwrap_or_else(|| grant.scope.clone()),
-            grant,
-            retried,
-        }
     }
 
     /// Marks a family revoked inside `txn`, moves its expiry entry to the
@@ -876,86 +1247,6 @@ impl Engine {
         })
     }
 
-    /// Revokes families; returns how many were newly revoked (already
-    /// revoked or unknown families count 0). Revoking a token revokes its
-    /// family (RFC 7009), whichever generation the token is.
-    ///
-    /// # Errors
-    ///
-    /// [`RevokeError::Malformed`] or [`RevokeError::InvalidToken`] for a bad
-    /// token (an HTTP adapter answers these with 200, as RFC 7009 says),
-    /// [`RevokeError::InvalidInput`], or a storage error.
-    pub fn revoke(&self, target: RevokeTarget<'_>) -> Result<usize, RevokeError> {
-        let (families, reason) = match target {
-            RevokeTarget::Token(t) => {
-                let presented = self.authenticate(t).map_err(|e| match e {
-                    RotateError::Malformed(p) => RevokeError::Malformed(p),
-                    _ => RevokeError::InvalidToken,
-                })?;
-                (vec![presented.family], RevokeReason::Token)
-            }
-            RevokeTarget::Family(f) => (vec![f], RevokeReason::Family),
-            RevokeTarget::Subject(s) => {
-                check_text("subject", s, MAX_SUBJECT_LEN)?;
-                (
-                    self.index_scan(BY_SUBJECT, &self.keys.tag(TagKind::Subject, s))?,
-                    RevokeReason::Subject,
-                )
-            }
-            RevokeTarget::Client(c) => {
-                check_text("client_id", c, MAX_CLIENT_ID_LEN)?;
-                (
-                    self.index_scan(BY_CLIENT, &self.keys.tag(TagKind::Client, c))?,
-                    RevokeReason::Client,
-                )
-            }
-        };
-        let now = self.now();
-        let txn = self.begin_write()?;
-        let mut events = Vec::new();
-        {
-            let mut table = txn.open_table(FAMILIES).map_err(StoreError::from)?;
-            for family in &families {
-                let Some(mut rec) = self.load(&table, family)? else {
-                    continue;
-                };
-                if rec.state != FamilyState::Active {
-                    continue;
-                }
-                events.push(self.mark_revoked(
-                    &txn,
-                    &mut table,
-                    family,
-                    &mut rec,
-                    reason,
-                    EventKind::Revoked(reason),
-                    now,
-                )?);
-            }
-        }
-        self.commit(txn)?;
-        self.emit(&events);
-        Ok(events.len())
-    }
-
-    /// The families listed under `tag` in an index, read in one snapshot.
-    fn index_scan(
-        &self,
-        index: TableDefinition<'_, [u8; 32], ()>,
-        tag: &[u8; TAG16],
-    ) -> Result<Vec<FamilyId>, StoreError> {
-        let read = self.db.begin_read()?;
-        let table = read.open_table(index)?;
-        let mut out = Vec::new();
-        for entry in table.range(pair(tag, &[0; 16])..=pair(tag, &[0xff; 16]))? {
-            let k = entry?.0.value();
-            let mut f = [0u8; 16];
-            f.copy_from_slice(&k[16..]);
-            out.push(FamilyId::from_bytes(f));
-        }
-        Ok(out)
-    }
-
     /// Lists a subject's families (its sessions), revoked ones included
     /// until gc removes them.
     ///
@@ -968,7 +1259,8 @@ impl Engine {
         let read = self.db.begin_read().map_err(StoreError::from)?;
         let table = read.open_table(FAMILIES).map_err(StoreError::from)?;
         let mut out = Vec::new();
-        for family in self.index_scan(BY_SUBJECT, &self.keys.tag(TagKind::Subject, subject))? {
+        let by_subject = read.open_table(BY_SUBJECT).map_err(StoreError::from)?;
+        for family in index_scan(&by_subject, &self.keys.tag(TagKind::Subject, subject))? {
             let Some(rec) = self.load(&table, &family)? else {
                 continue;
             };

@@ -10,12 +10,14 @@ use crate::state::ExpiryKind;
 use crate::token::ParseError;
 
 /// A failure of the storage layer, shared by every operation.
-#[derive(Debug, thiserror::Error)]
+///
+/// Cloneable, because one failed group commit fails every operation in it.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// redb reported an error (I/O, a full disk, a closed database...).
     #[error("storage: {0}")]
-    Storage(#[from] redb::Error),
+    Storage(#[source] std::sync::Arc<redb::Error>),
     /// A stored record failed its MAC, did not decode or did not open.
     #[error("corrupt data in {table}: {reason}")]
     Corrupt {
@@ -33,12 +35,15 @@ macro_rules! redb_into_store {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
             fn from(e: $t) -> Self {
-                Self::Storage(e.into())
+                Self::Storage(std::sync::Arc::new(e.into()))
             }
         }
     )*};
 }
 redb_into_store!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::CompactionError,
     redb::StorageError,
     redb::TableError,
     redb::TransactionError,
@@ -93,7 +98,7 @@ impl From<redb::DatabaseError> for OpenError {
     fn from(e: redb::DatabaseError) -> Self {
         match e {
             redb::DatabaseError::DatabaseAlreadyOpen => Self::Locked,
-            e => Self::Store(StoreError::Storage(e.into())),
+            e => Self::Store(e.into()),
         }
     }
 }

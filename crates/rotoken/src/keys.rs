@@ -392,6 +392,11 @@ impl Keyring {
         f.sync_all()
     }
 
+    /// True if key `id` is in the keyring.
+    pub fn has_key(&self, id: u32) -> bool {
+        self.keys.contains_key(&id)
+    }
+
     fn numbered(&self, id: u32) -> Option<&NumberedKey> {
         self.keys.get(&id)
     }

@@ -40,6 +40,7 @@
 
 #![forbid(unsafe_code)]
 
+mod batch;
 pub mod clock;
 mod engine;
 mod error;
@@ -50,10 +51,11 @@ pub mod record;
 pub mod state;
 pub mod token;
 
+pub use batch::GroupCommit;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{
     CheckReport, Engine, EventSink, GcReport, Introspection, Issued, Options, Problem, RevokeTarget, RotateRequest,
-    Rotated, SCHEMA_VERSION, Session,
+    Rotated, SCHEMA_VERSION, Session, Stats,
 };
 pub use error::{Error, IssueError, OpenError, RevokeError, RotateError, StoreError};
 pub use grant::{Grant, InvalidInput, Scope};

@@ -1,0 +1,257 @@
+//! Group commit: many callers, one write transaction, one durable commit.
+//!
+//! Callers put prepared operations in a queue. Whoever finds no batch in
+//! progress becomes the leader: it takes up to `max_batch` queued
+//! operations, applies them all in one write transaction, commits once, and
+//! hands each caller its own result. Callers that arrive while a batch is
+//! committing queue up and form the next batch, so under load one `fsync`
+//! serves many rotations; a lone caller leads its own one-operation batch at
+//! once and is not delayed.
+//!
+//! Synchronous callers lead inline. Asynchronous callers never lead on the
+//! runtime's thread: a helper thread (started at the first async call) leads
+//! batches that hold only async work, and wakes each caller's task.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+/// How concurrent writes are grouped into commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupCommit {
+    /// The most operations one write transaction carries. Default 256.
+    /// 1 turns group commit off (one commit per operation).
+    pub max_batch: usize,
+    /// How long a leader that already sees company waits for more callers
+    /// before it commits. Default zero: a batch commits as soon as its leader
+    /// has taken what is queued, and a lone caller never waits.
+    pub max_wait: Duration,
+}
+
+impl Default for GroupCommit {
+    fn default() -> Self {
+        Self {
+            max_batch: 256,
+            max_wait: Duration::ZERO,
+        }
+    }
+}
+
+/// Something that applies a batch of operations and returns one result each, in order.
+pub(crate) trait Apply<Op, Done> {
+    fn apply_batch(&self, ops: Vec<Op>) -> Vec<Done>;
+    /// The result given to a caller whose batch could not run at all.
+    fn failed(&self, why: &str) -> Done;
+}
+
+struct Slot<Done> {
+    done: Option<Done>,
+    waker: Option<Waker>,
+}
+
+type SlotRef<Done> = Arc<Mutex<Slot<Done>>>;
+
+struct State<Op, Done> {
+    pending: VecDeque<(Op, SlotRef<Done>)>,
+    leader: bool,
+    helper_started: bool,
+    shutdown: bool,
+}
+
+/// The queue of one engine.
+pub(crate) struct Batcher<Op, Done> {
+    state: Mutex<State<Op, Done>>,
+    cv: Condvar,
+    config: GroupCommit,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave them inconsistent: every
+    // critical section is a few field updates.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<Op: Send + 'static, Done: Send + 'static> Batcher<Op, Done> {
+    pub(crate) fn new(config: GroupCommit) -> Self {
+        Self {
+            state: Mutex::new(State {
+                pending: VecDeque::new(),
+                leader: false,
+                helper_started: false,
+                shutdown: false,
+            }),
+            cv: Condvar::new(),
+            config: GroupCommit {
+                max_batch: config.max_batch.max(1),
+                ..config
+            },
+        }
+    }
+
+    /// Runs `op` in a batch and returns its result, leading a batch on this
+    /// thread whenever none is in progress.
+    pub(crate) fn submit(&self, op: Op, engine: &impl Apply<Op, Done>) -> Done {
+        let slot = Arc::new(Mutex::new(Slot {
+            done: None,
+            waker: None,
+        }));
+        let mut st = lock(&self.state);
+        st.pending.push_back((op, Arc::clone(&slot)));
+        loop {
+            if let Some(done) = lock(&slot).done.take() {
+                return done;
+            }
+            if !st.leader {
+                st = self.lead(st, engine);
+                continue;
+            }
+            st = self.cv.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Queues `op` for an async caller; the returned future resolves when
+    /// its batch has committed (or failed). Never runs a batch on the
+    /// caller's thread.
+    pub(crate) fn submit_async<E>(self: &Arc<Self>, op: Op, engine: Weak<E>) -> Wait<Done>
+    where
+        E: Apply<Op, Done> + Send + Sync + 'static,
+    {
+        let slot = Arc::new(Mutex::new(Slot {
+            done: None,
+            waker: None,
+        }));
+        let mut st = lock(&self.state);
+        st.pending.push_back((op, Arc::clone(&slot)));
+        if !st.helper_started {
+            st.helper_started = true;
+            let me = Arc::clone(self);
+            let spawned = std::thread::Builder::new()
+                .name("rotoken-commit".into())
+                .spawn(move || me.helper(&engine));
+            if spawned.is_err() {
+                st.helper_started = false;
+                st.pending.retain(|(_, s)| !Arc::ptr_eq(s, &slot));
+                return Wait {
+                    slot,
+                    fallback: Some("could not start the commit thread"),
+                };
+            }
+        }
+        self.cv.notify_all();
+        Wait { slot, fallback: None }
+    }
+
+    /// The helper thread of async callers: leads while work is queued and no
+    /// other leader runs; exits when the engine is gone.
+    fn helper<E: Apply<Op, Done>>(&self, engine: &Weak<E>) {
+        let mut st = lock(&self.state);
+        loop {
+            if st.shutdown {
+                return;
+            }
+            if !st.leader && !st.pending.is_empty() {
+                let Some(strong) = engine.upgrade() else {
+                    return;
+                };
+                // Release the queue before the engine: dropping the last
+                // handle runs the engine's drop, which takes the queue lock.
+                drop(self.lead(st, &*strong));
+                drop(strong);
+                st = lock(&self.state);
+                continue;
+            }
+            st = self.cv.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Leads one batch: takes up to `max_batch` queued operations, applies
+    /// them without holding the queue lock, fills their slots, and wakes
+    /// everyone waiting.
+    fn lead<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State<Op, Done>>,
+        engine: &impl Apply<Op, Done>,
+    ) -> MutexGuard<'a, State<Op, Done>> {
+        st.leader = true;
+        let mut batch = self.take(&mut st, Vec::new());
+        if !self.config.max_wait.is_zero() && batch.len() > 1 && batch.len() < self.config.max_batch {
+            drop(st);
+            std::thread::sleep(self.config.max_wait);
+            st = lock(&self.state);
+            batch = self.take(&mut st, batch);
+        }
+        drop(st);
+        let (ops, slots): (Vec<Op>, Vec<SlotRef<Done>>) = batch.into_iter().unzip();
+        let expected = slots.len();
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.apply_batch(ops)));
+        match run {
+            Ok(dones) if dones.len() == expected => {
+                for (slot, done) in slots.iter().zip(dones) {
+                    finish(slot, done);
+                }
+            }
+            _ => {
+                for slot in &slots {
+                    finish(slot, engine.failed("the batch could not be applied"));
+                }
+            }
+        }
+        let mut st = lock(&self.state);
+        st.leader = false;
+        self.cv.notify_all();
+        st
+    }
+
+    fn take(&self, st: &mut State<Op, Done>, mut batch: Vec<(Op, SlotRef<Done>)>) -> Vec<(Op, SlotRef<Done>)> {
+        while batch.len() < self.config.max_batch {
+            match st.pending.pop_front() {
+                Some(entry) => batch.push(entry),
+                None => break,
+            }
+        }
+        batch
+    }
+
+    /// Stops the helper thread (called when the engine is dropped).
+    pub(crate) fn shutdown(&self) {
+        lock(&self.state).shutdown = true;
+        self.cv.notify_all();
+    }
+}
+
+/// Stores a caller's result and wakes its task, if it is an async caller.
+fn finish<Done>(slot: &SlotRef<Done>, done: Done) {
+    let mut s = lock(slot);
+    s.done = Some(done);
+    if let Some(w) = s.waker.take() {
+        w.wake();
+    }
+}
+
+/// A future that resolves to an async caller's result, or to `Err` with a
+/// reason if the operation could not be queued.
+pub(crate) struct Wait<Done> {
+    slot: SlotRef<Done>,
+    fallback: Option<&'static str>,
+}
+
+impl<Done> Future for Wait<Done> {
+    type Output = Result<Done, &'static str>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(why) = self.fallback {
+            return Poll::Ready(Err(why));
+        }
+        let mut s = lock(&self.slot);
+        match s.done.take() {
+            Some(done) => Poll::Ready(Ok(done)),
+            None => {
+                s.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! Group commit (P5, P6, P8): many callers share one write transaction and
+//! one durable commit, each gets its own outcome, a failed commit fails
+//! every request in it, and async callers never lead a batch themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::task::{Context, Poll, Wake, Waker};
+
+use redb::StorageBackend;
+use redb::backends::InMemoryBackend;
+use rotoken::{
+    Durability, Engine, Grant, GroupCommit, Keyring, Options, Policy, RotateError, RotateRequest, Scope, StoreError,
+};
+
+fn grant(subject: &str) -> Grant {
+    Grant::new(subject, "web", Scope::parse("openid offline_access").unwrap())
+}
+
+fn file_engine(dir: &tempfile::TempDir, options: Options) -> Engine {
+    Engine::open(dir.path().join("db.redb"), Keyring::generate().unwrap(), options).unwrap()
+}
+
+/// Runs `f(i)` on `n` threads released together; returns the results in thread order.
+fn together<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let barrier = Barrier::new(n);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let (barrier, f) = (&barrier, &f);
+                s.spawn(move || {
+                    barrier.wait();
+                    f(i)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn concurrent_durable_rotations_share_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = file_engine(&dir, Options::default());
+    let threads = 16;
+    let per_thread = 30;
+    let tokens: Vec<String> = (0..threads)
+        .map(|i| {
+            engine
+                .issue(&grant(&format!("user{i}")))
+                .unwrap()
+                .refresh_token
+                .expose()
+                .to_owned()
+        })
+        .collect();
+    let before = engine.stats();
+    let finals = together(threads, |i| {
+        let mut token = tokens[i].clone();
+        for _ in 0..per_thread {
+            let r = engine.rotate(&token, &RotateRequest::new("web")).unwrap();
+            assert!(!r.retried);
+            token = r.refresh_token.expose().to_owned();
+        }
+        token
+    });
+    let after = engine.stats();
+    let ops = (threads * per_thread) as u64;
+    assert_eq!(after.operations - before.operations, ops);
+    let batches = after.batches - before.batches;
+    println!(
+        "{ops} rotations in {batches} durable commits, largest batch {}",
+        after.largest_batch
+    );
+    // Each of the 16 threads waits for a durable commit between its
+    // rotations, so while one batch syncs the others queue up: far fewer
+    // commits than rotations.
+    assert!(batches < ops, "no rotation shared a commit");
+    assert!(after.largest_batch > 1);
+    assert_eq!(after.durable_commits - before.durable_commits, batches);
+    // Every acknowledged token is the live one of its family.
+    for t in &finals {
+        assert!(engine.introspect(t).unwrap().active);
+    }
+    assert!(engine.check().unwrap().is_ok());
+}
+
+#[test]
+fn a_refusal_in_a_batch_does_not_fail_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = file_engine(&dir, Options::default());
+    let tokens: Vec<String> = (0..12)
+        .map(|i| {
+            engine
+                .issue(&grant(&format!("user{i}")))
+                .unwrap()
+                .refresh_token
+                .expose()
+                .to_owned()
+        })
+        .collect();
+    let results = together(12, |i| {
+        // Every third caller presents its token as another client.
+        let client = if i % 3 == 0 { "intruder" } else { "web" };
+        engine.rotate(&tokens[i], &RotateRequest::new(client))
+    });
+    for (i, r) in results.iter().enumerate() {
+        if i % 3 == 0 {
+            assert!(matches!(r, Err(RotateError::ClientMismatch)), "{i}: {r:?}");
+            // Refused, not revoked: the rightful client still rotates.
+            assert!(engine.rotate(&tokens[i], &RotateRequest::new("web")).is_ok());
+        } else {
+            assert!(r.is_ok(), "{i}: {r:?}");
+        }
+    }
+}
+
+#[test]
+fn group_commit_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        group_commit: GroupCommit {
+            max_batch: 1,
+            ..GroupCommit::default()
+        },
+        ..Options::default()
+    };
+    let engine = file_engine(&dir, options);
+    let tokens: Vec<String> = (0..4)
+        .map(|i| {
+            engine
+                .issue(&grant(&format!("u{i}")))
+                .unwrap()
+                .refresh_token
+                .expose()
+                .to_owned()
+        })
+        .collect();
+    together(4, |i| engine.rotate(&tokens[i], &RotateRequest::new("web")).unwrap());
+    let stats = engine.stats();
+    assert_eq!(stats.largest_batch, 1);
+    assert_eq!(stats.batches, stats.operations);
+}
+
+#[test]
+fn relaxed_durability_still_commits_durably_every_n_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut policy = Policy::default();
+    policy.durability = Durability::Relaxed;
+    policy.relaxed_flush_every = 10;
+    let engine = file_engine(
+        &dir,
+        Options {
+            policy,
+            ..Options::default()
+        },
+    );
+    let mut token = engine.issue(&grant("a")).unwrap().refresh_token.expose().to_owned();
+    for _ in 0..99 {
+        token = engine
+            .rotate(&token, &RotateRequest::new("web"))
+            .unwrap()
+            .refresh_token
+            .expose()
+            .to_owned();
+    }
+    // 100 single-caller commits, every 10th durable.
+    let stats = engine.stats();
+    assert_eq!(stats.batches, 100);
+    assert_eq!(stats.durable_commits, 10);
+}
+
+/// A storage backend whose `sync_data` fails while `fail` is set: a disk
+/// that stops accepting writes in the middle of a group commit.
+#[derive(Debug, Clone)]
+struct FlakySync {
+    inner: Arc<InMemoryBackend>,
+    fail: Arc<AtomicBool>,
+}
+
+impl StorageBackend for FlakySync {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.inner.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("injected sync failure"));
+        }
+        self.inner.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.inner.write(offset, data)
+    }
+}
+
+#[test]
+fn a_failed_commit_fails_every_request_in_it_and_loses_nothing_committed() {
+    let backend = FlakySync {
+        inner: Arc::new(InMemoryBackend::new()),
+        fail: Arc::new(AtomicBool::new(false)),
+    };
+    let keys = Keyring::generate().unwrap();
+    let engine = Engine::open_with_backend(backend.clone(), keys.clone(), Options::default()).unwrap();
+    let tokens: Vec<String> = (0..8)
+        .map(|i| {
+            engine
+                .issue(&grant(&format!("u{i}")))
+                .unwrap()
+                .refresh_token
+                .expose()
+                .to_owned()
+        })
+        .collect();
+    backend.fail.store(true, Ordering::SeqCst);
+    let results = together(8, |i| engine.rotate(&tokens[i], &RotateRequest::new("web")));
+    for r in &results {
+        // Nobody is told "done", and nobody gets a token.
+        assert!(matches!(r, Err(RotateError::Store(StoreError::Storage(_)))), "{r:?}");
+    }
+    drop(engine);
+    // Once the disk works again and the database is reopened, every
+    // original token is still the live one: no half-committed rotation.
+    backend.fail.store(false, Ordering::SeqCst);
+    let engine = Engine::open_with_backend(backend, keys, Options::default()).unwrap();
+    assert!(engine.check().unwrap().is_ok());
+    for t in &tokens {
+        let r = engine.rotate(t, &RotateRequest::new("web")).unwrap();
+        assert_eq!(r.generation, 1);
+        assert!(!r.retried);
+    }
+}
+
+/// A minimal executor: polls a future on this thread, parking between wakes.
+fn block_on<F: Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn async_callers_are_served_without_leading_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    // Events are delivered on the thread that led the batch: record it.
+    let leaders = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Arc::clone(&leaders);
+    let options = Options {
+        on_event: Some(Arc::new(move |_: &rotoken::Event| {
+            sink.lock()
+                .unwrap()
+                .push(std::thread::current().name().map(str::to_owned));
+        })),
+        ..Options::default()
+    };
+    let engine = Arc::new(file_engine(&dir, options));
+    let issued: Vec<String> = (0..8)
+        .map(|i| {
+            block_on(engine.issue_async(&grant(&format!("u{i}"))))
+                .unwrap()
+                .refresh_token
+                .expose()
+                .to_owned()
+        })
+        .collect();
+    let finals = together(8, |i| {
+        let mut token = issued[i].clone();
+        for _ in 0..20 {
+            let r = block_on(engine.rotate_async(&token, &RotateRequest::new("web"))).unwrap();
+            token = r.refresh_token.expose().to_owned();
+        }
+        token
+    });
+    for t in &finals {
+        assert!(engine.introspect(t).unwrap().active);
+    }
+    let stats = engine.stats();
+    assert_eq!(stats.operations, 8 + 8 * 20);
+    assert_eq!(
+        block_on(engine.revoke_async(rotoken::RevokeTarget::Subject("u0"))).unwrap(),
+        1
+    );
+    // That revocation's batch was led by the commit thread, not by the
+    // caller's (which stands for an async runtime's worker).
+    assert_eq!(*leaders.lock().unwrap(), vec![Some("rotoken-commit".to_owned())]);
+    // Sync and async callers mix freely.
+    let mixed = together(4, |i| {
+        if i % 2 == 0 {
+            engine.issue(&grant("mix")).map(|_| ())
+        } else {
+            block_on(engine.issue_async(&grant("mix"))).map(|_| ())
+        }
+    });
+    assert!(mixed.iter().all(Result::is_ok));
+    assert_eq!(engine.sessions("mix").unwrap().len(), 4);
+}
