@@ -1,0 +1,1 @@
+//! C ABI for rotoken (work in progress).
