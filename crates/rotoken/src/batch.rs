@@ -50,6 +50,21 @@ pub(crate) trait Apply<Op, Done> {
 struct Slot<Done> {
     done: Option<Done>,
     waker: Option<Waker>,
+    /// A synchronous caller (woken by unparking its thread, and able to lead).
+    sync: bool,
+}
+
+/// Wakes a synchronous caller parked in [`Batcher::submit`].
+struct Unpark(std::thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
 }
 
 type SlotRef<Done> = Arc<Mutex<Slot<Done>>>;
@@ -93,10 +108,14 @@ impl<Op: Send + 'static, Done: Send + 'static> Batcher<Op, Done> {
 
     /// Runs `op` in a batch and returns its result, leading a batch on this
     /// thread whenever none is in progress.
+    ///
+    /// Waiting callers park and are woken one by one (their own result, or
+    /// the turn to lead the next batch), never all at once.
     pub(crate) fn submit(&self, op: Op, engine: &impl Apply<Op, Done>) -> Done {
         let slot = Arc::new(Mutex::new(Slot {
             done: None,
-            waker: None,
+            waker: Some(Waker::from(Arc::new(Unpark(std::thread::current())))),
+            sync: true,
         }));
         let mut st = lock(&self.state);
         st.pending.push_back((op, Arc::clone(&slot)));
@@ -108,7 +127,10 @@ impl<Op: Send + 'static, Done: Send + 'static> Batcher<Op, Done> {
                 st = self.lead(st, engine);
                 continue;
             }
-            st = self.cv.wait(st).unwrap_or_else(PoisonError::into_inner);
+            drop(st);
+            // An unpark that raced ahead of this park makes it return at once.
+            std::thread::park();
+            st = lock(&self.state);
         }
     }
 
@@ -122,9 +144,11 @@ impl<Op: Send + 'static, Done: Send + 'static> Batcher<Op, Done> {
         let slot = Arc::new(Mutex::new(Slot {
             done: None,
             waker: None,
+            sync: false,
         }));
         let mut st = lock(&self.state);
         st.pending.push_back((op, Arc::clone(&slot)));
+        let idle = !st.leader;
         if !st.helper_started {
             st.helper_started = true;
             let me = Arc::clone(self);
@@ -140,7 +164,10 @@ impl<Op: Send + 'static, Done: Send + 'static> Batcher<Op, Done> {
                 };
             }
         }
-        self.cv.notify_all();
+        if idle {
+            // Otherwise the running leader hands over when it is done.
+            self.cv.notify_all();
+        }
         Wait { slot, fallback: None }
     }
 
@@ -201,8 +228,21 @@ impl<Op: Send + 'static, Done: Send + 'static> Batcher<Op, Done> {
         }
         let mut st = lock(&self.state);
         st.leader = false;
-        self.cv.notify_all();
+        self.hand_over(&st);
         st
+    }
+
+    /// Wakes whoever should lead the next batch: the caller at the head of
+    /// the queue if it is synchronous, else the helper thread.
+    fn hand_over(&self, st: &State<Op, Done>) {
+        let Some((_, head)) = st.pending.front() else {
+            return;
+        };
+        let head = lock(head);
+        match (&head.waker, head.sync) {
+            (Some(w), true) => w.wake_by_ref(),
+            _ => self.cv.notify_all(),
+        }
     }
 
     fn take(&self, st: &mut State<Op, Done>, mut batch: Vec<(Op, SlotRef<Done>)>) -> Vec<(Op, SlotRef<Done>)> {
