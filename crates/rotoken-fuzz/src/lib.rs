@@ -1,0 +1,2 @@
+//! Fuzz target bodies for rotoken.
+#![forbid(unsafe_code)]
