@@ -179,6 +179,55 @@ fn raw(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, value_len: usize, d
     });
 }
 
+/// The batched form of [`raw`]: one write transaction that does `batch`
+/// lookups and overwrites of distinct keys (as a group commit of `batch`
+/// rotations does), then one commit, durable or `Durability::None`. One
+/// iteration is the whole transaction; throughput is per rotation.
+fn raw_batched(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, value_len: usize, batch: usize, durable: bool) {
+    const KEYS: u64 = 4_096;
+    let dir = bench_dir();
+    let db = redb::Database::create(dir.path().join("raw.redb")).unwrap();
+    let key = |i: u64| {
+        let mut k = [0u8; 16];
+        k[..8].copy_from_slice(&i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
+        k
+    };
+    let mut value = vec![0u8; value_len];
+    {
+        let txn = db.begin_write().unwrap();
+        let mut table = txn.open_table(RAW).unwrap();
+        for i in 0..KEYS {
+            table.insert(key(i), value.as_slice()).unwrap();
+        }
+        drop(table);
+        txn.commit().unwrap();
+    }
+    let mut next = 0u64;
+    group.throughput(Throughput::Elements(batch as u64));
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            let mut txn = db.begin_write().unwrap();
+            txn.set_two_phase_commit(true);
+            if !durable {
+                txn.set_durability(redb::Durability::None).unwrap();
+            }
+            {
+                let mut table = txn.open_table(RAW).unwrap();
+                for _ in 0..batch {
+                    let k = key(next % KEYS);
+                    next += 1;
+                    let old = table.get(k).unwrap().unwrap();
+                    value[0] = old.value()[0].wrapping_add(1);
+                    drop(old);
+                    table.insert(k, value.as_slice()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        })
+    });
+    group.throughput(Throughput::Elements(1));
+}
+
 /// The read side of [`raw`], a baseline for `introspect`: one read
 /// transaction, one `get` of a 16-byte key, touching the value.
 fn raw_read(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, value_len: usize) {
@@ -215,6 +264,11 @@ fn raw_redb_benches(c: &mut Criterion) {
     group.sample_size(30).measurement_time(Duration::from_secs(3));
     raw(&mut group, "none", value_len, 0);
     raw_read(&mut group, "read", value_len);
+    // Batched: what one group commit of 256 rotations (the core's default
+    // `GroupCommit::max_batch`) costs the storage engine, per rotation.
+    group.sample_size(10).measurement_time(Duration::from_secs(4));
+    raw_batched(&mut group, "batch256_durable", value_len, 256, true);
+    raw_batched(&mut group, "batch256_none", value_len, 256, false);
     group.finish();
 }
 

@@ -1,1 +1,37 @@
-//! Benchmarks for rotoken live in `benches/`.
+//! # rotoken-bench
+//!
+//! The benchmark suite of rotoken (criterion benchmarks in `benches/`, see
+//! `benches/README.md` and `docs/benchmarks.md`) and the code they share
+//! with `rotoken bench`:
+//!
+//! - [`workload`]: the rotation workload driver (N callers, each rotating
+//!   its own families for a duration or a rotation budget, latencies in an
+//!   HDR histogram), the engine as a rotator, family population and the
+//!   compacted bytes-per-family measurement;
+//! - `sqlite_design` (feature `sqlite`, on by default): the one-row-per-token
+//!   design of the SQL-backed servers over SQLite, the comparison baseline.
+
+pub mod workload;
+
+#[cfg(feature = "sqlite")]
+pub mod sqlite_design;
+
+use std::path::PathBuf;
+
+/// A fresh temporary directory under `$ROTOKEN_BENCH_DIR` (default: the
+/// system temporary directory). Durable figures measure that file system's
+/// `fsync`: never point it at a tmpfs.
+///
+/// # Errors
+///
+/// The directory could not be made.
+pub fn bench_dir() -> std::io::Result<tempfile::TempDir> {
+    match std::env::var_os("ROTOKEN_BENCH_DIR") {
+        Some(d) => {
+            let d = PathBuf::from(d);
+            std::fs::create_dir_all(&d)?;
+            tempfile::tempdir_in(d)
+        }
+        None => tempfile::tempdir(),
+    }
+}

@@ -11,6 +11,13 @@
 //! - `file_bytes_before_compact`, timings of each phase, and the mean length
 //!   of a stored family record (read back with raw redb) for context.
 //!
+//! With a third argument `sqlite` (and the `sqlite` feature, on by default)
+//! it also stores the same families in the one-row-per-token SQLite design
+//! (`rotoken_bench::sqlite_design`), rotates each `ROTATIONS` times (1,000
+//! rotations per transaction, `synchronous=NORMAL`: only the size matters
+//! here), `VACUUM`s it and adds `sqlite_file_bytes`, `sqlite_bytes_per_family`
+//! and `sqlite_rows` to the JSON object.
+//!
 //! Set `ROTOKEN_BENCH_DIR` to choose where the temporary directory is made.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -147,11 +154,63 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mean_record = record_bytes as f64 / table.len()?.max(1) as f64;
 
     let per_family = file_bytes as f64 / families.max(1) as f64;
+    let sqlite = if std::env::args().nth(3).as_deref() == Some("sqlite") {
+        sqlite(dir.path(), families, rotations)?
+    } else {
+        String::new()
+    };
     println!(
         "{{\"families\":{families},\"rotations_per_family\":{rotations},\"file_bytes\":{file_bytes},\
          \"bytes_per_family\":{per_family:.1},\"file_bytes_before_compact\":{before},\
          \"families_stored\":{stored},\"mean_record_bytes\":{mean_record:.1},\
-         \"issue_secs\":{issue_secs:.3},\"rotate_secs\":{rotate_secs:.3},\"compact_secs\":{compact_secs:.3}}}"
+         \"issue_secs\":{issue_secs:.3},\"rotate_secs\":{rotate_secs:.3},\"compact_secs\":{compact_secs:.3}{sqlite}}}"
     );
     Ok(())
+}
+
+/// The same families and rotations in the SQLite design; returns the extra
+/// JSON fields (with a leading comma).
+#[cfg(feature = "sqlite")]
+fn sqlite(dir: &std::path::Path, families: usize, rotations: usize) -> Result<String, Box<dyn Error>> {
+    use rotoken_bench::sqlite_design::{SqliteDesign, Synchronous};
+
+    let design = SqliteDesign::open(dir.join("peer.sqlite"), Synchronous::Normal).map_err(|e| e.to_string())?;
+    let mut rng = SplitMix(0x5eed);
+    let mut grants = Vec::with_capacity(families);
+    for i in 0..families {
+        let g = grant(i, &mut rng)?;
+        grants.push((g.subject.clone(), g.client_id.clone(), g.scope.to_string()));
+    }
+    let mut tokens = design
+        .issue_many(families, 1_000, |i| grants[i].clone())
+        .map_err(|e| e.to_string())?;
+    for _ in 0..rotations {
+        for (chunk, i) in tokens.chunks_mut(1_000).zip((0..).step_by(1_000)) {
+            // Every family of a chunk shares its client only if the grants do:
+            // rotate per client within the chunk.
+            for client in CLIENTS {
+                let mut mine: Vec<usize> = (0..chunk.len()).filter(|&j| grants[i + j].1 == client).collect();
+                if mine.is_empty() {
+                    continue;
+                }
+                let mut batch: Vec<_> = mine.iter().map(|&j| chunk[j].clone()).collect();
+                design.rotate_all(&mut batch, client).map_err(|e| e.to_string())?;
+                for (j, t) in mine.drain(..).zip(batch) {
+                    chunk[j] = t;
+                }
+            }
+        }
+    }
+    let bytes = design.compact_and_size().map_err(|e| e.to_string())?;
+    let live = design.live_families().map_err(|e| e.to_string())?;
+    let rows = design.rows().map_err(|e| e.to_string())?;
+    Ok(format!(
+        ",\"sqlite_file_bytes\":{bytes},\"sqlite_bytes_per_family\":{:.1},\"sqlite_rows\":{rows}",
+        bytes as f64 / live.max(1) as f64
+    ))
+}
+
+#[cfg(not(feature = "sqlite"))]
+fn sqlite(_: &std::path::Path, _: usize, _: usize) -> Result<String, Box<dyn Error>> {
+    Err("built without the `sqlite` feature".into())
 }

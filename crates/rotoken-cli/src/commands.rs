@@ -152,6 +152,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
             ))
         }
         Command::Demo => crate::demo::run(&policy(g)),
+        Command::Bench(a) => crate::bench::run(g, a),
     }
 }
 
@@ -207,7 +208,7 @@ fn key_error(e: KeyError) -> CliError {
 /// Loads the key file. Reads at most [`MAX_KEY_FILE`] bytes, so pointing
 /// `--keys` at `/dev/zero` or a huge file fails cleanly (`Keyring::load`
 /// reads the whole file, however large).
-fn load_keys(path: &Path) -> Result<Keyring, CliError> {
+pub(crate) fn load_keys(path: &Path) -> Result<Keyring, CliError> {
     let io = |source| {
         key_error(KeyError::Io {
             path: path.display().to_string(),

@@ -33,6 +33,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bench;
 mod commands;
 mod demo;
 mod output;
@@ -105,7 +106,8 @@ pub(crate) struct Global {
 pub(crate) enum DurabilityArg {
     /// Every acknowledged change is on disk before the command returns.
     Immediate,
-    /// Commits are not flushed (an explicit trade of safety for speed).
+    /// Commits are not flushed (an explicit trade of safety for speed). `none` is an alias.
+    #[value(alias = "none")]
     Relaxed,
 }
 
@@ -131,6 +133,9 @@ pub(crate) enum Command {
     Check,
     /// A guided walk through rotation, retries and reuse detection on a temporary database.
     Demo,
+    /// Benchmark rotation: throughput, latency percentiles and bytes per family
+    /// (`--compare sqlite` runs the one-row-per-token SQLite design on the same workload).
+    Bench(bench::BenchArgs),
 }
 
 /// `rotoken keys ...`
