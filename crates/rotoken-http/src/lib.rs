@@ -1,0 +1,85 @@
+//! # rotoken-http
+//!
+//! OAuth 2.0 endpoints over the [`rotoken`] engine, on plain [`http`]
+//! request and response types, so hyper, axum, actix or a gateway can
+//! mount them (a [`tower::Service`](OAuthService) ships too):
+//!
+//! * the token endpoint for `grant_type=refresh_token` (RFC 6749 §6, §5.1,
+//!   §5.2), with client authentication `client_secret_basic`,
+//!   `client_secret_post` and `none` through a [`ClientRegistry`];
+//! * revocation (RFC 7009) and introspection (RFC 7662);
+//! * DPoP proofs (RFC 9449) for families bound to a key;
+//! * authorization server metadata (RFC 8414) and the JWK Set of the
+//!   access-token signing keys;
+//! * [`OAuthServer::issue`] for the server's own authorization-code
+//!   exchange: a refresh token only when `offline_access` was granted.
+//!
+//! Every rule lives in the core; this crate translates.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use rotoken::{Engine, Keyring, Options, Scope};
+//! use rotoken_http::{Config, IssueRequest, JwtMinter, MemoryClients, OAuthServer, RegisteredClient, SigningKey};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let engine = Arc::new(Engine::open(dir.path().join("t.redb"), Keyring::generate()?, Options::default())?);
+//! let issuer = "http://127.0.0.1:8080";
+//! let clients = MemoryClients::new().with(RegisteredClient::public("web-app"));
+//! let minter = JwtMinter::new(SigningKey::generate_ed25519()?, issuer, std::time::Duration::from_secs(300));
+//! let server = OAuthServer::new(engine, Arc::new(clients), Arc::new(minter), Config::new(issuer));
+//!
+//! // The server's own authorization-code exchange granted offline_access:
+//! let first = server.issue(&IssueRequest::new("alice", "web-app", Scope::parse("openid offline_access")?))?;
+//! let refresh_token = first.refresh_token.expect("offline_access was granted");
+//!
+//! // The client refreshes at the token endpoint.
+//! let request = http::Request::post("/oauth/token")
+//!     .header("content-type", "application/x-www-form-urlencoded")
+//!     .body(format!("grant_type=refresh_token&client_id=web-app&refresh_token={refresh_token}"))?;
+//! let response = server.handle(&request);
+//! assert_eq!(response.status(), 200);
+//! assert_eq!(response.headers()["cache-control"], "no-store");
+//! let json: serde_json::Value = serde_json::from_slice(response.body())?;
+//! assert_eq!(json["token_type"], "Bearer");
+//! assert_ne!(json["refresh_token"], refresh_token.as_str());
+//!
+//! // Replaying the old token after the grace window revokes the family;
+//! // within it (as here) the client gets the same successor again.
+//! let again: serde_json::Value = serde_json::from_slice(server.handle(&request).body())?;
+//! assert_eq!(again["refresh_token"], json["refresh_token"]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Error answers are RFC 6749 §5.2 JSON (`invalid_request`,
+//! `invalid_client`, `invalid_grant`, `unauthorized_client`,
+//! `unsupported_grant_type`, `invalid_scope`, plus `invalid_dpop_proof`);
+//! the only 5xx is `server_error` for a storage failure. Logs (`tracing`)
+//! never contain a token or a secret.
+
+#![forbid(unsafe_code)]
+
+mod client;
+mod dpop;
+mod error;
+mod form;
+mod metrics;
+mod minter;
+mod server;
+#[cfg(feature = "tower")]
+mod service;
+
+pub use client::{
+    ClientEntry, ClientRegistry, FileClients, MAX_CLIENT_ID_LEN, MAX_CLIENT_SECRET_LEN, MIN_CLIENT_SECRET_LEN,
+    MemoryClients, RegisteredClient, SecretHash, SecretHashError,
+};
+pub use dpop::{DPOP_ALGORITHMS, DpopError, MAX_PROOF_LEN, jwk_thumbprint};
+pub use error::{
+    BoxError, ClientFileError, ErrorCode, IssueError, MintError, OAuthError, RegistryError, SigningKeyError,
+};
+pub use metrics::Metrics;
+pub use minter::{AccessToken, AccessTokenMinter, AccessTokenRequest, JwtMinter, SigningKey};
+pub use server::{Config, IssueRequest, METADATA_PATH, OAuthServer, OFFLINE_ACCESS, PeerAddr, Route, TokenResponse};
+#[cfg(feature = "tower")]
+pub use service::OAuthService;

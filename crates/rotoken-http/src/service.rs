@@ -1,0 +1,115 @@
+//! A `tower::Service` over [`OAuthServer`]: buffers the body under the size
+//! limit (413 beyond, without reading the rest) and runs the blocking engine
+//! call on tokio's blocking pool.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response, header};
+use http_body_util::{BodyExt as _, Full, Limited};
+
+use crate::{OAuthError, OAuthServer, Route};
+
+/// Serves one route of an [`OAuthServer`], or all of them by path.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # fn server() -> Arc<rotoken_http::OAuthServer> { unimplemented!() }
+/// # fn f() {
+/// use rotoken_http::{OAuthService, Route};
+/// let all = OAuthService::new(server());                  // routes by path
+/// let token = OAuthService::route(server(), Route::Token); // one endpoint
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct OAuthService {
+    server: Arc<OAuthServer>,
+    route: Option<Route>,
+}
+
+impl OAuthService {
+    /// Serves every route, chosen by the request path.
+    pub fn new(server: Arc<OAuthServer>) -> Self {
+        Self { server, route: None }
+    }
+
+    /// Serves `route` whatever the path (for routers that match paths themselves).
+    pub fn route(server: Arc<OAuthServer>, route: Route) -> Self {
+        Self {
+            server,
+            route: Some(route),
+        }
+    }
+
+    /// Answers one request.
+    pub async fn call_async<B>(self, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<crate::BoxError>,
+    {
+        let (parts, body) = request.into_parts();
+        let limit = self.server.config().max_body_bytes;
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return full(OAuthError::payload_too_large().into_response());
+        }
+        let bytes = match Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return full(OAuthError::payload_too_large().into_response());
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the request body failed");
+                return full(OAuthError::invalid_request("the request body could not be read").into_response());
+            }
+        };
+        let request = Request::from_parts(parts, bytes);
+        let route = self.route.or_else(|| self.server.route(request.uri().path()));
+        let server = self.server;
+        let response = match route {
+            Some(route @ (Route::Metadata | Route::Jwks)) => server.serve(route, &request),
+            Some(route) => match tokio::task::spawn_blocking(move || server.serve(route, &request)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "endpoint task failed");
+                    OAuthError::server_error().into_response()
+                }
+            },
+            None => OAuthError::not_found().into_response(),
+        };
+        full(response)
+    }
+}
+
+fn full(response: Response<Bytes>) -> Response<Full<Bytes>> {
+    response.map(Full::new)
+}
+
+impl<B> tower::Service<Request<B>> for OAuthService
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<crate::BoxError>,
+{
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.call_async(request).await) })
+    }
+}
