@@ -1,0 +1,132 @@
+//! The router answers every route at its path, with the same answers as
+//! rotoken-http, and passes the peer address on for throttling.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use http_body_util::BodyExt as _;
+use rotoken::{Engine, Keyring, Options, Scope};
+use rotoken_http::{
+    Config, IssueRequest, JwtMinter, MemoryClients, OAuthServer, RegisteredClient, SecretHash, SigningKey,
+};
+use tower::ServiceExt as _;
+
+const SECRET: &str = "web-secret-0123456789";
+
+fn setup(dir: &std::path::Path) -> Arc<OAuthServer> {
+    let engine = Arc::new(Engine::open(dir.join("t.redb"), Keyring::generate().unwrap(), Options::default()).unwrap());
+    let clients = MemoryClients::new()
+        .with(RegisteredClient::public("spa"))
+        .with(RegisteredClient::confidential(
+            "web",
+            SecretHash::new(SECRET.as_bytes()).unwrap(),
+        ));
+    let minter = JwtMinter::new(
+        SigningKey::generate_ed25519().unwrap(),
+        "http://localhost",
+        Duration::from_secs(60),
+    );
+    let mut config = Config::new("http://localhost");
+    config.auth_max_failures = 2;
+    Arc::new(OAuthServer::new(engine, Arc::new(clients), Arc::new(minter), config))
+}
+
+async fn send(app: &axum::Router, req: http::Request<Body>) -> (u16, http::HeaderMap, serde_json::Value) {
+    let r = app.clone().oneshot(req).await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let bytes = r.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        headers,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn form(path: &str, body: String) -> http::Request<Body> {
+    http::Request::post(path)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(body))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_route_answers_at_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = setup(dir.path());
+    let app = rotoken_axum::router(server.clone());
+    let rt = server
+        .issue(&IssueRequest::new(
+            "alice",
+            "spa",
+            Scope::parse("offline_access").unwrap(),
+        ))
+        .unwrap()
+        .refresh_token
+        .unwrap();
+
+    let (status, headers, v) = send(
+        &app,
+        form(
+            "/oauth/token",
+            format!("grant_type=refresh_token&client_id=spa&refresh_token={rt}"),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["cache-control"], "no-store");
+    let rt2 = v["refresh_token"].as_str().unwrap().to_owned();
+
+    let get = |p: &str| http::Request::get(p).body(Body::empty()).unwrap();
+    let (status, _, v) = send(&app, get("/.well-known/oauth-authorization-server")).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["token_endpoint"], "http://localhost/oauth/token");
+    let (status, _, v) = send(&app, get("/oauth/jwks")).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["keys"][0]["kty"], "OKP");
+    // A GET on the token endpoint: the §5.2 JSON with 405, not axum's default.
+    let (status, headers, v) = send(&app, get("/oauth/token")).await;
+    assert_eq!((status, v["error"].as_str()), (405, Some("invalid_request")));
+    assert_eq!(headers["allow"], "POST");
+
+    let (status, _, _) = send(&app, form("/oauth/revoke", format!("client_id=spa&token={rt2}"))).await;
+    assert_eq!(status, 200);
+    let (status, _, v) = send(
+        &app,
+        form(
+            "/oauth/introspect",
+            format!("client_id=web&client_secret={SECRET}&token={rt2}"),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(v, serde_json::json!({"active": false}));
+}
+
+#[tokio::test]
+async fn throttling_is_per_peer_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = rotoken_axum::router(setup(dir.path()));
+    let from = |ip: [u8; 4], secret: &str| {
+        let mut r = form(
+            "/oauth/introspect",
+            format!("client_id=web&client_secret={secret}&token=x"),
+        );
+        r.extensions_mut().insert(ConnectInfo(SocketAddr::from((ip, 40000))));
+        r
+    };
+    for _ in 0..2 {
+        assert_eq!(send(&app, from([10, 0, 0, 1], "wrong-secret-000000")).await.0, 401);
+    }
+    assert_eq!(send(&app, from([10, 0, 0, 1], SECRET)).await.0, 429);
+    assert_eq!(
+        send(&app, from([10, 0, 0, 2], SECRET)).await.0,
+        200,
+        "another peer is not locked out"
+    );
+}
