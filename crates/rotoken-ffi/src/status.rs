@@ -7,7 +7,7 @@ use rotoken::{InvalidInput, IssueError, KeyError, OpenError, RevokeError, Rotate
 /// The result of every call. The values are stable: new codes may be added,
 /// existing ones never change meaning or number.
 ///
-/// Each failure has a snake_case name ([`rotoken_status_name`]) equal to the
+/// Each failure has a snake_case name (`rotoken_status_name()`) equal to the
 /// core's `.code()` for the same error, so logs from the C ABI, the CLI and
 /// the HTTP adapter agree.
 #[repr(C)]
