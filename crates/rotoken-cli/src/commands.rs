@@ -153,6 +153,8 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Demo => crate::demo::run(&policy(g)),
         Command::Bench(a) => crate::bench::run(g, a),
+        Command::Serve(a) => crate::serve::run(g, &a),
+        Command::Clients(c) => crate::clients::run(c),
     }
 }
 

@@ -34,9 +34,11 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod clients;
 mod commands;
 mod demo;
 mod output;
+mod serve;
 
 use std::ffi::OsString;
 use std::io::Write as _;
@@ -136,6 +138,12 @@ pub(crate) enum Command {
     /// Benchmark rotation: throughput, latency percentiles and bytes per family
     /// (`--compare sqlite` runs the one-row-per-token SQLite design on the same workload).
     Bench(bench::BenchArgs),
+    /// Serve the OAuth endpoints (token, revocation, introspection, metadata, JWKS), health,
+    /// metrics and the admin API over HTTP, on an embedded database.
+    Serve(serve::ServeArgs),
+    /// Manage the clients `serve` authenticates (a file of ids and secret hashes).
+    #[command(subcommand)]
+    Clients(clients::ClientsCommand),
 }
 
 /// `rotoken keys ...`

@@ -376,16 +376,25 @@ impl FileClients {
             Some(existing) => *existing = entry,
             None => shape.clients.push(entry),
         }
-        let body = toml::to_string(&shape).map_err(|e| ClientFileError::Format {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let text =
-            format!("# rotoken clients (`rotoken clients add`). Secrets are stored only as salted hashes.\n\n{body}");
-        write_atomically(path, text.as_bytes()).map_err(|source| ClientFileError::Io {
-            path: path.display().to_string(),
-            source,
-        })
+        write_shape(path, &shape)
+    }
+
+    /// Removes a client from the file at `path`; returns whether it was there.
+    ///
+    /// # Errors
+    ///
+    /// I/O and format errors.
+    pub fn remove(path: &Path, id: &str) -> Result<bool, ClientFileError> {
+        let Some(mut shape) = read_shape(path)? else {
+            return Ok(false);
+        };
+        let before = shape.clients.len();
+        shape.clients.retain(|c| c.id != id);
+        if shape.clients.len() == before {
+            return Ok(false);
+        }
+        write_shape(path, &shape)?;
+        Ok(true)
     }
 
     /// Lists the entries of the file at `path` (empty if it does not exist).
@@ -425,6 +434,19 @@ impl ClientRegistry for FileClients {
         }
         Ok(state.clients.get(id).cloned())
     }
+}
+
+fn write_shape(path: &Path, shape: &ClientsFileShape) -> Result<(), ClientFileError> {
+    let body = toml::to_string(shape).map_err(|e| ClientFileError::Format {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let text =
+        format!("# rotoken clients (`rotoken clients add`). Secrets are stored only as salted hashes.\n\n{body}");
+    write_atomically(path, text.as_bytes()).map_err(|source| ClientFileError::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 fn read_shape(path: &Path) -> Result<Option<ClientsFileShape>, ClientFileError> {
@@ -699,6 +721,9 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains("abcdefghijklmnopq"));
         assert_eq!(FileClients::list(&path).unwrap().len(), 2);
+        FileClients::add(&path, &RegisteredClient::public("gone"), false).unwrap();
+        assert!(FileClients::remove(&path, "gone").unwrap());
+        assert!(!FileClients::remove(&path, "gone").unwrap());
         let reg = FileClients::open(&path).unwrap();
         assert_eq!(reg.len(), 2);
         let web = reg.client("web").unwrap().unwrap();

@@ -1,0 +1,378 @@
+//! `rotoken serve`: the OAuth endpoints of rotoken-http over HTTP, with an
+//! embedded database, health and Prometheus metrics, an authenticated admin
+//! API for sidecar use, structured logs and graceful shutdown.
+//!
+//! Routes: `/oauth/token`, `/oauth/revoke`, `/oauth/introspect`,
+//! `/oauth/jwks`, `/.well-known/oauth-authorization-server`, `/healthz`,
+//! `/metrics`, and `/admin/...` (see [`admin`]).
+//!
+//! When ready it prints one JSON line on standard output (`listening`,
+//! `issuer`, the files in use); logs go to standard error and never hold a
+//! token, a secret, or a request's query string.
+
+mod admin;
+mod config;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use clap::Args;
+use rotoken::{Engine, Keyring, Options};
+use rotoken_http::{
+    ClientRegistry, Config, FileClients, JwtMinter, MemoryClients, OAuthServer, RegisteredClient, RegistryError,
+    SigningKey,
+};
+use serde::Serialize;
+
+use crate::Global;
+use crate::output::{self, CliError};
+pub(crate) use config::LogFormat;
+
+/// `rotoken serve ...`
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080, loopback only].
+    #[arg(long, env = "ROTOKEN_BIND", value_name = "ADDR")]
+    pub(crate) bind: Option<SocketAddr>,
+    /// TOML config file [default: ./rotoken.toml if it exists].
+    #[arg(long, env = "ROTOKEN_CONFIG", value_name = "PATH")]
+    pub(crate) config: Option<PathBuf>,
+    /// Issuer URL, the base of every endpoint URL and of DPoP `htu` [default: http://ADDR].
+    #[arg(long, env = "ROTOKEN_ISSUER", value_name = "URL")]
+    pub(crate) issuer: Option<String>,
+    /// Clients file written by `rotoken clients add` [default: ./rotoken.clients.toml].
+    #[arg(long, env = "ROTOKEN_CLIENTS", value_name = "PATH")]
+    pub(crate) clients: Option<PathBuf>,
+    /// Access-token signing key, created if missing [default: ./rotoken.signing.key].
+    #[arg(long, env = "ROTOKEN_SIGNING_KEY", value_name = "PATH")]
+    pub(crate) signing_key: Option<PathBuf>,
+    /// Access-token lifetime in seconds [default: 300].
+    #[arg(long, env = "ROTOKEN_ACCESS_TOKEN_SECS", value_name = "SECS")]
+    pub(crate) access_token_secs: Option<u64>,
+    /// Largest request body in bytes; larger ones get 413 [default: 16384].
+    #[arg(long, env = "ROTOKEN_MAX_BODY_BYTES", value_name = "BYTES")]
+    pub(crate) max_body_bytes: Option<usize>,
+    /// Time limit for one request, in seconds [default: 10].
+    #[arg(long, env = "ROTOKEN_REQUEST_TIMEOUT_SECS", value_name = "SECS")]
+    pub(crate) request_timeout_secs: Option<u64>,
+    /// Log format on standard error [default: text].
+    #[arg(long, env = "ROTOKEN_LOG_FORMAT", value_enum, value_name = "FORMAT")]
+    pub(crate) log_format: Option<LogFormat>,
+}
+
+/// The line printed on standard output once the server is listening.
+#[derive(Serialize)]
+struct ReadyJson<'a> {
+    listening: String,
+    issuer: &'a str,
+    token_endpoint: String,
+    db: String,
+    keys: String,
+    signing_key: String,
+    clients_file: String,
+    admin: bool,
+}
+
+/// Runs the server until SIGTERM or Ctrl-C.
+///
+/// # Errors
+///
+/// The [`CliError`] to print: a bad setting, unreadable keys, a locked
+/// database, an address in use.
+pub(crate) fn run(g: &Global, a: &ServeArgs) -> Result<(), CliError> {
+    let settings = config::resolve(g, a, &|k| std::env::var(k).ok())?;
+    init_logging(settings.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("rotoken-serve")
+        .build()
+        .map_err(|e| CliError::storage("runtime_failed", format!("could not start the runtime: {e}")))?;
+    runtime.block_on(serve(settings))
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("ROTOKEN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false);
+    // A subscriber set already (in tests) stays.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// The clients of the config file first, then the clients file.
+struct Clients {
+    inline: MemoryClients,
+    file: FileClients,
+}
+
+impl ClientRegistry for Clients {
+    fn client(&self, id: &str) -> Result<Option<RegisteredClient>, RegistryError> {
+        match self.inline.client(id)? {
+            Some(c) => Ok(Some(c)),
+            None => self.file.client(id),
+        }
+    }
+}
+
+async fn serve(s: config::Settings) -> Result<(), CliError> {
+    if let Some(c) = &s.config_file {
+        tracing::info!(path = %c.display(), "config file read");
+    }
+    let keys = load_or_generate_keys(&s.keys)?;
+    let (signing, created) = SigningKey::load_or_generate(&s.signing_key)
+        .map_err(|e| CliError::refused("signing_key_invalid", e.to_string()))?;
+    if created {
+        tracing::warn!(
+            path = %s.signing_key.display(),
+            kid = signing.kid(),
+            "generated an access-token signing key (EdDSA); keep it secret"
+        );
+    }
+    let options = Options {
+        policy: s.policy.clone(),
+        ..Options::default()
+    };
+    let db = s.db.clone();
+    let engine = Arc::new(
+        tokio::task::spawn_blocking(move || Engine::open(&db, keys, options))
+            .await
+            .map_err(|e| CliError::storage("runtime_failed", e.to_string()))??,
+    );
+    tracing::info!(path = %s.db.display(), durability = ?s.policy.durability, "database open");
+
+    let file = FileClients::open(&s.clients_file).map_err(|e| CliError::refused("clients_invalid", e.to_string()))?;
+    let inline = s
+        .inline_clients
+        .iter()
+        .cloned()
+        .fold(MemoryClients::new(), MemoryClients::with);
+    if file.is_empty() && s.inline_clients.is_empty() {
+        tracing::warn!(
+            clients_file = %s.clients_file.display(),
+            "no clients registered yet; add one with `rotoken clients add --id web-app --public` (read within a second)"
+        );
+    }
+
+    let listener = tokio::net::TcpListener::bind(s.bind)
+        .await
+        .map_err(|e| CliError::refused("bind_failed", format!("could not listen on {}: {e}", s.bind)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CliError::refused("bind_failed", e.to_string()))?;
+    let issuer = s.issuer.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let minter = JwtMinter::new(signing, issuer.clone(), s.access_token_lifetime);
+    let mut config = Config::new(issuer.clone());
+    config.max_body_bytes = s.max_body_bytes;
+    let oauth = Arc::new(OAuthServer::new(
+        engine.clone(),
+        Arc::new(Clients { inline, file }),
+        Arc::new(minter),
+        config,
+    ));
+    let app = app(oauth.clone(), &s);
+
+    output::print_json(&ReadyJson {
+        listening: addr.to_string(),
+        issuer: &issuer,
+        token_endpoint: oauth.config().url(&oauth.config().token_path),
+        db: s.db.display().to_string(),
+        keys: s.keys.display().to_string(),
+        signing_key: s.signing_key.display().to_string(),
+        clients_file: s.clients_file.display().to_string(),
+        admin: s.admin_token.is_some(),
+    })?;
+    tracing::info!(%addr, %issuer, "listening");
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing requests in flight");
+        let _ = stop_tx.send(true);
+    };
+    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .into_future();
+    let deadline = async {
+        let _ = stop_rx.wait_for(|stopped| *stopped).await;
+        tokio::time::sleep(s.shutdown_timeout).await;
+    };
+    let finished = tokio::select! {
+        r = server => {
+            r.map_err(|e| CliError::storage("serve_failed", e.to_string()))?;
+            true
+        }
+        () = deadline => false,
+    };
+    drop(oauth);
+    if !finished {
+        tracing::warn!(
+            timeout_secs = s.shutdown_timeout.as_secs(),
+            "requests still running at the shutdown deadline"
+        );
+    }
+    // The last reference closes the database (its drop commits nothing new).
+    match Arc::try_unwrap(engine) {
+        Ok(engine) => {
+            tokio::task::spawn_blocking(move || drop(engine))
+                .await
+                .map_err(|e| CliError::storage("runtime_failed", e.to_string()))?;
+            tracing::info!("database closed");
+        }
+        Err(_) => tracing::warn!("database still in use at exit; it recovers on the next open"),
+    }
+    Ok(())
+}
+
+/// Loads the keyring, or generates a development one if the file is missing.
+fn load_or_generate_keys(path: &std::path::Path) -> Result<Keyring, CliError> {
+    if matches!(path.try_exists(), Ok(false)) {
+        let keys =
+            Keyring::generate().map_err(|e| CliError::storage("random_failed", format!("generating keys: {e}")))?;
+        match keys.save(path, false) {
+            Ok(()) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    "generated a development key file; keep it secret and back it up: \
+                     every refresh token dies with it"
+                );
+                return Ok(keys);
+            }
+            // Created meanwhile by another process: load that one.
+            Err(rotoken::KeyError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(CliError::refused("keys_io", e.to_string())),
+        }
+    }
+    crate::commands::load_keys(path)
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// Every route, with time limits and request logs.
+fn app(oauth: Arc<OAuthServer>, s: &config::Settings) -> Router {
+    let health = {
+        let engine = oauth.engine().clone();
+        move || async move {
+            let ok = tokio::task::spawn_blocking(move || engine.families_count().is_ok())
+                .await
+                .unwrap_or(false);
+            let (status, text) = if ok {
+                (StatusCode::OK, r#"{"status":"ok"}"#)
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"unavailable"}"#)
+            };
+            json(status, text.to_owned())
+        }
+    };
+    let metrics = {
+        let oauth = oauth.clone();
+        move || async move {
+            let engine = oauth.engine().clone();
+            let families = tokio::task::spawn_blocking(move || engine.families_count().ok())
+                .await
+                .ok()
+                .flatten();
+            let mut text = oauth.metrics().render();
+            if let Some(n) = families {
+                text.push_str(&format!(
+                    "# HELP rotoken_families Families in the database (live, expired and revoked until gc).\n\
+                     # TYPE rotoken_families gauge\nrotoken_families {n}\n"
+                ));
+            }
+            let mut r = text.into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+    };
+    let admin_token = s.admin_token.clone().map(Arc::new);
+    rotoken_axum::router(oauth.clone())
+        .route("/healthz", get(health))
+        .route("/metrics", get(metrics))
+        .nest("/admin", admin::router(oauth, admin_token))
+        .fallback(|| async { json(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#.to_owned()) })
+        .layer(axum::middleware::from_fn(log_request))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            s.request_timeout,
+        ))
+}
+
+/// A JSON response.
+pub(crate) fn json(status: StatusCode, body: String) -> Response {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Logs method, route, status and latency; never the query string or a
+/// path outside the known routes (either could carry a token).
+async fn log_request(request: Request, next: Next) -> Response {
+    const KNOWN: [&str; 10] = [
+        "/oauth/token",
+        "/oauth/revoke",
+        "/oauth/introspect",
+        "/oauth/jwks",
+        "/.well-known/oauth-authorization-server",
+        "/healthz",
+        "/metrics",
+        "/admin/families",
+        "/admin/revoke",
+        "/admin/sessions",
+    ];
+    let method = request.method().clone();
+    let path = request.uri().path();
+    let route = KNOWN.iter().copied().find(|k| *k == path).unwrap_or("(other)");
+    let start = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+    if status >= 500 {
+        tracing::error!(%method, route, status, micros, "request");
+    } else {
+        tracing::info!(%method, route, status, micros, "request");
+    }
+    response
+}

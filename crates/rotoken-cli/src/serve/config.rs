@@ -1,0 +1,408 @@
+//! `rotoken serve` settings: command-line flags, then `ROTOKEN_*`
+//! environment variables, then the TOML config file, then defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::ValueEnum;
+use rotoken::{Durability, Policy};
+use rotoken_http::{ClientEntry, RegisteredClient, SecretHash};
+use serde::Deserialize;
+
+use super::ServeArgs;
+use crate::output::CliError;
+use crate::{DurabilityArg, Global};
+
+/// The default listening address: loopback only.
+pub(crate) const DEFAULT_BIND: &str = "127.0.0.1:8080";
+/// The config file read when `--config` is not given, if it exists.
+pub(crate) const DEFAULT_CONFIG: &str = "./rotoken.toml";
+/// The default access-token signing key file.
+pub(crate) const DEFAULT_SIGNING_KEY: &str = "./rotoken.signing.key";
+/// The global flags' defaults (a config file value applies when the flag is left at these).
+const DEFAULT_DB: &str = "./rotoken.redb";
+const DEFAULT_KEYS: &str = "./rotoken.keys";
+/// Largest config file read.
+const MAX_CONFIG: u64 = 1024 * 1024;
+const DAY: u64 = 86_400;
+
+/// How logs are written (to standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The config file: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    bind: Option<SocketAddr>,
+    issuer: Option<String>,
+    db: Option<PathBuf>,
+    keys: Option<PathBuf>,
+    signing_key: Option<PathBuf>,
+    clients_file: Option<PathBuf>,
+    access_token_secs: Option<u64>,
+    max_body_bytes: Option<usize>,
+    request_timeout_secs: Option<u64>,
+    shutdown_timeout_secs: Option<u64>,
+    log_format: Option<LogFormat>,
+    #[serde(default)]
+    policy: PolicyConfig,
+    #[serde(default)]
+    admin: AdminConfig,
+    #[serde(default, rename = "client")]
+    clients: Vec<ClientEntry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyConfig {
+    grace_secs: Option<u64>,
+    idle_days: Option<u64>,
+    absolute_days: Option<u64>,
+    max_generations: Option<u32>,
+    revoked_retention_secs: Option<u64>,
+    durability: Option<DurabilityName>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum DurabilityName {
+    Immediate,
+    Relaxed,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminConfig {
+    token_hash: Option<String>,
+}
+
+/// Everything `serve` needs, resolved.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) bind: SocketAddr,
+    /// `None`: `http://` and the bound address.
+    pub(crate) issuer: Option<String>,
+    pub(crate) db: PathBuf,
+    pub(crate) keys: PathBuf,
+    pub(crate) signing_key: PathBuf,
+    pub(crate) clients_file: PathBuf,
+    pub(crate) inline_clients: Vec<RegisteredClient>,
+    pub(crate) access_token_lifetime: Duration,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) request_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) policy: Policy,
+    pub(crate) admin_token: Option<SecretHash>,
+    pub(crate) log_format: LogFormat,
+    /// The config file read, if any.
+    pub(crate) config_file: Option<PathBuf>,
+}
+
+fn invalid(message: impl Into<String>) -> CliError {
+    CliError::refused("config_invalid", message)
+}
+
+/// Resolves the settings; `env` reads an environment variable.
+pub(crate) fn resolve(g: &Global, a: &ServeArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, CliError> {
+    let (file, config_file) = match &a.config {
+        Some(p) => (read_config(p)?, Some(p.clone())),
+        None if Path::new(DEFAULT_CONFIG).is_file() => {
+            (read_config(Path::new(DEFAULT_CONFIG))?, Some(DEFAULT_CONFIG.into()))
+        }
+        None => (FileConfig::default(), None),
+    };
+    let env_num = |name: &str| -> Result<Option<u64>, CliError> {
+        env(name)
+            .map(|v| {
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| invalid(format!("{name} must be a whole number, not {v:?}")))
+            })
+            .transpose()
+    };
+
+    let mut policy = Policy::default();
+    let p = &file.policy;
+    let grace = g.grace_secs.or(env_num("ROTOKEN_GRACE_SECS")?).or(p.grace_secs);
+    if let Some(s) = grace {
+        policy.grace = Duration::from_secs(s);
+    }
+    let idle = g
+        .idle_days
+        .map(u64::from)
+        .or(env_num("ROTOKEN_IDLE_DAYS")?)
+        .or(p.idle_days);
+    if let Some(d) = idle {
+        policy.idle_lifetime = days(d, "idle_days")?;
+    }
+    let absolute = g
+        .absolute_days
+        .map(u64::from)
+        .or(env_num("ROTOKEN_ABSOLUTE_DAYS")?)
+        .or(p.absolute_days);
+    if let Some(d) = absolute {
+        policy.absolute_lifetime = days(d, "absolute_days")?;
+    }
+    let max_generations = env_num("ROTOKEN_MAX_GENERATIONS")?
+        .map(|n| u32::try_from(n).map_err(|_| invalid("ROTOKEN_MAX_GENERATIONS is too large")))
+        .transpose()?
+        .or(p.max_generations);
+    if let Some(n) = max_generations {
+        if n < 2 {
+            return Err(invalid("max_generations must be at least 2"));
+        }
+        policy.max_generations = n;
+    }
+    let retention = g
+        .revoked_retention_secs
+        .or(env_num("ROTOKEN_REVOKED_RETENTION_SECS")?)
+        .or(p.revoked_retention_secs);
+    if let Some(s) = retention {
+        policy.revoked_retention = Duration::from_secs(s);
+    }
+    let durability = match (g.durability, env("ROTOKEN_DURABILITY"), p.durability) {
+        (Some(DurabilityArg::Immediate), _, _) => Durability::Immediate,
+        (Some(DurabilityArg::Relaxed), _, _) => Durability::Relaxed,
+        (None, Some(v), _) => match v.trim() {
+            "immediate" => Durability::Immediate,
+            "relaxed" | "none" => Durability::Relaxed,
+            _ => {
+                return Err(invalid(format!(
+                    "ROTOKEN_DURABILITY must be immediate or relaxed, not {v:?}"
+                )));
+            }
+        },
+        (None, None, Some(DurabilityName::Relaxed)) => Durability::Relaxed,
+        (None, None, _) => Durability::Immediate,
+    };
+    policy.durability = durability;
+
+    let admin_token = match (env("ROTOKEN_ADMIN_TOKEN"), &file.admin.token_hash) {
+        (Some(t), _) => Some(SecretHash::new(t.as_bytes()).map_err(|e| {
+            invalid(format!(
+                "ROTOKEN_ADMIN_TOKEN: {e} (an admin token is a secret like any other)"
+            ))
+        })?),
+        (None, Some(h)) => Some(
+            h.parse::<SecretHash>()
+                .map_err(|e| invalid(format!("admin.token_hash: {e}")))?,
+        ),
+        (None, None) => None,
+    };
+    let inline_clients = file
+        .clients
+        .iter()
+        .map(|c| c.to_client().map_err(|e| invalid(format!("config [[client]]: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let pick_path = |flag: &Path, default: &str, from_file: &Option<PathBuf>| -> PathBuf {
+        match from_file {
+            Some(f) if flag == Path::new(default) => f.clone(),
+            _ => flag.to_path_buf(),
+        }
+    };
+    let bind = match (a.bind, file.bind) {
+        (Some(b), _) | (None, Some(b)) => b,
+        (None, None) => DEFAULT_BIND.parse().map_err(|_| invalid("bad default bind address"))?,
+    };
+    let max_body_bytes = a.max_body_bytes.or(file.max_body_bytes).unwrap_or(16 * 1024);
+    if !(1024..=1024 * 1024).contains(&max_body_bytes) {
+        return Err(invalid("max_body_bytes must be between 1024 and 1048576"));
+    }
+    let access = a.access_token_secs.or(file.access_token_secs).unwrap_or(300);
+    if !(1..=86_400).contains(&access) {
+        return Err(invalid("access_token_secs must be between 1 and 86400"));
+    }
+    let issuer = a.issuer.clone().or(file.issuer);
+    if let Some(i) = &issuer {
+        let ok = (i.starts_with("https://") || i.starts_with("http://")) && !i.contains(['?', '#']);
+        if !ok {
+            return Err(invalid(format!(
+                "issuer must be an http(s) URL without query or fragment, not {i:?}"
+            )));
+        }
+    }
+    Ok(Settings {
+        bind,
+        issuer,
+        db: pick_path(&g.db, DEFAULT_DB, &file.db),
+        keys: pick_path(&g.keys, DEFAULT_KEYS, &file.keys),
+        signing_key: a
+            .signing_key
+            .clone()
+            .or(file.signing_key)
+            .unwrap_or_else(|| DEFAULT_SIGNING_KEY.into()),
+        clients_file: a
+            .clients
+            .clone()
+            .or(file.clients_file)
+            .unwrap_or_else(|| crate::clients::DEFAULT_CLIENTS_FILE.into()),
+        inline_clients,
+        access_token_lifetime: Duration::from_secs(access),
+        max_body_bytes,
+        request_timeout: Duration::from_secs(
+            a.request_timeout_secs
+                .or(file.request_timeout_secs)
+                .unwrap_or(10)
+                .max(1),
+        ),
+        shutdown_timeout: Duration::from_secs(file.shutdown_timeout_secs.unwrap_or(30)),
+        policy,
+        admin_token,
+        log_format: a.log_format.or(file.log_format).unwrap_or_default(),
+        config_file,
+    })
+}
+
+fn days(d: u64, name: &str) -> Result<Duration, CliError> {
+    if d == 0 {
+        return Err(invalid(format!("{name} must be at least 1")));
+    }
+    d.checked_mul(DAY)
+        .map(Duration::from_secs)
+        .ok_or_else(|| invalid(format!("{name} is too large")))
+}
+
+fn read_config(path: &Path) -> Result<FileConfig, CliError> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CONFIG + 1).read_to_string(&mut text))
+        .map_err(|e| CliError::refused("config_io", format!("config file {}: {e}", path.display())))?;
+    if text.len() as u64 > MAX_CONFIG {
+        return Err(invalid(format!(
+            "config file {} is larger than {MAX_CONFIG} bytes",
+            path.display()
+        )));
+    }
+    toml::from_str(&text).map_err(|e| invalid(format!("config file {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::HashMap;
+
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::{Cli, Command};
+
+    fn parse(args: &[&str]) -> (Global, ServeArgs) {
+        let cli = Cli::try_parse_from(std::iter::once("rotoken").chain(args.iter().copied())).unwrap();
+        match cli.command {
+            Command::Serve(a) => (cli.global, a),
+            _ => unreachable!(),
+        }
+    }
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_are_loopback_and_the_core_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.toml");
+        let (g, a) = parse(&["serve", "--config", missing.to_str().unwrap()]);
+        assert!(
+            resolve(&g, &a, &env(&[])).is_err(),
+            "an explicit config file must exist"
+        );
+        let (g, a) = parse(&["serve"]);
+        let s = resolve(&g, &a, &env(&[])).unwrap();
+        assert_eq!(s.bind.to_string(), DEFAULT_BIND);
+        assert!(s.bind.ip().is_loopback());
+        assert_eq!(s.policy, Policy::default());
+        assert_eq!(s.access_token_lifetime, Duration::from_secs(300));
+        assert!(s.admin_token.is_none());
+    }
+
+    #[test]
+    fn flags_beat_environment_beat_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("rotoken.toml");
+        let hash = SecretHash::new(b"admin-token-0123456789").unwrap();
+        std::fs::write(
+            &cfg,
+            format!(
+                "bind = \"127.0.0.1:9000\"\ndb = \"/tmp/x.redb\"\naccess_token_secs = 600\n\
+                 [policy]\ngrace_secs = 5\nidle_days = 7\ndurability = \"relaxed\"\n\
+                 [admin]\ntoken_hash = \"{hash}\"\n[[client]]\nid = \"spa\"\n"
+            ),
+        )
+        .unwrap();
+        let c = cfg.to_str().unwrap();
+        let (g, a) = parse(&["serve", "--config", c]);
+        let s = resolve(&g, &a, &env(&[])).unwrap();
+        assert_eq!(s.bind.port(), 9000);
+        assert_eq!(s.db, PathBuf::from("/tmp/x.redb"));
+        assert_eq!(s.policy.grace, Duration::from_secs(5));
+        assert_eq!(s.policy.idle_lifetime, Duration::from_secs(7 * DAY));
+        assert_eq!(s.policy.durability, Durability::Relaxed);
+        assert_eq!(s.access_token_lifetime, Duration::from_secs(600));
+        assert!(s.admin_token.unwrap().verify(b"admin-token-0123456789"));
+        assert_eq!(s.inline_clients.len(), 1);
+
+        let e = env(&[
+            ("ROTOKEN_GRACE_SECS", "10"),
+            ("ROTOKEN_DURABILITY", "immediate"),
+            ("ROTOKEN_ADMIN_TOKEN", "from-env-0123456789"),
+        ]);
+        let s = resolve(&g, &a, &e).unwrap();
+        assert_eq!(s.policy.grace, Duration::from_secs(10));
+        assert_eq!(s.policy.durability, Durability::Immediate);
+        assert!(s.admin_token.unwrap().verify(b"from-env-0123456789"));
+
+        let (g, a) = parse(&[
+            "--grace-secs",
+            "20",
+            "--db",
+            "/tmp/y.redb",
+            "serve",
+            "--config",
+            c,
+            "--bind",
+            "127.0.0.1:7000",
+        ]);
+        let s = resolve(&g, &a, &e).unwrap();
+        assert_eq!(s.policy.grace, Duration::from_secs(20));
+        assert_eq!(s.db, PathBuf::from("/tmp/y.redb"));
+        assert_eq!(s.bind.port(), 7000);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_config_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("c.toml");
+        for text in [
+            "surprise = 1",
+            "[policy]\ndurability = \"sometimes\"",
+            "[policy]\nidle_days = 0",
+            "access_token_secs = 0",
+            "issuer = \"ftp://x\"",
+            "[admin]\ntoken_hash = \"plain\"",
+            "[[client]]\nid = \"\"",
+            "not toml [",
+        ] {
+            std::fs::write(&cfg, text).unwrap();
+            let (g, a) = parse(&["serve", "--config", cfg.to_str().unwrap()]);
+            let e = resolve(&g, &a, &env(&[])).unwrap_err();
+            assert_eq!(e.code, "config_invalid", "{text}: {e:?}");
+        }
+        let (g, a) = parse(&["serve"]);
+        assert!(resolve(&g, &a, &env(&[("ROTOKEN_GRACE_SECS", "soon")])).is_err());
+        assert!(resolve(&g, &a, &env(&[("ROTOKEN_ADMIN_TOKEN", "short")])).is_err());
+    }
+}
