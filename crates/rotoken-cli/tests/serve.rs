@@ -1,0 +1,479 @@
+//! `rotoken serve` on a loopback port, driven by a real OAuth client library
+//! that nobody here wrote (the `oauth2` crate over `ureq`), by two tabs at
+//! once, and by raw malformed HTTP; then shut down with SIGTERM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use oauth2::basic::{BasicClient, BasicErrorResponseType};
+use oauth2::{AuthType, ClientId, ClientSecret, RefreshToken, RequestTokenError, TokenResponse as _, TokenUrl};
+use serde_json::{Value, json};
+
+const ADMIN: &str = "admin-token-for-tests-0123456789";
+const WEB_SECRET: &str = "web-secret-for-tests-0123456789";
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rotoken")
+}
+
+/// Runs `rotoken` in `dir` with `stdin` and returns its stdout as JSON.
+fn rotoken(dir: &Path, args: &[&str], stdin: &str) -> Value {
+    let mut child = Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = if out.status.success() { &out.stdout } else { &out.stderr };
+    serde_json::from_slice(text).unwrap_or_else(|_| panic!("not JSON: {out:?}"))
+}
+
+/// A running `rotoken serve`.
+struct Server {
+    child: Child,
+    addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Registers the clients, then starts the server on a free loopback port.
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            rotoken(dir.path(), &["clients", "add", "--id", "spa", "--public"], "")["type"],
+            "public"
+        );
+        let added = rotoken(
+            dir.path(),
+            &["clients", "add", "--id", "web", "--secret-stdin"],
+            &format!("{WEB_SECRET}\n"),
+        );
+        assert_eq!(added["type"], "confidential");
+        let stderr = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+        let mut child = Command::new(bin())
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .current_dir(dir.path())
+            .env("ROTOKEN_ADMIN_TOKEN", ADMIN)
+            .env("ROTOKEN_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("serve did not start");
+        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+            panic!(
+                "no ready line: {line:?}; log: {}",
+                std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
+            )
+        });
+        let addr = ready["listening"].as_str().unwrap().to_owned();
+        assert!(addr.starts_with("127.0.0.1:"));
+        assert_eq!(ready["issuer"], format!("http://{addr}"));
+        Self { child, addr, dir }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// Issues a family through the admin API.
+    fn issue(&self, client: &str, scope: &str) -> String {
+        let (status, v) = post_json(
+            &self.url("/admin/families"),
+            Some(ADMIN),
+            &json!({"subject": "alice", "client_id": client, "scope": scope}),
+        );
+        assert_eq!(status, 200, "{v}");
+        v["refresh_token"].as_str().unwrap().to_owned()
+    }
+
+    /// SIGTERM, and the exit status.
+    fn terminate(mut self) -> (std::process::ExitStatus, String, tempfile::TempDir) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let log = self.log();
+                let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+                return (status, log, dir);
+            }
+            assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+fn post_json(url: &str, bearer: Option<&str>, body: &Value) -> (u16, Value) {
+    let mut req = http::Request::post(url).header("content-type", "application/json");
+    if let Some(t) = bearer {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let mut resp = agent().run(req.body(body.to_string()).unwrap()).unwrap();
+    let status = resp.status().as_u16();
+    let v = serde_json::from_slice(&resp.body_mut().read_to_vec().unwrap()).unwrap_or(Value::Null);
+    (status, v)
+}
+
+fn post_form(url: &str, body: &str) -> (u16, Value) {
+    let req = http::Request::post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_owned())
+        .unwrap();
+    let mut resp = agent().run(req).unwrap();
+    let status = resp.status().as_u16();
+    (
+        status,
+        serde_json::from_slice(&resp.body_mut().read_to_vec().unwrap()).unwrap_or(Value::Null),
+    )
+}
+
+/// The `oauth2` crate's synchronous HTTP client, over `ureq` (plain HTTP, no TLS).
+fn oauth2_http(request: oauth2::HttpRequest) -> Result<oauth2::HttpResponse, ureq::Error> {
+    let response = agent().run(request)?;
+    let (parts, mut body) = response.into_parts();
+    Ok(http::Response::from_parts(parts, body.read_to_vec()?))
+}
+
+#[test]
+fn the_oauth2_crate_refreshes_100_times_then_a_replay_kills_the_family() {
+    let server = Server::start();
+    let first = server.issue("web", "openid offline_access");
+    let client = BasicClient::new(ClientId::new("web".into()))
+        .set_client_secret(ClientSecret::new(WEB_SECRET.into()))
+        .set_auth_type(AuthType::BasicAuth)
+        .set_token_uri(TokenUrl::new(server.url("/oauth/token")).unwrap());
+
+    let mut current = RefreshToken::new(first.clone());
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..100 {
+        let response = client
+            .exchange_refresh_token(&current)
+            .request(&oauth2_http)
+            .unwrap_or_else(|e| panic!("refresh {i} failed: {e:?}"));
+        assert_eq!(*response.token_type(), oauth2::basic::BasicTokenType::Bearer);
+        assert_eq!(response.expires_in(), Some(Duration::from_secs(300)));
+        assert!(response.access_token().secret().starts_with("ey"), "a JWT");
+        let next = response.refresh_token().expect("a new refresh token").clone();
+        assert!(seen.insert(next.secret().clone()), "every refresh token is new");
+        current = next;
+    }
+
+    // Replay the first token (far older than the grace window allows).
+    let replay = client
+        .exchange_refresh_token(&RefreshToken::new(first))
+        .request(&oauth2_http);
+    match replay {
+        Err(RequestTokenError::ServerResponse(e)) => assert_eq!(*e.error(), BasicErrorResponseType::InvalidGrant),
+        other => panic!("expected invalid_grant, got {other:?}"),
+    }
+    // The current token is dead too.
+    match client.exchange_refresh_token(&current).request(&oauth2_http) {
+        Err(RequestTokenError::ServerResponse(e)) => assert_eq!(*e.error(), BasicErrorResponseType::InvalidGrant),
+        other => panic!("expected invalid_grant, got {other:?}"),
+    }
+
+    let metrics = agent()
+        .get(server.url("/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(metrics.contains("rotoken_rotations_total 100\n"), "{metrics}");
+    assert!(metrics.contains("rotoken_reuse_detections_total 1\n"), "{metrics}");
+
+    let (status, log, dir) = server.terminate();
+    assert!(status.success(), "{status:?}: {log}");
+    assert!(log.contains("reuse detected"), "{log}");
+    assert!(log.contains("database closed"), "{log}");
+    for token in &seen {
+        assert!(!log.contains(&token[4..]), "a refresh token reached the log");
+    }
+    assert!(
+        !log.contains(WEB_SECRET) && !log.contains(ADMIN),
+        "a secret reached the log"
+    );
+    // The database closed cleanly and passes its integrity check.
+    let check = rotoken(dir.path(), &["check"], "");
+    assert_eq!(check["ok"], true, "{check}");
+}
+
+#[test]
+fn two_tabs_with_one_token_at_the_same_moment_get_the_same_successor() {
+    let server = Server::start();
+    let mut token = server.issue("spa", "openid offline_access");
+    for _ in 0..5 {
+        let barrier = Arc::new(Barrier::new(2));
+        let tabs: Vec<_> = (0..2)
+            .map(|_| {
+                let (url, barrier) = (server.url("/oauth/token"), barrier.clone());
+                let body = format!("grant_type=refresh_token&client_id=spa&refresh_token={token}");
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    post_form(&url, &body)
+                })
+            })
+            .collect();
+        let answers: Vec<(u16, Value)> = tabs.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(answers[0].0, 200, "{:?}", answers[0].1);
+        assert_eq!(answers[1].0, 200, "{:?}", answers[1].1);
+        assert_eq!(answers[0].1["refresh_token"], answers[1].1["refresh_token"]);
+        token = answers[0].1["refresh_token"].as_str().unwrap().to_owned();
+    }
+    // The family is healthy: its latest token works and it has one session.
+    let (status, v) = post_form(
+        &server.url("/oauth/token"),
+        &format!("grant_type=refresh_token&client_id=spa&refresh_token={token}"),
+    );
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = post_json(
+        &server.url("/admin/sessions"),
+        Some(ADMIN),
+        &json!({"subject": "alice"}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(v["sessions"][0]["active"], true);
+    assert_eq!(v["sessions"][0]["generation"], 6);
+}
+
+/// A malformed request: name, method, (content type, body), expected status and error code.
+type Case<'a> = (&'a str, &'a str, (Option<&'a str>, Vec<u8>), u16, &'a str);
+
+/// Sends raw bytes and returns the status and the JSON body.
+fn raw(addr: &str, head: &str, body: &[u8]) -> (u16, Value, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let _ = s.write_all(head.as_bytes());
+    for chunk in body.chunks(64 * 1024) {
+        if s.write_all(chunk).is_err() {
+            break;
+        }
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null), text)
+}
+
+fn head(method: &str, path: &str, content_type: Option<&str>, len: usize) -> String {
+    let ct = content_type
+        .map(|c| format!("Content-Type: {c}\r\n"))
+        .unwrap_or_default();
+    format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{ct}Content-Length: {len}\r\n\r\n")
+}
+
+#[test]
+fn malformed_http_gets_rfc6749_errors_never_a_5xx() {
+    let server = Server::start();
+    let token = server.issue("spa", "openid offline_access");
+    let (_, v) = post_form(
+        &server.url("/oauth/token"),
+        &format!("grant_type=refresh_token&client_id=spa&refresh_token={token}"),
+    );
+    let access = v["access_token"].as_str().unwrap().to_owned();
+    let current = v["refresh_token"].as_str().unwrap().to_owned();
+    let form = Some("application/x-www-form-urlencoded");
+    let with = |body: &str| (form, body.as_bytes().to_vec());
+    let cases: Vec<Case<'_>> = vec![
+        ("no body", "POST", (None, vec![]), 400, "invalid_request"),
+        ("1 MB body", "POST", (form, vec![b'a'; 1 << 20]), 413, "invalid_request"),
+        (
+            "JSON body",
+            "POST",
+            (Some("application/json"), br#"{"grant_type":"refresh_token"}"#.to_vec()),
+            415,
+            "invalid_request",
+        ),
+        ("GET", "GET", (None, vec![]), 405, "invalid_request"),
+        (
+            "missing refresh_token",
+            "POST",
+            with("grant_type=refresh_token&client_id=spa"),
+            400,
+            "invalid_request",
+        ),
+        (
+            "duplicated grant_type",
+            "POST",
+            with("grant_type=refresh_token&grant_type=password&client_id=spa"),
+            400,
+            "invalid_request",
+        ),
+        (
+            "unknown grant type",
+            "POST",
+            with("grant_type=password&client_id=spa"),
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            "non-UTF-8",
+            "POST",
+            (
+                form,
+                b"grant_type=refresh_token&client_id=spa&refresh_token=\xc3\x28".to_vec(),
+            ),
+            400,
+            "invalid_request",
+        ),
+        (
+            "bad percent-encoding",
+            "POST",
+            with("grant_type=refresh_token&client_id=spa&refresh_token=%g0"),
+            400,
+            "invalid_request",
+        ),
+        (
+            "10 KB token",
+            "POST",
+            (
+                form,
+                format!(
+                    "grant_type=refresh_token&client_id=spa&refresh_token={}",
+                    "x".repeat(10_240)
+                )
+                .into_bytes(),
+            ),
+            400,
+            "invalid_grant",
+        ),
+        (
+            "access token as refresh token",
+            "POST",
+            (
+                form,
+                format!("grant_type=refresh_token&client_id=spa&refresh_token={access}").into_bytes(),
+            ),
+            400,
+            "invalid_grant",
+        ),
+        (
+            "token of client spa presented by web",
+            "POST",
+            (
+                form,
+                format!("grant_type=refresh_token&client_id=web&client_secret={WEB_SECRET}&refresh_token={current}")
+                    .into_bytes(),
+            ),
+            400,
+            "invalid_grant",
+        ),
+    ];
+    for (name, method, (ct, body), status, code) in cases {
+        let (got, v, text) = raw(&server.addr, &head(method, "/oauth/token", ct, body.len()), &body);
+        assert_eq!(got, status, "{name}: {text}");
+        assert_eq!(v["error"], code, "{name}: {text}");
+        assert!(
+            text.to_ascii_lowercase().contains("cache-control: no-store"),
+            "{name}: {text}"
+        );
+    }
+    // The family survived all of it, including client B presenting A's token.
+    let (status, _) = post_form(
+        &server.url("/oauth/token"),
+        &format!("grant_type=refresh_token&client_id=spa&refresh_token={current}"),
+    );
+    assert_eq!(status, 200);
+    // The admin API wants its token.
+    let (status, v) = post_json(
+        &server.url("/admin/sessions"),
+        Some("wrong-admin-token-000000"),
+        &json!({"subject": "alice"}),
+    );
+    assert_eq!((status, v["error"].as_str()), (401, Some("invalid_token")));
+    let (status, _) = post_json(&server.url("/admin/revoke"), None, &json!({"subject": "alice"}));
+    assert_eq!(status, 401);
+    let (status, v) = post_json(&server.url("/admin/revoke"), Some(ADMIN), &json!({"subject": "alice"}));
+    assert_eq!((status, v["revoked"].as_u64()), (200, Some(1)));
+    let (status, v, _) = raw(&server.addr, &head("GET", "/healthz", None, 0), b"");
+    assert_eq!((status, v["status"].as_str()), (200, Some("ok")));
+    let (status, _, _) = raw(
+        &server.addr,
+        &head("GET", "/nowhere?refresh_token=rt1_secret", None, 0),
+        b"",
+    );
+    assert_eq!(status, 404);
+    let (status, log, _dir) = server.terminate();
+    assert!(status.success());
+    assert!(!log.contains(&token[4..]) && !log.contains(&current[4..]) && !log.contains(&access));
+    assert!(!log.contains("rt1_secret"), "query strings are not logged");
+}
+
+#[test]
+fn clients_are_added_listed_and_removed_without_their_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert_eq!(
+        rotoken(d, &["clients", "add", "--id", "spa", "--public"], "")["type"],
+        "public"
+    );
+    let e = rotoken(d, &["clients", "add", "--id", "spa", "--public"], "");
+    assert_eq!(e["error"], "client_exists");
+    let e = rotoken(d, &["clients", "add", "--id", "web", "--secret-stdin"], "short\n");
+    assert_eq!(e["error"], "secret_invalid");
+    let added = rotoken(
+        d,
+        &["clients", "add", "--id", "api", "--generate-secret", "--introspect"],
+        "",
+    );
+    let secret = added["client_secret"].as_str().unwrap().to_owned();
+    assert!(secret.len() >= 40, "{added}");
+    let file = std::fs::read_to_string(d.join("rotoken.clients.toml")).unwrap();
+    assert!(!file.contains(&secret), "only a hash is stored");
+    let list = rotoken(d, &["clients", "list"], "");
+    assert_eq!(list["clients"].as_array().unwrap().len(), 2);
+    assert_eq!(list["clients"][1]["type"], "confidential");
+    assert!(!list.to_string().contains("blake3"), "no hashes printed");
+    assert_eq!(rotoken(d, &["clients", "remove", "--id", "spa"], "")["removed"], true);
+    assert_eq!(
+        rotoken(d, &["clients", "remove", "--id", "spa"], "")["error"],
+        "client_unknown"
+    );
+    // Without a kind, clap refuses (usage error).
+    let out = Command::new(bin())
+        .args(["clients", "add", "--id", "x"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
