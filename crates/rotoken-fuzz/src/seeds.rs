@@ -1,0 +1,607 @@
+//! The seed corpora: a few dozen meaningful inputs per target, made from a
+//! live engine where they should be real (tokens, records, events, grant
+//! plaintext) and by hand where they should be near misses. Written to
+//! `fuzz/corpus/<target>/seed-*` by `cargo run -p rotoken-fuzz --bin
+//! rotoken-fuzz-seeds`; the files are committed, so regenerating them is
+//! only needed when the formats change.
+
+use std::time::Duration;
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+use rotoken::record::FamilyRecord;
+use rotoken::{Engine, Keyring, ManualClock, RevokeTarget, RotateRequest};
+
+use crate::backend::SharedMemory;
+use crate::engine_target::{Op, ScopeReq, Step, encode_ops};
+use crate::fixture::{self, T0};
+use crate::raw;
+
+/// One seed: the target it feeds, a file name, the bytes.
+pub type Seed = (&'static str, String, Vec<u8>);
+
+/// The token from `docs/token-format.md`.
+const DOC_EXAMPLE: &str = "rt1_AAAAATjUTJHRL5Am7KC9SNBIvFIAAAAAi7CzSDXbzR-OEVTtJPSCg_6jBAZ2hOi_dd6QwRhuIFAu5Tcr";
+
+/// Every seed of every target.
+///
+/// # Panics
+///
+/// If the engine fails on a fresh in-memory database.
+pub fn seed_corpus() -> Vec<Seed> {
+    let mut out = Vec::new();
+    token_seeds(&mut out);
+    record_seeds(&mut out);
+    engine_seeds(&mut out);
+    out
+}
+
+/// What a small live engine produced: tokens, stored values, events.
+struct Live {
+    tokens: Vec<String>,
+    key2_token: String,
+    values: Vec<Vec<u8>>,
+    events: Vec<Vec<u8>>,
+}
+
+fn live() -> Live {
+    let mem = SharedMemory::new();
+    let clock = ManualClock::at_unix_millis(T0);
+    let engine = Engine::open_with_backend(mem.clone(), fixture::keyring(), fixture::options(&clock)).expect("open");
+    let mut tokens = Vec::new();
+    let a = engine.issue(&fixture::grant("alice", "web")).expect("issue");
+    tokens.push(a.refresh_token.expose().to_owned());
+    let r1 = engine
+        .rotate(a.refresh_token.expose(), &RotateRequest::new("web"))
+        .expect("rotate");
+    tokens.push(r1.refresh_token.expose().to_owned());
+    let b = engine
+        .issue(
+            &fixture::grant("bob", "cli")
+                .with_confirmation("jkt-1")
+                .with_metadata(b"meta".to_vec()),
+        )
+        .expect("issue");
+    tokens.push(b.refresh_token.expose().to_owned());
+    let c = engine.issue(&fixture::grant("carol", "web")).expect("issue");
+    clock.advance(Duration::from_secs(60));
+    // Reuse of alice's first token revokes her family; carol is revoked by hand.
+    let _ = engine.rotate(a.refresh_token.expose(), &RotateRequest::new("web"));
+    engine.revoke(RevokeTarget::Family(c.family)).expect("revoke");
+    clock.advance(Duration::from_secs(4 * 3_600));
+    engine.gc(10).expect("gc");
+    drop(engine);
+    // A token signed by key 2.
+    let mut text = fixture::TEST_KEY_FILE.replace("active 1", "active 2");
+    text.push('\n');
+    let keys2 = Keyring::from_bytes(text.as_bytes()).expect("keys");
+    let mem2 = SharedMemory::new();
+    let e2 = Engine::open_with_backend(mem2, keys2, fixture::options(&clock)).expect("open");
+    let key2_token = e2
+        .issue(&fixture::grant("dave", "web"))
+        .expect("issue")
+        .refresh_token
+        .expose()
+        .to_owned();
+    drop(e2);
+    let db = Database::builder().create_with_backend(mem).expect("raw open");
+    let values = raw::families(&db)
+        .expect("families")
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    let read = db.begin_read().expect("read");
+    let events = read
+        .open_table(raw::EVENTS)
+        .expect("events")
+        .iter()
+        .expect("iter")
+        .map(|e| e.expect("event").1.value().to_vec())
+        .collect();
+    Live {
+        tokens,
+        key2_token,
+        values,
+        events,
+    }
+}
+
+fn token_seeds(out: &mut Vec<Seed>) {
+    let live = live();
+    let mut add = |name: &str, bytes: Vec<u8>| out.push(("token", format!("seed-{name}"), bytes));
+    for (i, t) in live.tokens.iter().enumerate() {
+        add(&format!("valid-{i}"), t.clone().into_bytes());
+    }
+    add("valid-key2", live.key2_token.into_bytes());
+    add("doc-example", DOC_EXAMPLE.as_bytes().to_vec());
+    let t = live.tokens[0].clone();
+    add("empty", Vec::new());
+    add("prefix-only", b"rt1_".to_vec());
+    add("short-by-one", t.as_bytes()[..83].to_vec());
+    add("long-by-one", format!("{t}A").into_bytes());
+    add("version-2", t.replacen("rt1_", "rt2_", 1).into_bytes());
+    add("version-2-short", b"rt2_abc".to_vec());
+    add("other-prefix", t.replacen("rt1_", "xt1_", 1).into_bytes());
+    add("uppercase-prefix", t.replacen("rt1_", "RT1_", 1).into_bytes());
+    let mut b = t.clone().into_bytes();
+    b[40] = b'=';
+    add("padding-char", b);
+    let mut b = t.clone().into_bytes();
+    b[40] = b'+';
+    add("standard-base64-char", b);
+    let mut b = t.clone().into_bytes();
+    b[20] = if b[20] == b'A' { b'B' } else { b'A' };
+    add("checksum-typo", b);
+    let mut b = t.clone().into_bytes();
+    let last = b.len() - 1;
+    b[last] = if b[last] == b'A' { b'B' } else { b'A' };
+    add("last-char-typo", b);
+    add("forged-bit", crate::forge(&t, 200).into_bytes());
+    add("forged-key-id", crate::forge(&t, 31).into_bytes());
+    add("bearer", format!("Bearer {t}").into_bytes());
+    add("newline", format!("{t}\n").into_bytes());
+    add("percent-encoded", t.replace('_', "%5F").into_bytes());
+    let mut b = t.clone().into_bytes();
+    b[50] = 0xff;
+    add("non-utf8", b);
+    let mut b = t.into_bytes();
+    b[60] = 0;
+    add("nul-byte", b);
+    add("long-10k", vec![b'A'; 10 * 1024]);
+    add("family-id", b"38d44c91d12f9026eca0bd48d048bc52".to_vec());
+    add("family-id-upper", b"38D44C91D12F9026ECA0BD48D048BC52".to_vec());
+    add("family-id-bad", b"38d44c91d12f9026eca0bd48d048bcxx".to_vec());
+    add("family-id-unicode", "é".repeat(16).into_bytes());
+}
+
+fn record_seeds(out: &mut Vec<Seed>) {
+    let live = live();
+    let t = crate::template();
+    let mut add = |name: &str, mode: u8, bytes: &[u8]| {
+        let mut v = vec![mode];
+        v.extend_from_slice(bytes);
+        out.push(("records", format!("seed-{name}"), v));
+    };
+    let (body, _) = raw::split_value(&t.value).expect("template value");
+    // Mode 0: the pure decoders.
+    add("decode-template-body", 0, body);
+    for (i, v) in live.values.iter().enumerate() {
+        let (b, _) = raw::split_value(v).expect("value");
+        add(&format!("decode-live-body-{i}"), 0, b);
+    }
+    for (i, e) in live.events.iter().enumerate() {
+        add(&format!("decode-event-{i}"), 0, e);
+    }
+    add("decode-truncated-body", 0, &body[..body.len() / 2]);
+    add("decode-empty", 0, &[]);
+    // Mode 1: a body under a valid MAC.
+    add("plant-template-body", 1, body);
+    let rec = FamilyRecord::decode(body).expect("template record");
+    let mut revoked = rec.clone();
+    revoked.state = rotoken::FamilyState::Revoked(rotoken::RevokeReason::Family);
+    revoked.sealed_successor = None;
+    add("plant-revoked", 1, &revoked.encode());
+    let mut ahead = rec.clone();
+    ahead.generation = 5;
+    add("plant-generation-ahead", 1, &ahead.encode());
+    let mut expired = rec.clone();
+    expired.expires_at = T0;
+    add("plant-expired", 1, &expired.encode());
+    let mut no_successor = rec.clone();
+    no_successor.sealed_successor = None;
+    add("plant-no-successor", 1, &no_successor.encode());
+    let mut bad_grant = rec.clone();
+    bad_grant.sealed_grant[10] ^= 1;
+    add("plant-bad-grant-tag", 1, &bad_grant.encode());
+    let mut short_grant = rec.clone();
+    short_grant.sealed_grant.truncate(10);
+    add("plant-short-grant", 1, &short_grant.encode());
+    let mut key2 = rec.clone();
+    key2.sealed_grant[3] = 2;
+    add("plant-grant-key-2", 1, &key2.encode());
+    let mut key9 = rec;
+    key9.sealed_grant[3] = 9;
+    add("plant-grant-unknown-key", 1, &key9.encode());
+    add("plant-truncated", 1, &body[..40]);
+    // Mode 2: the stored value as it is.
+    add("value-template", 2, &t.value);
+    let mut flipped = t.value.clone();
+    flipped[30] ^= 0x10;
+    add("value-flipped", 2, &flipped);
+    add("value-short", 2, &t.value[..10]);
+    add("value-empty", 2, &[]);
+    // Mode 3: grant plaintext sealed into a valid record.
+    let g = fixture::grant(t.subject, t.client).with_confirmation("jkt-1");
+    let plain = raw::encode_grant(&g);
+    add("grant-template", 3, &plain);
+    let mut v = plain.clone();
+    v[0] = 2;
+    add("grant-version-2", 3, &v);
+    let mut v = plain.clone();
+    v[5] = 0xff;
+    add("grant-bad-utf8-subject", 3, &v);
+    let mut v = plain.clone();
+    v[1..5].copy_from_slice(&u32::MAX.to_be_bytes());
+    add("grant-huge-length", 3, &v);
+    let mut v = plain.clone();
+    v.push(0);
+    add("grant-trailing", 3, &v);
+    add(
+        "grant-other-subject",
+        3,
+        &raw::encode_grant(&fixture::grant("mallory", t.client)),
+    );
+    let bad_scope = rotoken::Grant {
+        scope: rotoken::Scope::parse("openid").expect("scope"),
+        ..g
+    };
+    let mut v = raw::encode_grant(&bad_scope);
+    let at = v.windows(6).position(|w| w == b"openid").expect("scope text");
+    v[at] = b'"';
+    add("grant-invalid-scope", 3, &v);
+    add("grant-empty", 3, &[]);
+}
+
+fn engine_seeds(out: &mut Vec<Seed>) {
+    use Op::*;
+    use ScopeReq::*;
+    let seqs: Vec<(&str, Vec<Op>)> = vec![
+        (
+            "grace-then-reuse",
+            vec![
+                Issue {
+                    subject: 0,
+                    client: 0,
+                    bound: false,
+                },
+                RotateCurrent { fam: 0, scope: Full },
+                RotatePredecessor { fam: 0, scope: Full },
+                Reopen,
+                RotateCurrent { fam: 0, scope: Narrow },
+                RotateOlder { fam: 0, back: 0 },
+                RotateCurrent { fam: 0, scope: Full },
+            ],
+        ),
+        (
+            "bound-family",
+            vec![
+                Issue {
+                    subject: 1,
+                    client: 1,
+                    bound: true,
+                },
+                RotateWrongKey { fam: 0, none: true },
+                RotateWrongKey { fam: 0, none: false },
+                RotateCurrent { fam: 0, scope: Full },
+                RotateRace { fam: 0, n: 2 },
+                Introspect { fam: 0, generation: 2 },
+            ],
+        ),
+        (
+            "race",
+            vec![
+                Issue {
+                    subject: 0,
+                    client: 0,
+                    bound: false,
+                },
+                RotateRace { fam: 0, n: 1 },
+                RotateRace { fam: 0, n: 0 },
+                Advance(Step::GraceEdge(1)),
+                RotatePredecessor { fam: 0, scope: Full },
+            ],
+        ),
+        (
+            "revoke-by-index",
+            vec![
+                Issue {
+                    subject: 0,
+                    client: 0,
+                    bound: false,
+                },
+                Issue {
+                    subject: 0,
+                    client: 1,
+                    bound: false,
+                },
+                Issue {
+                    subject: 1,
+                    client: 1,
+                    bound: true,
+                },
+                Sessions { subject: 0 },
+                RevokeClient { client: 1 },
+                RevokeSubject { subject: 0 },
+                Sessions { subject: 0 },
+                Gc { limit: 4 },
+                Advance(Step::Minutes(121)),
+                Gc { limit: 1 },
+                Gc { limit: 4 },
+            ],
+        ),
+        (
+            "generation-limit",
+            std::iter::once(Issue {
+                subject: 2,
+                client: 2,
+                bound: false,
+            })
+            .chain((0..7).map(|_| RotateCurrent { fam: 0, scope: Full }))
+            .chain([RotatePredecessor { fam: 0, scope: Full }])
+            .collect(),
+        ),
+        (
+            "idle-expiry",
+            vec![
+                Issue {
+                    subject: 0,
+                    client: 0,
+                    bound: false,
+                },
+                Advance(Step::IdleEdge(-1)),
+                RotateCurrent { fam: 0, scope: Full },
+                Advance(Step::IdleEdge(0)),
+                RotateCurrent { fam: 0, scope: Full },
+                Introspect { fam: 0, generation: 1 },
+                Gc { limit: 2 },
+                Sessions { subject: 0 },
+            ],
+        ),
+        (
+            "absolute-expiry-and-retention",
+            vec![
+                Issue {
+                    subject: 0,
+                    client: 0,
+                    bound: false,
+                },
+                Issue {
+                    subject: 1,
+                    client: 0,
+                    bound: false,
+                },
+                RevokeFamily { fam: 1 },
+                Advance(Step::Minutes(59)),
+                RotateCurrent { fam: 0, scope: Full },
+                Advance(Step::Minutes(59)),
+                RotateCurrent { fam: 0, scope: Full },
+                Advance(Step::Minutes(59)),
+                RotateCurrent { fam: 0, scope: Full },
+                Advance(Step::Minutes(5)),
+                RotateCurrent { fam: 0, scope: Full },
+                Gc { limit: 3 },
+                Advance(Step::Far),
+                Gc { limit: 3 },
+                Reopen,
+            ],
+        ),
+        (
+            "grace-edge",
+            vec![
+                Issue {
+                    subject: 0,
+                    client: 0,
+                    bound: false,
+                },
+                RotateCurrent { fam: 0, scope: Full },
+                Advance(Step::GraceEdge(-1)),
+                RotatePredecessor { fam: 0, scope: Narrow },
+                RotatePredecessor { fam: 0, scope: Wide },
+                Advance(Step::Millis(1)),
+                RotatePredecessor { fam: 0, scope: Full },
+            ],
+        ),
+        (
+            "forgeries-and-strangers",
+            vec![
+                Issue {
+                    subject: 0,
+                    client: 0,
+                    bound: false,
+                },
+                RotateForged {
+                    fam: 0,
+                    generation: 0,
+                    bit: 5,
+                },
+                RotateForged {
+                    fam: 0,
+                    generation: 0,
+                    bit: 300,
+                },
+                RotateForged {
+                    fam: 0,
+                    generation: 0,
+                    bit: 460,
+                },
+                RotateWrongClient {
+                    fam: 0,
+                    generation: 0,
+                    other: 0,
+                },
+                RotateCurrent { fam: 0, scope: Full },
+                RotateWrongClient {
+                    fam: 0,
+                    generation: 0,
+                    other: 1,
+                },
+                RotateCurrent { fam: 0, scope: Full },
+            ],
+        ),
+        (
+            "revoke-by-old-token",
+            vec![
+                Issue {
+                    subject: 0,
+                    client: 0,
+                    bound: false,
+                },
+                RotateCurrent { fam: 0, scope: Full },
+                RotateCurrent { fam: 0, scope: Full },
+                RevokeToken { fam: 0, generation: 0 },
+                RotateCurrent { fam: 0, scope: Full },
+                RevokeToken { fam: 0, generation: 2 },
+                Introspect { fam: 0, generation: 2 },
+            ],
+        ),
+        (
+            "reopen-between-steps",
+            vec![
+                Issue {
+                    subject: 0,
+                    client: 0,
+                    bound: true,
+                },
+                Reopen,
+                RotateCurrent { fam: 0, scope: Full },
+                Reopen,
+                RotatePredecessor { fam: 0, scope: Full },
+                Reopen,
+                RotateOlder { fam: 0, back: 0 },
+                Reopen,
+                Introspect { fam: 0, generation: 1 },
+            ],
+        ),
+        (
+            "many-families",
+            (0..12u8)
+                .map(|i| Issue {
+                    subject: i,
+                    client: i / 3,
+                    bound: i % 2 == 0,
+                })
+                .chain([
+                    RevokeSubject { subject: 1 },
+                    RotateCurrent { fam: 5, scope: Full },
+                    RevokeClient { client: 0 },
+                    Sessions { subject: 2 },
+                    Advance(Step::Minutes(200)),
+                    Gc { limit: 4 },
+                    Gc { limit: 4 },
+                    Gc { limit: 4 },
+                    Reopen,
+                ])
+                .collect(),
+        ),
+        (
+            "scopes",
+            vec![
+                Issue {
+                    subject: 0,
+                    client: 0,
+                    bound: false,
+                },
+                RotateCurrent { fam: 0, scope: Narrow },
+                RotateCurrent { fam: 0, scope: Wide },
+                RotatePredecessor { fam: 0, scope: Wide },
+                RotatePredecessor { fam: 0, scope: Narrow },
+                RotateCurrent { fam: 0, scope: Full },
+            ],
+        ),
+        (
+            "reuse-exactly-at-grace-end",
+            vec![
+                Issue {
+                    subject: 0,
+                    client: 0,
+                    bound: false,
+                },
+                RotateCurrent { fam: 0, scope: Full },
+                Advance(Step::GraceEdge(0)),
+                RotatePredecessor { fam: 0, scope: Full },
+                RotateCurrent { fam: 0, scope: Full },
+                Introspect { fam: 0, generation: 1 },
+            ],
+        ),
+        (
+            "revoked-then-presented",
+            vec![
+                Issue {
+                    subject: 0,
+                    client: 0,
+                    bound: false,
+                },
+                RotateCurrent { fam: 0, scope: Full },
+                RevokeFamily { fam: 0 },
+                RotateCurrent { fam: 0, scope: Full },
+                RotatePredecessor { fam: 0, scope: Full },
+                RevokeFamily { fam: 0 },
+                Advance(Step::Minutes(121)),
+                Gc { limit: 1 },
+                RotateCurrent { fam: 0, scope: Full },
+                RevokeToken { fam: 0, generation: 1 },
+            ],
+        ),
+        (
+            "gc-reschedules-live-families",
+            vec![
+                Issue {
+                    subject: 0,
+                    client: 0,
+                    bound: false,
+                },
+                Advance(Step::Minutes(50)),
+                RotateCurrent { fam: 0, scope: Full },
+                Advance(Step::Minutes(15)),
+                Gc { limit: 1 },
+                Gc { limit: 1 },
+                Advance(Step::Minutes(50)),
+                Gc { limit: 1 },
+                Introspect { fam: 0, generation: 1 },
+            ],
+        ),
+        (
+            "strangers-never-revoke",
+            vec![
+                Issue {
+                    subject: 0,
+                    client: 2,
+                    bound: false,
+                },
+                RotateCurrent { fam: 0, scope: Full },
+                RotateCurrent { fam: 0, scope: Full },
+                RotateWrongClient {
+                    fam: 0,
+                    generation: 0,
+                    other: 0,
+                },
+                RotateWrongClient {
+                    fam: 0,
+                    generation: 1,
+                    other: 1,
+                },
+                RotateCurrent { fam: 0, scope: Full },
+            ],
+        ),
+        (
+            "race-at-the-limit",
+            std::iter::once(Issue {
+                subject: 0,
+                client: 0,
+                bound: false,
+            })
+            .chain((0..5).map(|_| RotateCurrent { fam: 0, scope: Full }))
+            .chain([RotateRace { fam: 0, n: 2 }, RotatePredecessor { fam: 0, scope: Full }])
+            .collect(),
+        ),
+    ];
+    for (name, ops) in seqs {
+        out.push(("engine_ops", format!("seed-{name}"), encode_ops(&ops)));
+    }
+    // A few longer pseudo-random sequences, biased towards rotations.
+    let mut rng = crate::rng::Rng::new(0x5eed);
+    for n in 0..10 {
+        let mut bytes = Vec::new();
+        for _ in 0..40 {
+            bytes.push(1);
+            // Bias the variant towards issue and rotations, then random fields.
+            let v: u32 = match rng.below(10) {
+                0 | 1 => 0,
+                2..=5 => (1u64 << 32).div_ceil(17) as u32,
+                _ => rng.next_u64() as u32,
+            };
+            bytes.extend_from_slice(&v.to_le_bytes());
+            bytes.extend_from_slice(&rng.next_u64().to_le_bytes()[..4]);
+        }
+        out.push(("engine_ops", format!("seed-random-{n}"), bytes));
+    }
+}
