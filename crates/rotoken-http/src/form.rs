@@ -5,9 +5,10 @@
 /// Most parameters accepted in one body.
 const MAX_PARAMS: usize = 32;
 
-/// The parameters of a form body, each name at most once.
-#[derive(Debug, Default)]
-pub(crate) struct Form {
+/// The parameters of a form body (or query string), each name at most once.
+/// Debug output shows names only, never values.
+#[derive(Default)]
+pub struct Form {
     params: Vec<(String, String)>,
 }
 
@@ -56,7 +57,7 @@ const KNOWN: &[&str] = &[
 impl Form {
     /// The value of `name`, if present and not empty (RFC 6749 §3.1:
     /// parameters sent without a value are treated as omitted).
-    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+    pub fn get(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
             .find(|(n, _)| n == name)
@@ -65,9 +66,33 @@ impl Form {
     }
 
     /// True if `name` was sent, even with an empty value.
-    pub(crate) fn has(&self, name: &str) -> bool {
+    pub fn has(&self, name: &str) -> bool {
         self.params.iter().any(|(n, _)| n == name)
     }
+}
+
+impl std::fmt::Debug for Form {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.params.iter().map(|(n, _)| n)).finish()
+    }
+}
+
+/// Parses an `application/x-www-form-urlencoded` body (or a query string)
+/// as strictly as the endpoints do: bad percent-encoding, non-UTF-8 text
+/// and repeated parameters are `invalid_request`. For a server's own
+/// grants (an authorization-code exchange) and its authorization endpoint.
+///
+/// ```
+/// let form = rotoken_http::parse_form(b"grant_type=authorization_code&code=abc").unwrap();
+/// assert_eq!(form.get("code"), Some("abc"));
+/// assert!(rotoken_http::parse_form(b"code=a&code=b").is_err());
+/// ```
+///
+/// # Errors
+///
+/// [`crate::OAuthError`] `invalid_request` (400).
+pub fn parse_form(body: &[u8]) -> Result<Form, crate::OAuthError> {
+    parse(body).map_err(|e| crate::OAuthError::invalid_request(e.description()))
 }
 
 /// Parses a form body.

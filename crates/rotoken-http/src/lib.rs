@@ -78,6 +78,7 @@ pub use dpop::{DPOP_ALGORITHMS, DpopError, MAX_PROOF_LEN, jwk_thumbprint};
 pub use error::{
     BoxError, ClientFileError, ErrorCode, IssueError, MintError, OAuthError, RegistryError, SigningKeyError,
 };
+pub use form::{Form, parse_form};
 pub use metrics::Metrics;
 pub use minter::{AccessToken, AccessTokenMinter, AccessTokenRequest, JwtMinter, SigningKey};
 pub use server::{Config, IssueRequest, METADATA_PATH, OAuthServer, OFFLINE_ACCESS, PeerAddr, Route, TokenResponse};

@@ -692,7 +692,7 @@ impl OAuthServer {
             None if body.is_empty() => {}
             _ => return Err(OAuthError::unsupported_media_type()),
         }
-        form::parse(body).map_err(|e| OAuthError::invalid_request(e.description()))
+        form::parse_form(body)
     }
 
     /// Client authentication: `client_secret_basic`, `client_secret_post`
