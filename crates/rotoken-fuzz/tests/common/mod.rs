@@ -81,9 +81,10 @@ fn subject(s: usize) -> String {
     format!("subject-{s}")
 }
 
-/// A storage failure seen by the workload (what fault tests react to).
+/// A storage failure seen by the workload (what fault tests react to):
+/// the error's stable code and its message.
 #[derive(Debug)]
-pub(crate) struct StorageFailed(pub(crate) String);
+pub(crate) struct StorageFailed(pub(crate) &'static str, pub(crate) String);
 
 fn is_storage(code: &str) -> bool {
     code == "storage_error" || code == "corrupt"
@@ -96,14 +97,14 @@ impl Known {
     pub(crate) fn apply(&mut self, engine: &Engine, clock: &ManualClock, op: WOp) -> Result<(), StorageFailed> {
         let web = RotateRequest::new("web");
         let rotate = |t: &str| match engine.rotate(t, &web) {
-            Err(e) if is_storage(e.code()) => Err(StorageFailed(e.to_string())),
+            Err(e) if is_storage(e.code()) => Err(StorageFailed(e.code(), e.to_string())),
             r => Ok(r),
         };
         match op {
             WOp::Issue(s) => {
                 let issued = engine
                     .issue(&fixture::grant(&subject(s), "web"))
-                    .map_err(|e| StorageFailed(e.to_string()))?;
+                    .map_err(|e| StorageFailed(e.code(), e.to_string()))?;
                 self.ids.push(issued.family);
                 self.subjects.push(s);
                 self.tokens.push(vec![issued.refresh_token.expose().to_owned()]);
@@ -142,16 +143,16 @@ impl Known {
             WOp::RevokeFamily(i) if i < self.ids.len() => {
                 engine
                     .revoke(RevokeTarget::Family(self.ids[i]))
-                    .map_err(|e| StorageFailed(e.to_string()))?;
+                    .map_err(|e| StorageFailed(e.code(), e.to_string()))?;
             }
             WOp::RevokeSubject(s) => {
                 engine
                     .revoke(RevokeTarget::Subject(&subject(s)))
-                    .map_err(|e| StorageFailed(e.to_string()))?;
+                    .map_err(|e| StorageFailed(e.code(), e.to_string()))?;
             }
             WOp::Advance(ms) => clock.advance(Duration::from_millis(ms.unsigned_abs())),
             WOp::Gc(limit) => {
-                engine.gc(limit).map_err(|e| StorageFailed(e.to_string()))?;
+                engine.gc(limit).map_err(|e| StorageFailed(e.code(), e.to_string()))?;
             }
             _ => {}
         }
