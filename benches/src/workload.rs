@@ -345,6 +345,17 @@ pub fn issue_families(
         .collect()
 }
 
+/// Bytes this process has caused to be written to storage so far
+/// (`write_bytes` of `/proc/self/io`); `None` where that is not available.
+/// The difference around a run, divided by its rotations, is the write
+/// amplification of a rotation (pages rewritten, WAL, metadata).
+pub fn process_write_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// The file size after compaction, and what it comes to per family.
 #[derive(Debug, Clone, Copy)]
 pub struct Footprint {

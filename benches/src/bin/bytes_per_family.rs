@@ -26,7 +26,7 @@ use std::error::Error;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use rotoken::{Durability, Engine, Grant, Keyring, Options, Policy, RefreshToken, RotateRequest, Scope};
 
 const FAMILIES: TableDefinition<'_, [u8; 16], &[u8]> = TableDefinition::new("families");
@@ -152,6 +152,24 @@ fn main() -> Result<(), Box<dyn Error>> {
         record_bytes += entry?.1.value().len() as u64;
     }
     let mean_record = record_bytes as f64 / table.len()?.max(1) as f64;
+    // Where the bytes are: per table, redb's stored (keys and values),
+    // metadata (per-entry offsets, page headers) and fragmented (free space
+    // inside pages) bytes, per family.
+    let mut tables = String::new();
+    for name in read.list_tables()? {
+        let stats = read.open_untyped_table(name.clone())?.stats()?;
+        let per = |b: u64| b as f64 / families.max(1) as f64;
+        tables.push_str(&format!(
+            "{}\"{}\":{{\"stored\":{:.1},\"metadata\":{:.1},\"fragmented\":{:.1},\"leaf_pages\":{},\"height\":{}}}",
+            if tables.is_empty() { "" } else { "," },
+            name.name(),
+            per(stats.stored_bytes()),
+            per(stats.metadata_bytes()),
+            per(stats.fragmented_bytes()),
+            stats.leaf_pages(),
+            stats.tree_height()
+        ));
+    }
 
     let per_family = file_bytes as f64 / families.max(1) as f64;
     let sqlite = if std::env::args().nth(3).as_deref() == Some("sqlite") {
@@ -163,7 +181,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         "{{\"families\":{families},\"rotations_per_family\":{rotations},\"file_bytes\":{file_bytes},\
          \"bytes_per_family\":{per_family:.1},\"file_bytes_before_compact\":{before},\
          \"families_stored\":{stored},\"mean_record_bytes\":{mean_record:.1},\
-         \"issue_secs\":{issue_secs:.3},\"rotate_secs\":{rotate_secs:.3},\"compact_secs\":{compact_secs:.3}{sqlite}}}"
+         \"issue_secs\":{issue_secs:.3},\"rotate_secs\":{rotate_secs:.3},\"compact_secs\":{compact_secs:.3},\
+         \"per_family_by_table\":{{{tables}}}{sqlite}}}"
     );
     Ok(())
 }

@@ -87,6 +87,9 @@ struct BenchJson {
     max_batch: usize,
     file_bytes: u64,
     populate_secs: f64,
+    /// Bytes written to storage per rotation during the run (Linux only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    write_bytes_per_rotation: Option<f64>,
     #[serde(flatten)]
     sqlite: Option<SqliteJson>,
 }
@@ -102,6 +105,8 @@ struct SqliteJson {
     sqlite_batch: usize,
     sqlite_bytes_per_family: f64,
     sqlite_rows: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sqlite_write_bytes_per_rotation: Option<f64>,
     ratio_vs_sqlite: f64,
     ratio_vs_sqlite_batched: f64,
 }
@@ -169,7 +174,7 @@ pub(crate) fn run(g: &Global, a: BenchArgs) -> Result<(), CliError> {
         keys.clone(),
         workload::engine_options(durability, Some(group_commit)),
     )?;
-    let report = timed_run(
+    let (report, written) = timed_run(
         "rotoken",
         &EngineRotator::new(&engine),
         &mut tokens,
@@ -213,6 +218,7 @@ pub(crate) fn run(g: &Global, a: BenchArgs) -> Result<(), CliError> {
         max_batch: group_commit.max_batch,
         file_bytes: footprint.file_bytes,
         populate_secs: round3(populate_secs),
+        write_bytes_per_rotation: written,
         sqlite,
     };
     if a.json {
@@ -231,7 +237,7 @@ fn timed_run<R: workload::Rotator>(
     concurrency: usize,
     batch: usize,
     duration: Duration,
-) -> Result<Report, CliError> {
+) -> Result<(Report, Option<f64>), CliError> {
     let bar = ProgressBar::new(duration.as_secs()).with_style(
         ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} s  {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -244,8 +250,13 @@ fn timed_run<R: workload::Rotator>(
         batch,
         stop: workload::Stop::After(duration),
     };
+    let before = workload::process_write_bytes();
     let report = with_bar(&bar, &done, true, || workload::run(rotator, tokens, &w, Some(&done)))?;
-    report.map_err(|e| failed(&format!("{label} run"), e))
+    let report = report.map_err(|e| failed(&format!("{label} run"), e))?;
+    let written = before
+        .zip(workload::process_write_bytes())
+        .map(|(b, a)| round1(a.saturating_sub(b) as f64 / report.rotations.max(1) as f64));
+    Ok((report, written))
 }
 
 /// Runs `work` on a scoped thread while the bar follows `done` (a count,
@@ -320,9 +331,9 @@ fn compare_sqlite(
         design: &design,
         client_id: workload::CLIENT,
     };
-    let single = timed_run("sqlite (1 per txn)", &rotator, &mut tokens, concurrency, 1, duration)?;
+    let (single, written) = timed_run("sqlite (1 per txn)", &rotator, &mut tokens, concurrency, 1, duration)?;
     let batch = SQLITE_BATCH.min(families / concurrency).max(1);
-    let batched = timed_run(
+    let (batched, _) = timed_run(
         "sqlite (100 per txn)",
         &rotator,
         &mut tokens,
@@ -346,6 +357,7 @@ fn compare_sqlite(
         sqlite_batch: batch,
         sqlite_bytes_per_family: round1(bytes as f64 / live.max(1) as f64),
         sqlite_rows: rows,
+        sqlite_write_bytes_per_rotation: written,
         ratio_vs_sqlite: ratio(single.rotations_per_sec()),
         ratio_vs_sqlite_batched: ratio(batched.rotations_per_sec()),
     })
@@ -394,6 +406,9 @@ fn print_text(a: &BenchJson, path: &Path, kept: bool) {
         a.bytes_per_family, a.file_bytes
     );
     println!("  populate         {:>12.1} s (relaxed durability)", a.populate_secs);
+    if let Some(w) = a.write_bytes_per_rotation {
+        println!("  written/rotation {w:>12.0} bytes (storage writes during the run)");
+    }
     if let Some(s) = &a.sqlite {
         println!("SQLite, one row per token (WAL, synchronous=FULL), same callers and families:");
         println!(
@@ -401,8 +416,10 @@ fn print_text(a: &BenchJson, path: &Path, kept: bool) {
             s.sqlite_rotations_per_sec, s.sqlite_p50_us, s.sqlite_p99_us, s.ratio_vs_sqlite
         );
         println!(
-            "  {} rotations/txn {:>10.0}/s   rotoken is {:.2}x",
-            s.sqlite_batch, s.sqlite_batched_rotations_per_sec, s.ratio_vs_sqlite_batched
+            "  {:<16} {:>12.0}/s   rotoken is {:.2}x",
+            format!("{} rotations/txn", s.sqlite_batch),
+            s.sqlite_batched_rotations_per_sec,
+            s.ratio_vs_sqlite_batched
         );
         println!(
             "  bytes/family     {:>12.1}   ({} rows for {} families, after VACUUM)",
