@@ -477,8 +477,9 @@ impl Engine {
     /// [`OpenError::Locked`] if another process has it open,
     /// [`OpenError::NotRotoken`] for a file that is not a redb database or a
     /// redb database without rotoken's tables, [`OpenError::UnsupportedSchema`],
-    /// [`OpenError::WrongKeys`], or a storage error.
+    /// [`OpenError::WrongKeys`], [`OpenError::InvalidPolicy`], or a storage error.
     pub fn open(path: impl AsRef<Path>, keys: Keyring, options: Options) -> Result<Self, OpenError> {
+        options.policy.validate().map_err(OpenError::InvalidPolicy)?;
         let path = path.as_ref();
         if !looks_like_redb(path).map_err(|e| StoreError::from(redb::Error::from(e)))? {
             return Err(OpenError::NotRotoken);
@@ -501,6 +502,7 @@ impl Engine {
         keys: Keyring,
         options: Options,
     ) -> Result<Self, OpenError> {
+        options.policy.validate().map_err(OpenError::InvalidPolicy)?;
         let mut b = Database::builder();
         if let Some(c) = options.cache_size {
             b.set_cache_size(c);

@@ -89,6 +89,9 @@ pub enum OpenError {
     /// The key file is not the one this database was created with.
     #[error("the keys do not match this database (wrong key file?)")]
     WrongKeys,
+    /// The policy fails [`crate::Policy::validate`].
+    #[error("invalid policy: {0}")]
+    InvalidPolicy(String),
     /// A storage failure.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -111,6 +114,7 @@ impl OpenError {
             Self::NotRotoken => "not_rotoken",
             Self::UnsupportedSchema { .. } => "unsupported_schema",
             Self::WrongKeys => "wrong_keys",
+            Self::InvalidPolicy(_) => "invalid_policy",
             Self::Store(e) => e.code(),
         }
     }
@@ -279,7 +283,7 @@ impl Error {
             Self::Rotate(e) => e.code(),
             Self::Revoke(e) => e.code(),
             Self::Store(e) => e.code(),
-            Self::Keys(_) => "keys",
+            Self::Keys(e) => e.code(),
             Self::InvalidInput(_) => "invalid_input",
         }
     }

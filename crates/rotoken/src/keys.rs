@@ -87,6 +87,21 @@ pub enum KeyError {
     Exhausted,
 }
 
+impl KeyError {
+    /// A stable code: `keys_io`, `keys_invalid`, `unknown_key`,
+    /// `retire_active`, `random_failed` or `keys_exhausted`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Io { .. } => "keys_io",
+            Self::Format { .. } => "keys_invalid",
+            Self::UnknownKey(_) => "unknown_key",
+            Self::RetireActive(_) => "retire_active",
+            Self::Random(_) => "random_failed",
+            Self::Exhausted => "keys_exhausted",
+        }
+    }
+}
+
 /// The largest key file [`Keyring::load`] reads.
 pub const MAX_KEY_FILE_LEN: usize = 1 << 20;
 

@@ -56,3 +56,55 @@ impl Default for Policy {
         }
     }
 }
+
+impl Policy {
+    /// Checks that the policy makes sense: positive lifetimes, at least one
+    /// generation, and a grace window shorter than the idle lifetime.
+    ///
+    /// # Errors
+    ///
+    /// A description of the first problem found.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.absolute_lifetime.is_zero() || self.idle_lifetime.is_zero() {
+            return Err("lifetimes must be longer than zero".into());
+        }
+        if self.max_generations == 0 {
+            return Err("max_generations must be at least 1".into());
+        }
+        if self.grace >= self.idle_lifetime {
+            return Err("the grace window must be shorter than the idle lifetime".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_nonsense_is_not() {
+        assert!(Policy::default().validate().is_ok());
+        let d = Policy::default();
+        for bad in [
+            Policy {
+                max_generations: 0,
+                ..d.clone()
+            },
+            Policy {
+                grace: d.idle_lifetime,
+                ..d.clone()
+            },
+            Policy {
+                absolute_lifetime: Duration::ZERO,
+                ..d.clone()
+            },
+            Policy {
+                idle_lifetime: Duration::ZERO,
+                ..d.clone()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+    }
+}
