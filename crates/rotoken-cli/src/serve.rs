@@ -175,6 +175,12 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
         .local_addr()
         .map_err(|e| CliError::refused("bind_failed", e.to_string()))?;
     let issuer = s.issuer.clone().unwrap_or_else(|| format!("http://{addr}"));
+    if !addr.ip().is_loopback() && issuer.starts_with("http://") {
+        tracing::warn!(
+            %addr,
+            "listening beyond loopback with a plain http issuer: put TLS in front and set --issuer to its https URL"
+        );
+    }
     let minter = JwtMinter::new(signing, issuer.clone(), s.access_token_lifetime);
     let mut config = Config::new(issuer.clone());
     config.max_body_bytes = s.max_body_bytes;

@@ -48,6 +48,10 @@ struct Server {
 impl Server {
     /// Registers the clients, then starts the server on a free loopback port.
     fn start() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(admin: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(
             rotoken(dir.path(), &["clients", "add", "--id", "spa", "--public"], "")["type"],
@@ -60,11 +64,17 @@ impl Server {
         );
         assert_eq!(added["type"], "confidential");
         let stderr = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-        let mut child = Command::new(bin())
+        let mut command = Command::new(bin());
+        command
             .args(["serve", "--bind", "127.0.0.1:0"])
             .current_dir(dir.path())
-            .env("ROTOKEN_ADMIN_TOKEN", ADMIN)
-            .env("ROTOKEN_LOG", "debug")
+            .env("ROTOKEN_LOG", "debug");
+        if admin {
+            command.env("ROTOKEN_ADMIN_TOKEN", ADMIN);
+        } else {
+            command.env_remove("ROTOKEN_ADMIN_TOKEN");
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -476,4 +486,53 @@ fn clients_are_added_listed_and_removed_without_their_secrets() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn the_admin_api_issues_revokes_and_lists_and_is_off_without_a_token() {
+    let server = Server::start();
+    let admin = |path: &str, body: Value| post_json(&server.url(path), Some(ADMIN), &body);
+    // Without offline_access: an access token only, and no family.
+    let (status, v) = admin(
+        "/admin/families",
+        json!({"subject": "bob", "client_id": "spa", "scope": "openid"}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert!(v["access_token"].is_string() && v.get("refresh_token").is_none());
+    let (_, v) = admin("/admin/sessions", json!({"subject": "bob"}));
+    assert_eq!(v["sessions"].as_array().unwrap().len(), 0);
+    let (status, v) = admin(
+        "/admin/families",
+        json!({"subject": "", "client_id": "spa", "scope": "offline_access"}),
+    );
+    assert_eq!((status, v["error"].as_str()), (400, Some("invalid_input")));
+    let (status, _) = admin("/admin/families", json!({"subject": "bob", "unknown": 1}));
+    assert_eq!(status, 400);
+    // Revoke one family by id; the other stays.
+    let first = server.issue("spa", "offline_access");
+    let _second = server.issue("spa", "offline_access");
+    let (_, v) = admin("/admin/sessions", json!({"subject": "alice"}));
+    let family = v["sessions"][0]["family_id"].as_str().unwrap().to_owned();
+    let (_, v) = admin("/admin/revoke", json!({"family_id": family}));
+    assert_eq!(v["revoked"], 1);
+    let (_, v) = admin("/admin/revoke", json!({"subject": "alice", "client_id": "spa"}));
+    assert_eq!(v["error"], "invalid_request", "exactly one target");
+    let (_, v) = admin("/admin/sessions", json!({"subject": "alice"}));
+    let active: Vec<bool> = v["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["active"].as_bool().unwrap())
+        .collect();
+    assert_eq!(active.iter().filter(|a| **a).count(), 1);
+    let _ = first;
+    drop(server);
+
+    let server = Server::start_with(false);
+    let (status, v) = post_json(
+        &server.url("/admin/sessions"),
+        Some(ADMIN),
+        &json!({"subject": "alice"}),
+    );
+    assert_eq!((status, v["error"].as_str()), (404, Some("admin_disabled")));
 }

@@ -113,6 +113,8 @@ fn invalid(message: impl Into<String>) -> CliError {
 
 /// Resolves the settings; `env` reads an environment variable.
 pub(crate) fn resolve(g: &Global, a: &ServeArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, CliError> {
+    // A variable set to nothing counts as unset.
+    let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
     let (file, config_file) = match &a.config {
         Some(p) => (read_config(p)?, Some(p.clone())),
         None if Path::new(DEFAULT_CONFIG).is_file() => {
@@ -404,5 +406,12 @@ mod tests {
         let (g, a) = parse(&["serve"]);
         assert!(resolve(&g, &a, &env(&[("ROTOKEN_GRACE_SECS", "soon")])).is_err());
         assert!(resolve(&g, &a, &env(&[("ROTOKEN_ADMIN_TOKEN", "short")])).is_err());
+        let s = resolve(
+            &g,
+            &a,
+            &env(&[("ROTOKEN_ADMIN_TOKEN", ""), ("ROTOKEN_GRACE_SECS", " ")]),
+        )
+        .unwrap();
+        assert!(s.admin_token.is_none(), "empty means unset");
     }
 }
