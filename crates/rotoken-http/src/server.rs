@@ -434,7 +434,12 @@ impl OAuthServer {
             start.elapsed(),
         );
         match result {
-            Ok(()) => json_response(StatusCode::OK, Bytes::new()),
+            Ok(()) => {
+                // RFC 7009 §2.2: 200 with an empty body.
+                let mut r = json_response(StatusCode::OK, Bytes::new());
+                r.headers_mut().remove(header::CONTENT_TYPE);
+                r
+            }
             Err(e) => e.into_response(),
         }
     }
