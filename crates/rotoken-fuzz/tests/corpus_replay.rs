@@ -152,7 +152,6 @@ fn fresh_seeds_pass_their_targets() {
 /// Inputs the fuzzers found that still fail because of a bug in the core,
 /// kept in `fuzz/regressions/<target>/` until the core is fixed.
 #[test]
-#[ignore = "bug: FamilyId::from_str accepts `+` before a hex digit (u8::from_str_radix allows a sign), so `+f` reads as 0x0f"]
 fn known_bug_family_id_plus_sign() {
     let inputs = files(&fuzz_dir().join("regressions/token"));
     assert!(!inputs.is_empty());

@@ -303,6 +303,16 @@ impl fmt::Debug for Engine {
     }
 }
 
+/// Runs `f`, turning a panic into [`StoreError::Corrupt`]. redb 4.6 panics
+/// (instead of returning an error) on some damaged files, for example a
+/// flipped bit in a stored table definition; a damaged file must give the
+/// caller an error, not bring the server down. Write batches get the same
+/// treatment in the batcher.
+fn contain<T, E: From<StoreError>>(f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(corrupt("storage", "the storage engine panicked reading damaged data").into()))
+}
+
 /// The families listed under `tag` in a subject or client index.
 fn index_scan(table: &impl ReadableTable<[u8; 32], ()>, tag: &[u8; TAG16]) -> Result<Vec<FamilyId>, StoreError> {
     let mut out = Vec::new();
@@ -348,7 +358,7 @@ pub(crate) struct RotateDone {
     family: FamilyId,
     rec: FamilyRecord,
     successor: Token,
-    grant: Option<Grant>,
+    grant: Grant,
     retried: bool,
 }
 
@@ -511,6 +521,10 @@ impl Engine {
     }
 
     fn init(db: Database, keys: Keyring, options: Options) -> Result<Self, OpenError> {
+        contain(|| Self::init_unguarded(db, keys, options))
+    }
+
+    fn init_unguarded(db: Database, keys: Keyring, options: Options) -> Result<Self, OpenError> {
         let check = keys.key_check();
         let read = db.begin_read().map_err(StoreError::from)?;
         let existing = read.list_tables().map_err(StoreError::from)?.count();
@@ -761,7 +775,7 @@ impl Engine {
     pub fn rotate(&self, token: &str, request: &RotateRequest) -> Result<Rotated, RotateError> {
         let op = self.prepare_rotate(token, request)?;
         let done = Done::into_rotate(self.batcher.submit(Op::Rotate(Box::new(op)), self))?;
-        self.finish_rotate(done, request)
+        Ok(self.finish_rotate(done, request))
     }
 
     /// [`Engine::rotate`] for async callers: waits for the commit without
@@ -773,7 +787,7 @@ impl Engine {
     pub async fn rotate_async(self: &Arc<Self>, token: &str, request: &RotateRequest) -> Result<Rotated, RotateError> {
         let op = self.prepare_rotate(token, request)?;
         let done = Done::into_rotate(self.submit_async(Op::Rotate(Box::new(op))).await)?;
-        self.finish_rotate(done, request)
+        Ok(self.finish_rotate(done, request))
     }
 
     /// Revokes families; returns how many were newly revoked (already
@@ -960,12 +974,11 @@ impl Engine {
         } else {
             SecretCheck::NotApplicable
         };
-        // The grant is opened here only to check a requested scope; the
-        // caller's thread opens it for the result after the commit.
-        let grant = match &op.scope {
-            Some(_) => self.grant_if_openable(&family, &rec)?,
-            None => None,
-        };
+        // Opened before any write, so a grant that does not open (tampered
+        // under a recomputed MAC, or sealed under a retired key) refuses the
+        // rotation instead of committing it. `None` only for a key retired
+        // after the family's life; then the family is refused as expired.
+        let grant = self.grant_if_openable(&family, &rec)?;
         let confirmation_matches = match (&rec.confirmation_tag, &op.confirmation_tag) {
             (None, _) => true,
             (Some(bound), Some(c)) => bool::from(bound.ct_eq(c)),
@@ -986,7 +999,7 @@ impl Engine {
             Decision::Refuse(r) => Err(refusal(r)),
             Decision::Grace => {
                 let successor = opened_successor.ok_or_else(|| corrupt("families", "successor vanished"))?;
-                self.check_grant_key(&family, &rec)?;
+                let grant = grant.ok_or_else(|| retired_grant_key(&family))?;
                 Ok(RotateDone {
                     family,
                     rec,
@@ -996,13 +1009,13 @@ impl Engine {
                 })
             }
             Decision::Rotate => {
+                let g = grant.ok_or_else(|| retired_grant_key(&family))?;
                 rec.generation = op.successor.generation;
                 rec.current_hash = op.successor_hash;
                 rec.rotated_at = now;
                 rec.sealed_successor = Some(op.sealed_successor);
                 if crate::keys::sealed_key_id(&rec.sealed_grant) != Some(self.keys.active_id()) {
                     // Move the grant to the active key so old keys can retire.
-                    let g = self.open_grant(&family, &rec)?;
                     rec.sealed_grant = self.seal_grant(&family, &rec, &g)?;
                 }
                 self.store(&mut families, &family, &rec)?;
@@ -1010,7 +1023,7 @@ impl Engine {
                     family,
                     rec,
                     successor: op.successor,
-                    grant,
+                    grant: g,
                     retried: false,
                 })
             }
@@ -1033,22 +1046,11 @@ impl Engine {
         }
     }
 
-    /// Fails a grace answer before it is handed out if the grant can no
-    /// longer be opened (its key was retired while the family was live).
-    fn check_grant_key(&self, family: &FamilyId, rec: &FamilyRecord) -> Result<(), StoreError> {
-        match crate::keys::sealed_key_id(&rec.sealed_grant) {
-            Some(id) if self.keys.has_key(id) => Ok(()),
-            _ => Err(retired_grant_key(family)),
-        }
-    }
-
-    /// Builds the caller's answer after the commit, on the caller's thread.
-    fn finish_rotate(&self, done: Box<RotateDone>, request: &RotateRequest) -> Result<Rotated, RotateError> {
-        let grant = match done.grant {
-            Some(g) => g,
-            None => self.open_grant(&done.family, &done.rec)?,
-        };
-        Ok(Rotated {
+    /// Builds the caller's answer after the commit, on the caller's thread
+    /// (formatting the token outside the write lock).
+    fn finish_rotate(&self, done: Box<RotateDone>, request: &RotateRequest) -> Rotated {
+        let grant = done.grant;
+        Rotated {
             refresh_token: token::format(&done.successor),
             family: done.family,
             generation: done.rec.generation,
@@ -1056,7 +1058,7 @@ impl Engine {
             scope: request.scope.clone().unwrap_or_else(|| grant.scope.clone()),
             grant,
             retried: done.retried,
-        })
+        }
     }
 
     fn prepare_revoke(&self, target: RevokeTarget<'_>) -> Result<PreparedRevoke, RevokeError> {
@@ -1218,6 +1220,10 @@ impl Engine {
     ///
     /// A storage error only.
     pub fn introspect(&self, token: &str) -> Result<Introspection, StoreError> {
+        contain(|| self.introspect_unguarded(token))
+    }
+
+    fn introspect_unguarded(&self, token: &str) -> Result<Introspection, StoreError> {
         let Ok(presented) = self.authenticate(token) else {
             return Ok(Introspection::default());
         };
@@ -1256,6 +1262,10 @@ impl Engine {
     ///
     /// [`InvalidInput`] for a bad subject, or a storage error.
     pub fn sessions(&self, subject: &str) -> Result<Vec<Session>, crate::Error> {
+        contain(|| self.sessions_unguarded(subject))
+    }
+
+    fn sessions_unguarded(&self, subject: &str) -> Result<Vec<Session>, crate::Error> {
         check_text("subject", subject, MAX_SUBJECT_LEN)?;
         let now = self.now();
         let read = self.db.begin_read().map_err(StoreError::from)?;
@@ -1298,6 +1308,10 @@ impl Engine {
     ///
     /// A storage error, or [`StoreError::Corrupt`] for an undecodable event.
     pub fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        contain(|| self.events_unguarded(after, limit))
+    }
+
+    fn events_unguarded(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let read = self.db.begin_read()?;
         let table = read.open_table(EVENTS)?;
         let mut out = Vec::new();
@@ -1316,6 +1330,10 @@ impl Engine {
     ///
     /// A storage error; nothing is removed then.
     pub fn gc(&self, limit: usize) -> Result<GcReport, StoreError> {
+        contain(|| self.gc_unguarded(limit))
+    }
+
+    fn gc_unguarded(&self, limit: usize) -> Result<GcReport, StoreError> {
         let now = self.now();
         let mut report = GcReport::default();
         let mut events = Vec::new();
@@ -1390,6 +1408,10 @@ impl Engine {
     ///
     /// A storage error. Inconsistencies are reported in [`CheckReport::problems`].
     pub fn check(&self) -> Result<CheckReport, StoreError> {
+        contain(|| self.check_unguarded())
+    }
+
+    fn check_unguarded(&self) -> Result<CheckReport, StoreError> {
         let now = self.now();
         let read = self.db.begin_read()?;
         let families = read.open_table(FAMILIES)?;

@@ -120,7 +120,8 @@ impl std::str::FromStr for FamilyId {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.as_bytes();
-        if s.len() != FAMILY_ID_LEN * 2 {
+        // Checked up front: `from_str_radix` would also accept a sign (`+f`).
+        if s.len() != FAMILY_ID_LEN * 2 || !s.iter().all(u8::is_ascii_hexdigit) {
             return Err(FamilyIdError);
         }
         let mut out = [0u8; FAMILY_ID_LEN];
@@ -357,6 +358,7 @@ mod tests {
         assert_eq!(s.len(), 32);
         assert_eq!(s.parse::<FamilyId>(), Ok(f));
         assert!("zz".parse::<FamilyId>().is_err());
+        assert!(format!("+f{}", "0".repeat(30)).parse::<FamilyId>().is_err());
         assert!("é".repeat(16).parse::<FamilyId>().is_err());
     }
 
