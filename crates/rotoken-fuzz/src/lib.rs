@@ -12,6 +12,7 @@
 //! | [`token`] | any bytes | the parser never panics; `format(parse(x)) == x`; errors name the real problem |
 //! | [`records`] | mode byte + bytes | record and event decoders never panic and are canonical; the engine refuses planted garbage as corrupt and never accepts a token the record does not make current |
 //! | [`engine_ops`] | `Vec<`[`Op`]`>` (structure-aware, `arbitrary`) | every answer equals a reference model's; invariants after each step |
+//! | [`http`] | selector bytes + body | `rotoken_http::OAuthServer::handle` never panics or answers 5xx; errors are RFC 6749 §5.2 JSON that echo no token |
 //!
 //! ```
 //! // Every target accepts any input without panicking on a sound engine:
@@ -34,6 +35,7 @@
 pub mod backend;
 mod engine_target;
 pub mod fixture;
+mod http_target;
 pub mod raw;
 mod records_target;
 pub mod rng;
@@ -41,8 +43,9 @@ pub mod seeds;
 mod token_target;
 
 pub use engine_target::{MAX_FAMILIES, MAX_OPS, Op, ScopeReq, Step, encode_ops, engine_ops, forge};
+pub use http_target::{PLACEHOLDERS, WEB_SECRET, http};
 pub use records_target::{Template, records, template};
 pub use token_target::token;
 
 /// The fuzz targets, by the names `fuzz/fuzz_targets/*.rs` and `fuzz/corpus/*` use.
-pub const TARGETS: [&str; 3] = ["token", "records", "engine_ops"];
+pub const TARGETS: [&str; 4] = ["token", "records", "engine_ops", "http"];

@@ -32,6 +32,7 @@ pub fn seed_corpus() -> Vec<Seed> {
     token_seeds(&mut out);
     record_seeds(&mut out);
     engine_seeds(&mut out);
+    http_seeds(&mut out);
     out
 }
 
@@ -604,4 +605,150 @@ fn engine_seeds(out: &mut Vec<Seed>) {
         }
         out.push(("engine_ops", format!("seed-random-{n}"), bytes));
     }
+}
+
+fn http_seeds(out: &mut Vec<Seed>) {
+    // Selector bytes: method, path, content type, authorization, extra
+    // header (see `rotoken_fuzz::http`); then the body.
+    const FORM: u8 = 1;
+    let web = crate::WEB_SECRET;
+    let seeds: Vec<(&str, [u8; 5], String)> = vec![
+        (
+            "refresh-public",
+            [0, 0, FORM, 0, 0],
+            "grant_type=refresh_token&client_id=spa&refresh_token=$R".into(),
+        ),
+        (
+            "grace-retry",
+            [0, 0, FORM, 0, 0],
+            "grant_type=refresh_token&client_id=spa&refresh_token=$P".into(),
+        ),
+        (
+            "revoked-family",
+            [0, 0, FORM, 0, 0],
+            "grant_type=refresh_token&client_id=spa&refresh_token=$X".into(),
+        ),
+        (
+            "refresh-basic",
+            [0, 0, FORM, 1, 0],
+            "grant_type=refresh_token&refresh_token=$W".into(),
+        ),
+        (
+            "refresh-wrong-secret",
+            [0, 0, FORM, 2, 0],
+            "grant_type=refresh_token&refresh_token=$W".into(),
+        ),
+        (
+            "refresh-secret-post",
+            [0, 0, FORM, 0, 0],
+            format!("grant_type=refresh_token&client_id=web&client_secret={web}&refresh_token=$W"),
+        ),
+        (
+            "other-client",
+            [0, 0, FORM, 1, 0],
+            "grant_type=refresh_token&refresh_token=$R".into(),
+        ),
+        (
+            "narrow-scope",
+            [0, 0, FORM, 0, 0],
+            "grant_type=refresh_token&client_id=spa&scope=openid&refresh_token=$R".into(),
+        ),
+        (
+            "wide-scope",
+            [0, 0, FORM, 0, 0],
+            "grant_type=refresh_token&client_id=spa&scope=admin&refresh_token=$R".into(),
+        ),
+        (
+            "duplicate-parameter",
+            [0, 0, FORM, 0, 0],
+            "grant_type=refresh_token&client_id=spa&refresh_token=$R&refresh_token=$P".into(),
+        ),
+        (
+            "bad-percent",
+            [0, 0, FORM, 0, 0],
+            "grant_type=refresh%zztoken&client_id=spa&refresh_token=$R".into(),
+        ),
+        (
+            "plus-and-percent",
+            [0, 0, FORM, 0, 0],
+            "grant_type=refresh%5Ftoken&client_id=sp%61&refresh_token=$R+".into(),
+        ),
+        ("empty-body", [0, 0, FORM, 0, 0], String::new()),
+        (
+            "no-content-type",
+            [0, 0, 0, 0, 0],
+            "grant_type=refresh_token&client_id=spa&refresh_token=$R".into(),
+        ),
+        (
+            "json-body",
+            [0, 0, 4, 0, 0],
+            "{\"grant_type\":\"refresh_token\",\"refresh_token\":\"$R\"}".into(),
+        ),
+        ("get-token", [1, 0, FORM, 0, 0], String::new()),
+        (
+            "other-grant",
+            [0, 0, FORM, 0, 0],
+            "grant_type=authorization_code&code=x&client_id=spa".into(),
+        ),
+        (
+            "long-token",
+            [0, 0, FORM, 0, 0],
+            format!(
+                "grant_type=refresh_token&client_id=spa&refresh_token={}",
+                "A".repeat(10_240)
+            ),
+        ),
+        (
+            "revoke",
+            [0, 1, FORM, 0, 0],
+            "token=$R&token_type_hint=refresh_token&client_id=spa".into(),
+        ),
+        (
+            "revoke-garbage",
+            [0, 1, FORM, 0, 0],
+            "token=rt1_garbage&client_id=spa".into(),
+        ),
+        ("introspect", [0, 2, FORM, 3, 0], "token=$R".into()),
+        (
+            "introspect-unauthorised",
+            [0, 2, FORM, 0, 0],
+            "token=$R&client_id=spa".into(),
+        ),
+        ("metadata", [1, 3, 0, 0, 0], String::new()),
+        ("jwks", [1, 4, 0, 0, 0], String::new()),
+        ("unknown-path", [0, 5, FORM, 0, 0], "x=y".into()),
+        (
+            "own-authorization-header",
+            [0, 0, FORM, 6, 0],
+            format!("Basic d2ViOg==\ngrant_type=refresh_token&refresh_token=$W&x={web}"),
+        ),
+        (
+            "bearer-header",
+            [0, 0, FORM, 7, 0],
+            "Bearer $R\ngrant_type=refresh_token&refresh_token=$R".into(),
+        ),
+        (
+            "dpop-garbage",
+            [0, 0, FORM, 0, 1],
+            "eyJhbGciOiJFUzI1NiJ9.e30.AAAA\ngrant_type=refresh_token&client_id=spa&refresh_token=$R".into(),
+        ),
+        (
+            "two-dpop-headers",
+            [0, 0, FORM, 0, 5],
+            "grant_type=refresh_token&client_id=spa&refresh_token=$R".into(),
+        ),
+        (
+            "two-content-types",
+            [0, 0, 6, 0, 2],
+            "grant_type=refresh_token&client_id=spa&refresh_token=$R".into(),
+        ),
+    ];
+    for (name, head, body) in seeds {
+        let mut v = head.to_vec();
+        v.extend_from_slice(body.as_bytes());
+        out.push(("http", format!("seed-{name}"), v));
+    }
+    let mut v = vec![0, 0, FORM, 0, 0];
+    v.extend_from_slice(b"grant_type=refresh_token&client_id=\xff\xfe&refresh_token=$R");
+    out.push(("http", "seed-non-utf8".into(), v));
 }

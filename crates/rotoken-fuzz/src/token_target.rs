@@ -90,27 +90,10 @@ fn family_id(data: &[u8]) {
         return;
     };
     if let Ok(id) = s.parse::<FamilyId>() {
-        if known_plus_sign_bug(s) {
-            return;
-        }
         assert!(
             s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()),
             "{s:?} parsed as a family id but is not 32 hexadecimal characters"
         );
         assert_eq!(id.to_string(), s.to_ascii_lowercase(), "family id round trip");
     }
-}
-
-/// Known bug, found by this target (`fuzz/regressions/token/family-id-plus-sign`):
-/// `FamilyId::from_str` parses each pair of characters with
-/// `u8::from_str_radix(pair, 16)`, which accepts a leading `+`, so
-/// `"+f"` reads as `0x0f` and a family id has several spellings. Tolerated
-/// here, exactly in that shape, so fuzzing goes on past it; the ignored test
-/// `known_bug_family_id_plus_sign` in `tests/corpus_replay.rs` fails until the
-/// core rejects non-hexadecimal bytes. Remove this when it is fixed.
-fn known_plus_sign_bug(s: &str) -> bool {
-    s.len() == 32
-        && s.as_bytes()
-            .chunks_exact(2)
-            .all(|p| p.iter().all(u8::is_ascii_hexdigit) || (p[0] == b'+' && p[1].is_ascii_hexdigit()))
 }

@@ -2,8 +2,9 @@
 //! old seeds and leaving every other file (inputs the fuzzers found) alone.
 //!
 //! ```text
-//! cargo run -p rotoken-fuzz --bin rotoken-fuzz-seeds            # writes ./fuzz/corpus
-//! cargo run -p rotoken-fuzz --bin rotoken-fuzz-seeds -- DIR     # writes DIR/<target>/
+//! cargo run -p rotoken-fuzz --bin rotoken-fuzz-seeds                    # writes ./fuzz/corpus
+//! cargo run -p rotoken-fuzz --bin rotoken-fuzz-seeds -- DIR             # writes DIR/<target>/
+//! cargo run -p rotoken-fuzz --bin rotoken-fuzz-seeds -- DIR http token  # only these targets
 //! ```
 
 #![forbid(unsafe_code)]
@@ -11,11 +12,11 @@
 use std::path::PathBuf;
 
 fn main() -> std::io::Result<()> {
-    let root = std::env::args_os()
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("fuzz/corpus"));
-    for target in rotoken_fuzz::TARGETS {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = args.first().map_or_else(|| PathBuf::from("fuzz/corpus"), PathBuf::from);
+    let only: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    let chosen = |t: &str| only.is_empty() || only.contains(&t);
+    for target in rotoken_fuzz::TARGETS.into_iter().filter(|t| chosen(t)) {
         let dir = root.join(target);
         std::fs::create_dir_all(&dir)?;
         for entry in std::fs::read_dir(&dir)? {
@@ -29,7 +30,10 @@ fn main() -> std::io::Result<()> {
             }
         }
     }
-    let seeds = rotoken_fuzz::seeds::seed_corpus();
+    let seeds: Vec<_> = rotoken_fuzz::seeds::seed_corpus()
+        .into_iter()
+        .filter(|s| chosen(s.0))
+        .collect();
     for (target, name, bytes) in &seeds {
         std::fs::write(root.join(target).join(name), bytes)?;
     }
