@@ -199,11 +199,17 @@ fn examine(damaged: Damaged, tokens: &[Truth], clock_ms: i64) -> Verdict {
 /// the hook [`quiet_panics`] installs instead of printing a backtrace.
 static PANICS: Mutex<Vec<(std::thread::ThreadId, String)>> = Mutex::new(Vec::new());
 
-/// Replaces the panic hook (once) with one that records the location.
+/// Replaces the panic hook (once) with one that records the location of
+/// panics on the unnamed examining threads instead of printing backtraces;
+/// the tests' own (named) threads keep the default report.
 fn quiet_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        std::panic::set_hook(Box::new(|info| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name().is_some() {
+                return default(info);
+            }
             let at = info
                 .location()
                 .map(|l| format!("{}:{}", l.file(), l.line()))
