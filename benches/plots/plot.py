@@ -3,6 +3,7 @@
 benches/plots/run.sh writes to docs/benchmarks/.
 
     python3 benches/plots/plot.py [RESULTS_DIR]   # default: docs/benchmarks
+    python3 benches/plots/plot.py --tables [RESULTS_DIR]   # the markdown tables
 
 Reads concurrency.jsonl, baselines.jsonl, scaling.jsonl and
 bytes_vs_rotations.jsonl (each line one JSON object from `rotoken bench
@@ -163,7 +164,54 @@ def scaling(d, rows):
     save(fig, d, "scaling.png")
 
 
+def fmt(x, digits=0):
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def tables(d):
+    """Prints the tables of docs/benchmarks.md (markdown) from the same files."""
+    conc = sorted(load(d, "concurrency.jsonl"), key=lambda r: r["concurrency"])
+    print("| callers | rotoken rot/s | p50 µs | p99 µs | p99.9 µs | rotations per commit | bytes written per rotation "
+          "| SQLite FULL 1/txn rot/s | SQLite batched rot/s (batch) | rotoken ÷ SQLite | rotoken ÷ SQLite batched |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in conc:
+        print(f"| {r['concurrency']} | {fmt(r['rotations_per_sec'])} | {fmt(r['p50_us'])} | {fmt(r['p99_us'])} "
+              f"| {fmt(r['p999_us'])} | {fmt(r.get('mean_batch'), 1)} | {fmt(r.get('write_bytes_per_rotation'))} "
+              f"| {fmt(r.get('sqlite_rotations_per_sec'))} | {fmt(r.get('sqlite_batched_rotations_per_sec'))} "
+              f"({r.get('sqlite_batch', '-')}) | {fmt(r.get('ratio_vs_sqlite'), 2)} "
+              f"| {fmt(r.get('ratio_vs_sqlite_batched'), 2)} |")
+    print()
+    print("| baseline | callers | rot/s | p50 µs | p99 µs | p99.9 µs | rotations per commit | bytes written per rotation |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in load(d, "baselines.jsonl"):
+        what = "non-durable (relaxed)" if r["durability"] == "none" else (
+            "durable, group commit off" if r.get("max_batch") == 1 else "durable")
+        print(f"| {what} | {r['concurrency']} | {fmt(r['rotations_per_sec'])} | {fmt(r['p50_us'])} "
+              f"| {fmt(r['p99_us'])} | {fmt(r['p999_us'])} | {fmt(r.get('mean_batch'), 1)} "
+              f"| {fmt(r.get('write_bytes_per_rotation'))} |")
+    print()
+    print("| live families | mode | callers | rot/s | p50 µs | p99 µs | rotations per commit "
+          "| bytes written per rotation | bytes per family | populate s |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in sorted(load(d, "scaling.jsonl"), key=lambda r: (r["families"], r["durability"])):
+        mode = "durable" if r["durability"] == "immediate" else "non-durable"
+        print(f"| {r['families']:,} | {mode} | {r['concurrency']} | {fmt(r['rotations_per_sec'])} "
+              f"| {fmt(r['p50_us'])} | {fmt(r['p99_us'])} | {fmt(r.get('mean_batch'), 1)} "
+              f"| {fmt(r.get('write_bytes_per_rotation'))} | {fmt(r['bytes_per_family'], 1)} "
+              f"| {fmt(r['populate_secs'], 1)} |")
+    print()
+    print("| rotations per family | rotoken bytes per family | SQLite bytes per family | SQLite rows |")
+    print("|---:|---:|---:|---:|")
+    for r in sorted(load(d, "bytes_vs_rotations.jsonl"), key=lambda r: r["rotations_per_family"]):
+        print(f"| {r['rotations_per_family']} | {fmt(r['bytes_per_family'], 1)} "
+              f"| {fmt(r.get('sqlite_bytes_per_family'), 1)} | {fmt(r.get('sqlite_rows'))} |")
+
+
 def main():
+    if "--tables" in sys.argv:
+        args = [a for a in sys.argv[1:] if a != "--tables"]
+        tables(args[0] if args else "docs/benchmarks")
+        return
     d = sys.argv[1] if len(sys.argv) > 1 else "docs/benchmarks"
     conc = sorted(load(d, "concurrency.jsonl"), key=lambda r: r["concurrency"])
     base = load(d, "baselines.jsonl")

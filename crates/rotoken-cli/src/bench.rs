@@ -87,6 +87,12 @@ struct BenchJson {
     max_batch: usize,
     file_bytes: u64,
     populate_secs: f64,
+    /// Rotations per write transaction during the run (group commit's batch size).
+    mean_batch: f64,
+    /// The most rotations one write transaction carried.
+    largest_batch: u64,
+    /// Write transactions committed per second during the run.
+    commits_per_sec: f64,
     /// Bytes written to storage per rotation during the run (Linux only).
     #[serde(skip_serializing_if = "Option::is_none")]
     write_bytes_per_rotation: Option<f64>,
@@ -174,6 +180,7 @@ pub(crate) fn run(g: &Global, a: BenchArgs) -> Result<(), CliError> {
         keys.clone(),
         workload::engine_options(durability, Some(group_commit)),
     )?;
+    let before = engine.stats();
     let (report, written) = timed_run(
         "rotoken",
         &EngineRotator::new(&engine),
@@ -182,8 +189,11 @@ pub(crate) fn run(g: &Global, a: BenchArgs) -> Result<(), CliError> {
         1,
         duration,
     )?;
+    let after = engine.stats();
     drop(engine);
     drop(tokens);
+    let batches = after.batches.saturating_sub(before.batches);
+    let operations = after.operations.saturating_sub(before.operations);
 
     let spin = spinner("compacting");
     let footprint = workload::compact_and_measure(&path, keys).map_err(|e| failed("compaction", e));
@@ -218,6 +228,9 @@ pub(crate) fn run(g: &Global, a: BenchArgs) -> Result<(), CliError> {
         max_batch: group_commit.max_batch,
         file_bytes: footprint.file_bytes,
         populate_secs: round3(populate_secs),
+        mean_batch: round1(operations as f64 / batches.max(1) as f64),
+        largest_batch: after.largest_batch,
+        commits_per_sec: round1(batches as f64 / report.elapsed.as_secs_f64().max(1e-9)),
         write_bytes_per_rotation: written,
         sqlite,
     };
@@ -406,6 +419,10 @@ fn print_text(a: &BenchJson, path: &Path, kept: bool) {
         a.bytes_per_family, a.file_bytes
     );
     println!("  populate         {:>12.1} s (relaxed durability)", a.populate_secs);
+    println!(
+        "  group commit     {:>12.1} rotations per commit on average ({:.0} commits/s, largest {})",
+        a.mean_batch, a.commits_per_sec, a.largest_batch
+    );
     if let Some(w) = a.write_bytes_per_rotation {
         println!("  written/rotation {w:>12.0} bytes (storage writes during the run)");
     }
