@@ -22,6 +22,20 @@ fn file_engine(dir: &tempfile::TempDir, options: Options) -> Engine {
     Engine::open(dir.path().join("db.redb"), Keyring::generate().unwrap(), options).unwrap()
 }
 
+/// Issues `n` families for subjects `{prefix}0..`, returning their first tokens.
+fn issue_many(engine: &Engine, prefix: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            engine
+                .issue(&grant(&format!("{prefix}{i}")))
+                .unwrap()
+                .refresh_token
+                .expose()
+                .to_owned()
+        })
+        .collect()
+}
+
 /// Runs `f(i)` on `n` threads released together; returns the results in thread order.
 fn together<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
     let barrier = Barrier::new(n);
@@ -45,16 +59,7 @@ fn concurrent_durable_rotations_share_commits() {
     let engine = file_engine(&dir, Options::default());
     let threads = 16;
     let per_thread = 30;
-    let tokens: Vec<String> = (0..threads)
-        .map(|i| {
-            engine
-                .issue(&grant(&format!("user{i}")))
-                .unwrap()
-                .refresh_token
-                .expose()
-                .to_owned()
-        })
-        .collect();
+    let tokens = issue_many(&engine, "user", threads);
     let before = engine.stats();
     let finals = together(threads, |i| {
         let mut token = tokens[i].clone();
@@ -90,16 +95,7 @@ fn concurrent_durable_rotations_share_commits() {
 fn a_refusal_in_a_batch_does_not_fail_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let engine = file_engine(&dir, Options::default());
-    let tokens: Vec<String> = (0..12)
-        .map(|i| {
-            engine
-                .issue(&grant(&format!("user{i}")))
-                .unwrap()
-                .refresh_token
-                .expose()
-                .to_owned()
-        })
-        .collect();
+    let tokens = issue_many(&engine, "user", 12);
     let results = together(12, |i| {
         // Every third caller presents its token as another client.
         let client = if i % 3 == 0 { "intruder" } else { "web" };
@@ -127,16 +123,7 @@ fn group_commit_can_be_turned_off() {
         ..Options::default()
     };
     let engine = file_engine(&dir, options);
-    let tokens: Vec<String> = (0..4)
-        .map(|i| {
-            engine
-                .issue(&grant(&format!("u{i}")))
-                .unwrap()
-                .refresh_token
-                .expose()
-                .to_owned()
-        })
-        .collect();
+    let tokens = issue_many(&engine, "u", 4);
     together(4, |i| engine.rotate(&tokens[i], &RotateRequest::new("web")).unwrap());
     let stats = engine.stats();
     assert_eq!(stats.largest_batch, 1);
@@ -208,16 +195,7 @@ fn a_failed_commit_fails_every_request_in_it_and_loses_nothing_committed() {
     };
     let keys = Keyring::generate().unwrap();
     let engine = Engine::open_with_backend(backend.clone(), keys.clone(), Options::default()).unwrap();
-    let tokens: Vec<String> = (0..8)
-        .map(|i| {
-            engine
-                .issue(&grant(&format!("u{i}")))
-                .unwrap()
-                .refresh_token
-                .expose()
-                .to_owned()
-        })
-        .collect();
+    let tokens = issue_many(&engine, "u", 8);
     backend.fail.store(true, Ordering::SeqCst);
     let results = together(8, |i| engine.rotate(&tokens[i], &RotateRequest::new("web")));
     for r in &results {
