@@ -255,11 +255,48 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
-    match commands::run(cli) {
+    quiet_panics();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commands::run(cli)))
+        .unwrap_or_else(|_| Err(output::CliError::internal(last_panic())));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             output::print_error(&e);
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// Where and why the last panic happened, as the hook of [`quiet_panics`] recorded it.
+static LAST_PANIC: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+/// Replaces the default panic hook, which would print a panic message above
+/// the tool's JSON answer even when the panic is contained: the core turns a
+/// panic of the storage engine on damaged pages into a `corrupt` error. The
+/// hook records the panic for [`last_panic`] and logs it through `tracing`
+/// (seen by `rotoken serve`'s log, silent for the one-shot commands); a panic
+/// that escapes a command becomes an `internal` JSON error in `main`.
+fn quiet_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let why = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let text = output::redact_tokens(&format!("panicked at {at}: {why}"));
+        tracing::warn!(panic = %text, "a panic (contained if the storage engine was reading damaged data)");
+        if let Ok(mut last) = LAST_PANIC.lock() {
+            *last = text;
+        }
+    }));
+}
+
+/// The text recorded by the last panic, for the `internal` error.
+fn last_panic() -> String {
+    LAST_PANIC.lock().map(|s| s.clone()).unwrap_or_default()
 }

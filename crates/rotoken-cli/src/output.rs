@@ -45,6 +45,16 @@ impl CliError {
         }
     }
 
+    /// A bug in rotoken: a panic that escaped a command (exit code 101, as
+    /// Rust's own panics).
+    pub(crate) fn internal(panic: String) -> Self {
+        Self {
+            code: "internal",
+            message: format!("rotoken {panic}; please report this bug"),
+            exit: 101,
+        }
+    }
+
     /// An error carrying a core code: the exit code follows from the code.
     pub(crate) fn from_code(code: &'static str, message: impl ToString) -> Self {
         let message = message.to_string();

@@ -195,19 +195,6 @@ fn examine(damaged: Damaged, tokens: &[Truth], clock_ms: i64) -> Verdict {
     }
 }
 
-/// True for a panic inside redb that release builds have too: an
-/// `unreachable!()`, an `unwrap()` of bad data, an index out of bounds.
-/// False for redb's debug assertions (`StorageError::unreachable` asserts
-/// with its own message in debug builds, returns `Corrupted` in release)
-/// and for a lock poisoned by one of those.
-fn redb_bug(why: &str) -> bool {
-    !why.contains("PoisonError")
-        && (why.contains("entered unreachable code")
-            || why.starts_with("called `")
-            || why.contains("index out of bounds")
-            || why.contains("overflow"))
-}
-
 /// Where the last panic of each thread happened (file:line), recorded by
 /// the hook [`quiet_panics`] installs instead of printing a backtrace.
 static PANICS: Mutex<Vec<(std::thread::ThreadId, String)>> = Mutex::new(Vec::new());
@@ -267,13 +254,9 @@ struct Tally {
     detected: usize,
     harmless: usize,
     undetected: Vec<String>,
-    /// Panics inside redb on a damaged file that release builds have too
-    /// ([`redb_bug`]; see `known_bug_redb_panic_while_opening`).
-    redb_bugs: Vec<String>,
-    /// Other panics inside redb: its debug assertions (`StorageError::unreachable`
-    /// asserts in debug builds and returns `Corrupted` in release builds), and
-    /// a poisoned lock left by one.
-    redb_debug_asserts: Vec<String>,
+    /// Panics that reached the caller (redb panics on some damaged files;
+    /// the engine must contain them: `redb_panics_while_opening_are_contained`),
+    /// wrong answers and hangs.
     bad: Vec<String>,
 }
 
@@ -285,10 +268,6 @@ impl Tally {
             Verdict::Detected => self.detected += 1,
             Verdict::Harmless => self.harmless += 1,
             Verdict::Undetected(why) => self.undetected.push(format!("{what}: {why}")),
-            Verdict::Panicked(why) if why.contains("/redb-") && redb_bug(&why) => {
-                self.redb_bugs.push(format!("{what}: {why}"));
-            }
-            Verdict::Panicked(why) if why.contains("/redb-") => self.redb_debug_asserts.push(format!("{what}: {why}")),
             v => self.bad.push(format!("{what}: {v:?}")),
         }
     }
@@ -296,22 +275,20 @@ impl Tally {
     fn report(&self, name: &str) {
         println!(
             "{name}: {} damaged files: {} refused at open, {} opened and detected by check(), {} harmless \
-             (every answer true), {} undetected (a live token refused while check() passed), {} redb bugs \
-             (panics in release too), {} debug assertions in redb, {} wrong/panic/hang elsewhere",
+             (every answer true), {} undetected (a live token refused while check() passed), {} panicked, \
+             answered wrongly or hung",
             self.cases,
             self.open_refused,
             self.detected,
             self.harmless,
             self.undetected.len(),
-            self.redb_bugs.len(),
-            self.redb_debug_asserts.len(),
             self.bad.len()
         );
         for u in self.undetected.iter().take(10) {
             println!("  undetected: {u}");
         }
-        for u in self.redb_bugs.iter().chain(&self.redb_debug_asserts) {
-            println!("  redb panicked: {u}");
+        for u in self.bad.iter().take(10) {
+            println!("  bad: {u}");
         }
     }
 }
@@ -372,10 +349,9 @@ fn flipped_bytes_never_panic_hang_or_answer_wrongly() {
         let mask = 1u8 << rng.below(8);
         bytes[off] ^= mask;
         let verdict = examine_guarded(Damaged::Memory(bytes.clone()), &orig.tokens, orig.clock_ms);
-        // ROTOKEN_SAVE_DAMAGED=DIR keeps the files that made redb panic (for fuzz/regressions/corruption).
-        if let (Verdict::Panicked(why), Ok(dir)) = (&verdict, std::env::var("ROTOKEN_SAVE_DAMAGED"))
-            && redb_bug(why)
-        {
+        // ROTOKEN_SAVE_DAMAGED=DIR keeps the files on which a panic reached the
+        // caller (for fuzz/regressions/corruption).
+        if let (Verdict::Panicked(_), Ok(dir)) = (&verdict, std::env::var("ROTOKEN_SAVE_DAMAGED")) {
             std::fs::write(Path::new(&dir).join(format!("flip-{mask:02x}-at-{off}.redb")), &bytes).unwrap();
         }
         tally.add(format!("flip {mask:#04x} at {off}"), verdict);
@@ -463,13 +439,6 @@ fn rotoken_check_reports_damage_readably() {
         let mut bytes = orig.bytes.clone();
         bytes[off] ^= 0x20;
         let v = examine_guarded(Damaged::Memory(bytes.clone()), &orig.tokens, orig.clock_ms);
-        // Files on which redb panics while opening are the known bug of
-        // `known_bug_redb_panic_while_opening` (in a debug build of the CLI,
-        // redb's debug assertions panic too): `rotoken check` dies on them
-        // with the same panic until the engine contains it.
-        if matches!(v, Verdict::Panicked(_)) {
-            continue;
-        }
         let kind = std::mem::discriminant(&v);
         if samples.iter().filter(|s| std::mem::discriminant(&s.2) == kind).count() < 4 {
             samples.push((format!("flip at {off}"), bytes, v));
@@ -481,6 +450,11 @@ fn rotoken_check_reports_damage_readably() {
         Verdict::Hung,
     ));
     samples.push(("garbage".into(), vec![0x5a; 8192], Verdict::Hung));
+    // Files on which redb panics while opening them: one readable JSON answer too.
+    for path in regression_files() {
+        let bytes = std::fs::read(&path).unwrap();
+        samples.push((format!("regression {}", path.display()), bytes, Verdict::Hung));
+    }
     for (what, bytes, _) in &samples {
         write(&path, bytes);
         let out = std::process::Command::new(&bin)
@@ -503,15 +477,11 @@ fn rotoken_check_reports_damage_readably() {
         );
         assert!(matches!(code, Some(0 | 1 | 3)), "{what}: exit {code:?}: {stderr}");
         if code != Some(0) {
-            // The answer is the last line. A panic that the engine contained
-            // (redb panicking on damaged pages, turned into `Corrupt`) is still
-            // printed above it by the default panic hook: noted, not failed.
-            if stderr.contains("panicked") {
-                println!("  note: a contained redb panic was printed before the JSON answer");
-            }
-            let last = stderr.trim().lines().last().unwrap_or_default();
+            // The answer is the whole of stderr: a panic the engine contained
+            // (redb panicking on damaged pages, turned into `Corrupt`) is not
+            // printed by the tool's panic hook.
             let e: serde_json::Value =
-                serde_json::from_str(last).unwrap_or_else(|_| panic!("{what}: not a JSON answer: {stderr}"));
+                serde_json::from_str(stderr.trim()).unwrap_or_else(|_| panic!("{what}: not one JSON answer: {stderr}"));
             assert!(e["error"].is_string() && e["message"].is_string(), "{what}: {stderr}");
         }
     }
@@ -538,23 +508,15 @@ fn a_file_that_is_not_a_database_is_refused_clearly() {
 /// nor branch), `unwrap()` of a missing table definition in
 /// `tree_store/table_tree.rs`, and (seen in other runs) `unreachable!()` in
 /// `types.rs` and `tree_store/table_tree_base.rs` and `unwrap()` of a
-/// non-UTF-8 `&str` key in `types.rs`; in release builds too. The engine
-/// turns such panics into `StoreError::Corrupt` in `init` and every read
-/// (`contain`), but not while redb itself opens the file:
-/// `Builder::create`/`create_with_backend` run outside `contain`, and these
-/// files panic there (`Database::new` reading the allocator state, or
-/// visiting every page to repair).
+/// non-UTF-8 `&str` key in `types.rs`; in release builds too. These files
+/// panic while redb itself opens them (`Database::new` reading the allocator
+/// state, or visiting every page to repair); the engine runs
+/// `Builder::create` inside `contain` too, so the caller gets
+/// `StoreError::Corrupt`.
 #[test]
-#[ignore = "bug: Engine::open and open_with_backend call redb's Builder::create outside `contain`; redb 4.6 \
-            panics in Database::new (btree.rs unreachable!(), table_tree.rs unwrap) on these damaged files; \
-            fix: run the create call inside contain too"]
-fn known_bug_redb_panic_while_opening() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/corruption");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
-    assert!(!files.is_empty());
+fn redb_panics_while_opening_are_contained() {
     let mut panicked = Vec::new();
-    for path in files {
+    for path in regression_files() {
         let bytes = std::fs::read(&path).unwrap();
         let v = examine_guarded(Damaged::Memory(bytes), &[], T0);
         if let Verdict::Panicked(why) = v {
@@ -566,4 +528,13 @@ fn known_bug_redb_panic_while_opening() {
         "redb panics reach the caller:\n{}",
         panicked.join("\n")
     );
+}
+
+/// The damaged files kept in `fuzz/regressions/corruption/`.
+fn regression_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/corruption");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(!files.is_empty());
+    files
 }

@@ -498,7 +498,11 @@ impl Engine {
         if let Some(c) = options.cache_size {
             b.set_cache_size(c);
         }
-        Self::init(b.create(path)?, keys, options)
+        // redb panics inside `create` on some damaged files (an
+        // `unreachable!` in its b-tree code, an `unwrap` reading the table
+        // tree): contained like every other read of stored data.
+        let db = contain(|| b.create(path).map_err(OpenError::from))?;
+        Self::init(db, keys, options)
     }
 
     /// Opens (or creates) a database over any redb storage backend
@@ -517,7 +521,8 @@ impl Engine {
         if let Some(c) = options.cache_size {
             b.set_cache_size(c);
         }
-        Self::init(b.create_with_backend(backend)?, keys, options)
+        let db = contain(|| b.create_with_backend(backend).map_err(OpenError::from))?;
+        Self::init(db, keys, options)
     }
 
     fn init(db: Database, keys: Keyring, options: Options) -> Result<Self, OpenError> {
