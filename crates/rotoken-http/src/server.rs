@@ -450,30 +450,32 @@ impl OAuthServer {
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
-        // RFC 7009 §2.1: a client revokes only tokens issued to it.
-        let current = self.engine.introspect(token).map_err(|e| {
-            tracing::error!(error = %e, "revocation failed: storage error");
-            OAuthError::server_error()
-        })?;
-        if current.active && current.client_id.as_deref() != Some(client.id.as_str()) {
-            return Err(OAuthError::new(
-                ErrorCode::UnauthorizedClient,
-                "the token was issued to another client",
-            ));
-        }
-        if !current.active && self.minter.introspect(token).is_some() {
-            return Err(OAuthError::new(
-                ErrorCode::UnsupportedTokenType,
-                "access tokens are self-contained and expire on their own; revoke the refresh token",
-            ));
-        }
-        match self.engine.revoke(RevokeTarget::Token(token)) {
+        // RFC 7009 §2.1: a client revokes only tokens issued to it; the core
+        // checks the family's owner inside the revoking transaction, for
+        // every generation of the family, not just the current token.
+        let target = RevokeTarget::TokenOfClient {
+            token,
+            client_id: &client.id,
+        };
+        match self.engine.revoke(target) {
             Ok(n) => {
                 self.metrics.revoked(n);
                 tracing::info!(client_id = %client.id, families = n, "revocation");
                 Ok(())
             }
-            // RFC 7009 §2.2: an invalid token is not an error.
+            Err(RevokeError::ClientMismatch) => {
+                tracing::info!(client_id = %client.id, "revocation refused: the token belongs to another client");
+                Err(OAuthError::new(
+                    ErrorCode::UnauthorizedClient,
+                    "the token was issued to another client",
+                ))
+            }
+            // Not a refresh token: an access token is refused as RFC 7009
+            // §2.2.1 allows, anything else is not an error (§2.2).
+            Err(RevokeError::Malformed(_)) if self.minter.introspect(token).is_some() => Err(OAuthError::new(
+                ErrorCode::UnsupportedTokenType,
+                "access tokens are self-contained and expire on their own; revoke the refresh token",
+            )),
             Err(RevokeError::Malformed(_) | RevokeError::InvalidToken | RevokeError::InvalidInput(_)) => Ok(()),
             Err(e) => {
                 tracing::error!(error = %e, "revocation failed");

@@ -71,6 +71,12 @@ fn revocation_needs_the_owning_client() {
     );
     assert_error(&revoke(&f, "other", OTHER_SECRET, &rt), 400, "unauthorized_client");
     assert!(introspect(&f, "web", WEB_SECRET, &rt)["active"].as_bool().unwrap());
+    // An old token of web's family, presented by another client, revokes
+    // nothing either (row 15 of the reliability checklist).
+    let old = f.issue("spa", "offline_access");
+    let current = json(&f.refresh_spa(&old))["refresh_token"].as_str().unwrap().to_owned();
+    assert_error(&revoke(&f, "other", OTHER_SECRET, &old), 400, "unauthorized_client");
+    assert!(f.server.engine().introspect(&current).unwrap().active);
     // A public client revokes its own tokens with its id alone.
     let spa = f.issue("spa", "offline_access");
     let r = f.server.handle(&post(

@@ -174,8 +174,20 @@ pub struct Introspection {
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub enum RevokeTarget<'a> {
-    /// The family of this token (RFC 7009).
+    /// The family of this token, whoever it was issued to (an operator's
+    /// or the owning server's own call).
     Token(&'a str),
+    /// The family of this token, only if it was issued to `client_id`: what
+    /// a revocation endpoint must use (RFC 7009 §2.1), so a client holding
+    /// another client's token (current or old) cannot end that client's
+    /// session. A mismatch is [`RevokeError::ClientMismatch`] and revokes
+    /// nothing.
+    TokenOfClient {
+        /// The presented refresh token (any generation of the family).
+        token: &'a str,
+        /// The authenticated client making the request.
+        client_id: &'a str,
+    },
     /// One family.
     Family(FamilyId),
     /// Every family of a subject (log out everywhere).
@@ -348,7 +360,9 @@ pub(crate) struct PreparedRotate {
 }
 
 pub(crate) enum PreparedRevoke {
-    Family(FamilyId, RevokeReason),
+    /// A family; with the tag of the client it must belong to, for
+    /// [`RevokeTarget::TokenOfClient`].
+    Family(FamilyId, RevokeReason, Option<[u8; TAG16]>),
     Subject([u8; TAG16]),
     Client([u8; TAG16]),
 }
@@ -1068,14 +1082,17 @@ impl Engine {
 
     fn prepare_revoke(&self, target: RevokeTarget<'_>) -> Result<PreparedRevoke, RevokeError> {
         Ok(match target {
-            RevokeTarget::Token(t) => {
-                let presented = self.authenticate(t).map_err(|e| match e {
-                    RotateError::Malformed(p) => RevokeError::Malformed(p),
-                    _ => RevokeError::InvalidToken,
-                })?;
-                PreparedRevoke::Family(presented.family, RevokeReason::Token)
+            RevokeTarget::Token(t) => PreparedRevoke::Family(self.revoked_family(t)?, RevokeReason::Token, None),
+            RevokeTarget::TokenOfClient { token, client_id } => {
+                check_text("client_id", client_id, MAX_CLIENT_ID_LEN)?;
+                let family = self.revoked_family(token)?;
+                PreparedRevoke::Family(
+                    family,
+                    RevokeReason::Token,
+                    Some(self.keys.tag(TagKind::Client, client_id)),
+                )
             }
-            RevokeTarget::Family(f) => PreparedRevoke::Family(f, RevokeReason::Family),
+            RevokeTarget::Family(f) => PreparedRevoke::Family(f, RevokeReason::Family, None),
             RevokeTarget::Subject(s) => {
                 check_text("subject", s, MAX_SUBJECT_LEN)?;
                 PreparedRevoke::Subject(self.keys.tag(TagKind::Subject, s))
@@ -1087,30 +1104,50 @@ impl Engine {
         })
     }
 
+    /// The family a presented token names, once its authenticator verifies.
+    fn revoked_family(&self, token: &str) -> Result<FamilyId, RevokeError> {
+        let presented = self.authenticate(token).map_err(|e| match e {
+            RotateError::Malformed(p) => RevokeError::Malformed(p),
+            _ => RevokeError::InvalidToken,
+        })?;
+        Ok(presented.family)
+    }
+
     fn apply_revoke(&self, txn: &Txn, op: PreparedRevoke, now: i64) -> (Result<usize, RevokeError>, Vec<Event>) {
         let mut events = Vec::new();
         let result = (|| {
-            let (families, reason) = match op {
-                PreparedRevoke::Family(f, reason) => (vec![f], reason),
-                PreparedRevoke::Subject(tag) => {
-                    (index_scan(&txn.open_table(BY_SUBJECT)?, &tag)?, RevokeReason::Subject)
-                }
-                PreparedRevoke::Client(tag) => (index_scan(&txn.open_table(BY_CLIENT)?, &tag)?, RevokeReason::Client),
+            let (families, reason, owner) = match op {
+                PreparedRevoke::Family(f, reason, owner) => (vec![f], reason, owner),
+                PreparedRevoke::Subject(tag) => (
+                    index_scan(&txn.open_table(BY_SUBJECT).map_err(StoreError::from)?, &tag)?,
+                    RevokeReason::Subject,
+                    None,
+                ),
+                PreparedRevoke::Client(tag) => (
+                    index_scan(&txn.open_table(BY_CLIENT).map_err(StoreError::from)?, &tag)?,
+                    RevokeReason::Client,
+                    None,
+                ),
             };
-            let mut table = txn.open_table(FAMILIES)?;
+            let mut table = txn.open_table(FAMILIES).map_err(StoreError::from)?;
             for family in &families {
                 let Some(mut rec) = self.load(&table, family)? else {
                     continue;
                 };
+                // Checked in the write transaction, whatever the family's state:
+                // the answer does not depend on a rotation racing this call.
+                if owner.is_some_and(|tag| !bool::from(tag.ct_eq(&rec.client_tag))) {
+                    return Err(RevokeError::ClientMismatch);
+                }
                 if rec.state != FamilyState::Active {
                     continue;
                 }
                 let kind = EventKind::Revoked(reason);
                 events.push(self.mark_revoked(txn, &mut table, family, &mut rec, reason, kind, now)?);
             }
-            Ok::<usize, StoreError>(events.len())
+            Ok::<usize, RevokeError>(events.len())
         })();
-        (result.map_err(RevokeError::from), events)
+        (result, events)
     }
 
     /// Applies one batch in one write transaction and commits it once.

@@ -231,6 +231,10 @@ pub enum RevokeError {
     /// A request field was refused.
     #[error("invalid request: {0}")]
     InvalidInput(#[from] InvalidInput),
+    /// [`crate::RevokeTarget::TokenOfClient`]: the token's family belongs to
+    /// another client; nothing was revoked.
+    #[error("the token was issued to another client")]
+    ClientMismatch,
     /// A storage failure; nothing was revoked.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -242,6 +246,7 @@ impl RevokeError {
         match self {
             Self::Malformed(_) | Self::InvalidToken => "invalid_token",
             Self::InvalidInput(_) => "invalid_input",
+            Self::ClientMismatch => "client_mismatch",
             Self::Store(e) => e.code(),
         }
     }

@@ -176,6 +176,36 @@ fn another_client_is_refused_and_never_revokes() {
 }
 
 #[test]
+fn another_clients_revocation_revokes_nothing() {
+    let h = harness();
+    let engine = h.open();
+    let tokens = chain(&engine, "client-a", 3);
+    // RFC 7009 §2.1 through the core: any generation, presented by B.
+    for t in &tokens {
+        let target = RevokeTarget::TokenOfClient {
+            token: t,
+            client_id: "client-b",
+        };
+        assert!(matches!(engine.revoke(target), Err(RevokeError::ClientMismatch)));
+    }
+    assert_untouched(&engine, &tokens, "client-a");
+    // The owner revokes the family with an old token of it.
+    let tokens = chain(&engine, "client-a", 2);
+    let target = RevokeTarget::TokenOfClient {
+        token: &tokens[0],
+        client_id: "client-a",
+    };
+    assert_eq!(engine.revoke(target).unwrap(), 1);
+    assert!(!active(&engine, tokens.last().unwrap()));
+    // Still refused for B once revoked: the answer never depends on state.
+    let target = RevokeTarget::TokenOfClient {
+        token: &tokens[1],
+        client_id: "client-b",
+    };
+    assert!(matches!(engine.revoke(target), Err(RevokeError::ClientMismatch)));
+}
+
+#[test]
 fn a_confirmation_bound_family_needs_its_key() {
     let h = harness();
     let engine = h.open();

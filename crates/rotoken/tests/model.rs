@@ -66,21 +66,65 @@ impl ScopeReq {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Issue { subject: usize, client: usize },
-    RotateCurrent { fam: Sel, scope: ScopeReq },
-    RotatePredecessor { fam: Sel, scope: ScopeReq },
-    RotateOlder { fam: Sel, back: Sel },
-    RotateWrongClient { fam: Sel, generation: Sel, other: usize },
-    RotateForged { fam: Sel, generation: Sel, bit: usize },
-    RevokeToken { fam: Sel, generation: Sel },
-    RevokeForged { fam: Sel, bit: usize },
-    RevokeFamily { fam: Sel },
-    RevokeSubject { subject: usize },
-    RevokeClient { client: usize },
-    Introspect { fam: Sel, generation: Sel },
-    Sessions { subject: usize },
-    Advance { ms: i64 },
-    Gc { limit: usize },
+    Issue {
+        subject: usize,
+        client: usize,
+    },
+    RotateCurrent {
+        fam: Sel,
+        scope: ScopeReq,
+    },
+    RotatePredecessor {
+        fam: Sel,
+        scope: ScopeReq,
+    },
+    RotateOlder {
+        fam: Sel,
+        back: Sel,
+    },
+    RotateWrongClient {
+        fam: Sel,
+        generation: Sel,
+        other: usize,
+    },
+    RotateForged {
+        fam: Sel,
+        generation: Sel,
+        bit: usize,
+    },
+    /// Revoke by a token of any generation; with `by`, as that client
+    /// (`RevokeTarget::TokenOfClient`, what a revocation endpoint uses).
+    RevokeToken {
+        fam: Sel,
+        generation: Sel,
+        by: Option<usize>,
+    },
+    RevokeForged {
+        fam: Sel,
+        bit: usize,
+    },
+    RevokeFamily {
+        fam: Sel,
+    },
+    RevokeSubject {
+        subject: usize,
+    },
+    RevokeClient {
+        client: usize,
+    },
+    Introspect {
+        fam: Sel,
+        generation: Sel,
+    },
+    Sessions {
+        subject: usize,
+    },
+    Advance {
+        ms: i64,
+    },
+    Gc {
+        limit: usize,
+    },
     Reopen,
 }
 
@@ -135,7 +179,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(fam, generation, other)| Op::RotateWrongClient { fam, generation, other }),
         2 => (sel(), sel(), 0..128usize)
             .prop_map(|(fam, generation, bit)| Op::RotateForged { fam, generation, bit }),
-        1 => (sel(), sel()).prop_map(|(fam, generation)| Op::RevokeToken { fam, generation }),
+        1 => (sel(), sel(), proptest::option::of(0..CLIENTS))
+            .prop_map(|(fam, generation, by)| Op::RevokeToken { fam, generation, by }),
         1 => (sel(), 0..128usize).prop_map(|(fam, bit)| Op::RevokeForged { fam, bit }),
         1 => sel().prop_map(|fam| Op::RevokeFamily { fam }),
         1 => (0..SUBJECTS).prop_map(|subject| Op::RevokeSubject { subject }),
@@ -516,13 +561,31 @@ impl World {
                     prop_assert!(!self.engine().introspect(&forged).unwrap().active);
                 }
             }
-            Op::RevokeToken { fam, generation } => {
+            Op::RevokeToken { fam, generation, by } => {
                 if let Some(i) = self.pick(fam) {
                     let f = &self.model.fams[i];
                     let token = f.tokens[generation.of(f.tokens.len())].clone();
-                    let got = self.engine().revoke(RevokeTarget::Token(&token)).unwrap();
-                    let want = self.model.revoke_all(&[i], RevokeReason::Token, now);
-                    prop_assert_eq!(got, want, "revoke by token");
+                    let by = by.map(client);
+                    let target = match &by {
+                        None => RevokeTarget::Token(&token),
+                        Some(c) => RevokeTarget::TokenOfClient {
+                            token: &token,
+                            client_id: c,
+                        },
+                    };
+                    let got = self.engine().revoke(target);
+                    // Another client's token revokes nothing, whatever its
+                    // generation or state, unless gc removed the family.
+                    if by.is_some_and(|c| c != client(f.client)) && !f.removed {
+                        prop_assert!(
+                            matches!(got, Err(RevokeError::ClientMismatch)),
+                            "revoke as another client: {:?}",
+                            got
+                        );
+                    } else {
+                        let want = self.model.revoke_all(&[i], RevokeReason::Token, now);
+                        prop_assert_eq!(got.unwrap(), want, "revoke by token");
+                    }
                 }
             }
             Op::RevokeForged { fam, bit } => {
@@ -760,6 +823,12 @@ fn scripted_sequence_matches_model() {
         Op::RevokeToken {
             fam: ix(usize::MAX),
             generation: ix(0),
+            by: Some(1),
+        },
+        Op::RevokeToken {
+            fam: ix(usize::MAX),
+            generation: ix(0),
+            by: None,
         },
     ];
     run(false, &ops).unwrap();
