@@ -379,7 +379,7 @@ pub fn compact_and_measure(path: &std::path::Path, keys: rotoken::Keyring) -> Re
     let mut engine = Engine::open(path, keys, engine_options(Durability::Immediate, None))?;
     engine.gc(0)?;
     // redb may need more than one pass to move every page to the front.
-    while engine.compact()? {}
+    engine.compact()?;
     let families = engine.families_count()?;
     drop(engine);
     let file_bytes = std::fs::metadata(path)?.len();
