@@ -15,7 +15,7 @@ use rotoken::{
 use zeroize::Zeroizing;
 
 use crate::output::{
-    self, CheckJson, CliError, GcJson, IntrospectionJson, IssuedJson, KeysJson, RevokedJson, RotatedJson, SessionJson,
+    self, CheckJson, CliError, CompactJson, GcJson, IntrospectionJson, IssuedJson, KeysJson, RevokedJson, RotatedJson, SessionJson,
     SessionsJson,
 };
 use crate::{Cli, Command, DurabilityArg, Global, KeysCommand};
@@ -150,6 +150,21 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
                 "check_failed",
                 format!("{} problem(s) found: {}", list.len(), list.join("; ")),
             ))
+        }
+        Command::Compact => {
+            let mut engine = open(g, false)?;
+            let size = |what| {
+                std::fs::metadata(&g.db)
+                    .map(|m| m.len())
+                    .map_err(|e| CliError::storage("storage_error", format!("reading the size of {what}: {e}")))
+            };
+            let bytes_before = size("the database")?;
+            engine.compact()?;
+            drop(engine);
+            output::print_json(&CompactJson {
+                bytes_before,
+                bytes_after: size("the compacted database")?,
+            })
         }
         Command::Demo => crate::demo::run(&policy(g)),
         Command::Bench(a) => crate::bench::run(g, a),

@@ -133,6 +133,11 @@ pub(crate) enum Command {
     Gc(GcArgs),
     /// Verify the database's invariants; exits non-zero if problems are found.
     Check,
+    /// Rewrite the database compactly (tables in key order, free pages
+    /// dropped) and print the file size before and after. Needs the database
+    /// to itself: stop `rotoken serve` first. Run `gc` before it to drop
+    /// expired families.
+    Compact,
     /// A guided walk through rotation, retries and reuse detection on a temporary database.
     Demo,
     /// Benchmark rotation: throughput, latency percentiles and bytes per family

@@ -337,6 +337,13 @@ pub(crate) struct SessionsJson {
     pub(crate) sessions: Vec<SessionJson>,
 }
 
+/// `rotoken compact`: the database file's size before and after.
+#[derive(Debug, Serialize)]
+pub(crate) struct CompactJson {
+    pub(crate) bytes_before: u64,
+    pub(crate) bytes_after: u64,
+}
+
 /// `gc`'s answer: the sum of every step.
 #[derive(Debug, Default, Serialize)]
 pub(crate) struct GcJson {

@@ -579,6 +579,24 @@ fn check_reports_a_healthy_database() {
 }
 
 #[test]
+fn compact_shrinks_the_file_and_keeps_every_token() {
+    let env = Env::with_keys();
+    env.run(&["compact"]).fails_with(1, "db_missing");
+    let (t0, _) = env.issue("alice", "web");
+    let t1 = str_of(&env.run(&["rotate", &t0, "--client", "web"]).ok()["refresh_token"]);
+    for _ in 0..20 {
+        env.issue("bob", "web");
+    }
+    let v = env.run(&["compact"]).ok();
+    let (before, after) = (v["bytes_before"].as_u64().unwrap(), v["bytes_after"].as_u64().unwrap());
+    assert!(after < before, "{v}");
+    assert_eq!(after, std::fs::metadata(env.path("rotoken.redb")).unwrap().len());
+    assert_eq!(env.run(&["introspect", &t1]).ok()["active"], true);
+    assert_eq!(env.run(&["introspect", &t0]).ok()["active"], false);
+    assert_eq!(env.run(&["check"]).ok()["families"], 21);
+}
+
+#[test]
 fn commands_other_than_issue_do_not_create_a_database() {
     let env = Env::with_keys();
     let fake = "rt1_AAAAAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
