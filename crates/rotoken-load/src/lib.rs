@@ -29,7 +29,22 @@
 //! sampled every second, and the CPU time of the server and of this process
 //! over the run is reported, so the cost of the generator itself is visible.
 //!
-//! [`run`] does it all and returns a [`Report`].
+//! [`run`] does it all and returns a [`Report`]; the `rotoken-load` binary
+//! is a command line over it.
+//!
+//! ```no_run
+//! // `rotoken clients add --id load --public`, then
+//! // `ROTOKEN_ADMIN_TOKEN=... rotoken serve` on 127.0.0.1:8080.
+//! let mut config = rotoken_load::Config::new("http://127.0.0.1:8080", "the-admin-token", "load");
+//! config.connections = 8;
+//! config.duration = std::time::Duration::from_secs(10);
+//! config.replay_share = 0.02;
+//! config.revoke_share = 0.01;
+//! let report = rotoken_load::run(&config)?;
+//! println!("{report}");
+//! assert!(report.is_clean(), "5xx, unexpected answers or lost rotations");
+//! # Ok::<(), rotoken_load::LoadError>(())
+//! ```
 
 #![forbid(unsafe_code)]
 
@@ -178,6 +193,7 @@ impl Config {
 /// Why a run could not be made (a run that was made, however badly it went,
 /// gives a [`Report`]).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadError {
     /// A setting is out of range.
     #[error("invalid configuration: {0}")]

@@ -1,0 +1,129 @@
+//! A bounded soak of the real `rotoken serve` on a loopback port: eight
+//! connections refresh their own families for eight seconds, with a share of
+//! replays (reuse detection), revocations and grace retries, driven by
+//! `rotoken-load`. No 5xx, no unexpected answer, no lost rotation, memory
+//! flat after warm-up; then SIGTERM, a clean exit and `rotoken check`.
+//! `ROTOKEN_SOAK_SEED` replays a run's choices; `ROTOKEN_SOAK_SECS` runs longer.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const ADMIN: &str = "soak-admin-token-0123456789abcdef";
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rotoken")
+}
+
+/// Runs `rotoken ARGS` in `dir`; its JSON answer (stdout, or stderr on failure).
+fn rotoken(dir: &Path, args: &[&str]) -> Value {
+    let out = Command::new(bin()).args(args).current_dir(dir).output().unwrap();
+    let text = if out.status.success() { &out.stdout } else { &out.stderr };
+    serde_json::from_slice(text).unwrap_or_else(|_| panic!("not JSON: {out:?}"))
+}
+
+/// Kills the server if the test fails before shutting it down.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn a_bounded_soak_has_no_5xx_no_lost_rotation_and_flat_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert_eq!(
+        rotoken(d, &["clients", "add", "--id", "soak", "--public"])["type"],
+        "public"
+    );
+    let log_path = d.join("serve.log");
+    let mut child = Command::new(bin())
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .current_dir(d)
+        .env("ROTOKEN_ADMIN_TOKEN", ADMIN)
+        .env_remove("ROTOKEN_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut server = Killed(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let ready: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("no ready line: {line:?}; {}", log()));
+    let addr = ready["listening"].as_str().unwrap();
+
+    let seed = env_u64("ROTOKEN_SOAK_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    });
+    let mut config = rotoken_load::Config::new(format!("http://{addr}"), ADMIN, "soak");
+    config.connections = 8;
+    config.duration = Duration::from_secs(env_u64("ROTOKEN_SOAK_SECS").unwrap_or(8));
+    config.warmup = Duration::from_secs(2);
+    config.replay_share = 0.05;
+    config.revoke_share = 0.02;
+    config.retry_share = 0.02;
+    config.server_pid = Some(server.0.id());
+    config.request_timeout = Duration::from_secs(20);
+    config.seed = seed;
+    let report = rotoken_load::run(&config).unwrap();
+    println!("seed {seed} (ROTOKEN_SOAK_SEED replays it)\n{report}");
+
+    assert_eq!(report.status_5xx, 0, "{report}");
+    assert_eq!(report.errors, 0, "{report}");
+    assert_eq!(report.transport_errors, 0, "{report}");
+    assert_eq!(report.lost_rotations, 0, "{report}");
+    assert_eq!(report.final_refreshes, 8, "{report}");
+    assert!(report.refreshes > 100, "{report}");
+    assert!(
+        report.replays > 0 && report.revocations > 0 && report.grace_retries > 0,
+        "{report}"
+    );
+    // Every rotation the server counted was handed to a client that then used it.
+    assert_eq!(
+        report.server_rotations,
+        Some(report.refreshes + report.final_refreshes),
+        "{report}"
+    );
+    let rss = report.rss.as_ref().expect("RSS samples");
+    assert!(rss.samples.len() >= 5, "{rss:?}");
+    assert!(
+        rss.last_kib <= rss.after_warmup_kib * 3 / 2 + 8 * 1024,
+        "server memory grew after warm-up: {rss:?}"
+    );
+
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = log();
+    assert!(status.success(), "{status:?}: {log}");
+    assert!(log.contains("database closed"), "{log}");
+    assert!(!log.contains("rt1_") && !log.contains(ADMIN), "a token reached the log");
+    let check = rotoken(d, &["check"]);
+    assert_eq!(check["ok"], true, "{check}");
+}
