@@ -749,11 +749,16 @@ impl Engine {
         family: &FamilyId,
         rec: &FamilyRecord,
     ) -> Result<(), StoreError> {
+        table.insert(family.as_bytes(), self.record_bytes(family, rec).as_slice())?;
+        Ok(())
+    }
+
+    /// A record as stored: its encoding followed by its MAC.
+    fn record_bytes(&self, family: &FamilyId, rec: &FamilyRecord) -> Vec<u8> {
         let mut bytes = rec.encode();
         let mac = self.keys.record_mac(family, &bytes);
         bytes.extend_from_slice(&mac);
-        table.insert(family.as_bytes(), bytes.as_slice())?;
-        Ok(())
+        bytes
     }
 
     /// Opens a family's sealed grant; `None` if it was sealed with a key that
@@ -1009,9 +1014,14 @@ impl Engine {
         let presented = &op.presented;
         let family = presented.family;
         let mut families = txn.open_table(FAMILIES).map_err(StoreError::from)?;
-        let Some(mut rec) = self.load(&families, &family)? else {
+        // One descent for the read and the overwrite (copy-on-write of the
+        // path happens here even if the rotation is then refused; the
+        // committed content is unchanged then).
+        let mut slot = families.get_mut(family.as_bytes()).map_err(StoreError::from)?;
+        let Some(stored) = slot.as_mut() else {
             return Err(RotateError::Unknown);
         };
+        let mut rec = self.decode_record(&family, stored.value())?;
         let mut opened_successor = None;
         let secret = if presented.generation == rec.generation {
             if bool::from(self.keys.token_hash(presented).ct_eq(&rec.current_hash)) {
@@ -1081,7 +1091,9 @@ impl Engine {
                     // Move the grant to the active key so old keys can retire.
                     rec.sealed_grant = self.seal_grant(&family, &rec, &g)?;
                 }
-                self.store(&mut families, &family, &rec)?;
+                stored
+                    .insert(self.record_bytes(&family, &rec).as_slice())
+                    .map_err(StoreError::from)?;
                 Ok(RotateDone {
                     family,
                     rec,
@@ -1103,6 +1115,7 @@ impl Engine {
                         RotateError::ReuseDetected { family },
                     )
                 };
+                drop(slot);
                 events.push(self.mark_revoked(txn, &mut families, &family, &mut rec, reason, kind, now)?);
                 Err(err)
             }
