@@ -12,6 +12,7 @@
 
 mod admin;
 mod config;
+mod conn;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,6 +65,17 @@ pub(crate) struct ServeArgs {
     /// Time limit for one request, in seconds [default: 10].
     #[arg(long, env = "ROTOKEN_REQUEST_TIMEOUT_SECS", value_name = "SECS")]
     pub(crate) request_timeout_secs: Option<u64>,
+    /// Time allowed for a complete request head, from the connection's start
+    /// or the end of its previous response; slower clients are closed [default: 10].
+    #[arg(long, env = "ROTOKEN_HEADER_READ_TIMEOUT_SECS", value_name = "SECS")]
+    pub(crate) header_read_timeout_secs: Option<u64>,
+    /// Idle keep-alive connections are closed after this long; 0 turns
+    /// keep-alive off; at most the header read timeout [default: the header read timeout].
+    #[arg(long, env = "ROTOKEN_KEEP_ALIVE_SECS", value_name = "SECS")]
+    pub(crate) keep_alive_secs: Option<u64>,
+    /// Most connections at once; further ones wait in the listen queue [default: 1024].
+    #[arg(long, env = "ROTOKEN_MAX_CONNECTIONS", value_name = "N")]
+    pub(crate) max_connections: Option<usize>,
     /// Log format on standard error [default: text].
     #[arg(long, env = "ROTOKEN_LOG_FORMAT", value_enum, value_name = "FORMAT")]
     pub(crate) log_format: Option<LogFormat>,
@@ -202,7 +214,14 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
         clients_file: s.clients_file.display().to_string(),
         admin: s.admin_token.is_some(),
     })?;
-    tracing::info!(%addr, %issuer, "listening");
+    tracing::info!(
+        %addr,
+        %issuer,
+        header_read_timeout_secs = s.limits.header_read_timeout.as_secs(),
+        keep_alive_secs = s.limits.keep_alive.map_or(0, |k| k.as_secs()),
+        max_connections = s.limits.max_connections,
+        "listening"
+    );
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let shutdown = async move {
@@ -210,18 +229,13 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
         tracing::info!("shutting down: finishing requests in flight");
         let _ = stop_tx.send(true);
     };
-    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .into_future();
+    let server = conn::serve(listener, app, s.limits, shutdown);
     let deadline = async {
         let _ = stop_rx.wait_for(|stopped| *stopped).await;
         tokio::time::sleep(s.shutdown_timeout).await;
     };
     let finished = tokio::select! {
-        r = server => {
-            r.map_err(|e| CliError::storage("serve_failed", e.to_string()))?;
-            true
-        }
+        () = server => true,
         () = deadline => false,
     };
     drop(oauth);

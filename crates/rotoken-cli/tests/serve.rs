@@ -52,6 +52,11 @@ impl Server {
     }
 
     fn start_with(admin: bool) -> Self {
+        Self::start_with_env(admin, &[])
+    }
+
+    /// Like [`Server::start_with`], with extra environment variables.
+    fn start_with_env(admin: bool, vars: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(
             rotoken(dir.path(), &["clients", "add", "--id", "spa", "--public"], "")["type"],
@@ -68,7 +73,8 @@ impl Server {
         command
             .args(["serve", "--bind", "127.0.0.1:0"])
             .current_dir(dir.path())
-            .env("ROTOKEN_LOG", "debug");
+            .env("ROTOKEN_LOG", "debug")
+            .envs(vars.iter().copied());
         if admin {
             command.env("ROTOKEN_ADMIN_TOKEN", ADMIN);
         } else {
@@ -535,4 +541,169 @@ fn the_admin_api_issues_revokes_and_lists_and_is_off_without_a_token() {
         &json!({"subject": "alice"}),
     );
     assert_eq!((status, v["error"].as_str()), (404, Some("admin_disabled")));
+}
+
+/// Reads from `s` until the peer closes the connection (or the read times
+/// out); returns what was read and whether the peer closed it.
+fn read_until_closed(s: &mut TcpStream) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (out, true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (out, true),
+            Err(_) => return (out, false),
+        }
+    }
+}
+
+/// Reads one response with a `Content-Length` from a kept-alive connection.
+fn read_response(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&out).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_owned())
+                })
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap();
+            if body.len() >= len {
+                return text;
+            }
+        }
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the response was complete: {text}");
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn a_stalled_request_head_is_closed_after_the_header_timeout_while_others_are_served() {
+    let server = Server::start_with_env(true, &[("ROTOKEN_HEADER_READ_TIMEOUT_SECS", "1")]);
+    let start = Instant::now();
+    // Half a request line, then nothing; and a connection that sends nothing at all.
+    let mut stalled = TcpStream::connect(&server.addr).unwrap();
+    stalled.write_all(b"POST /oauth/token HTT").unwrap();
+    let mut silent = TcpStream::connect(&server.addr).unwrap();
+    for s in [&stalled, &silent] {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    }
+    // Meanwhile a normal request on another connection is answered.
+    let (status, v, _) = raw(&server.addr, &head("GET", "/healthz", None, 0), b"");
+    assert_eq!((status, v["status"].as_str()), (200, Some("ok")));
+
+    for s in [&mut stalled, &mut silent] {
+        let (bytes, closed) = read_until_closed(s);
+        let elapsed = start.elapsed();
+        assert!(closed, "the server did not close a stalled connection");
+        assert!(bytes.is_empty(), "a timed-out head gets no answer: {bytes:?}");
+        assert!(elapsed >= Duration::from_millis(900), "closed too early: {elapsed:?}");
+        assert!(elapsed < Duration::from_secs(15), "closed too late: {elapsed:?}");
+    }
+    // Still serving, and the refresh path works.
+    let token = server.issue("spa", "offline_access");
+    let (status, _) = post_form(
+        &server.url("/oauth/token"),
+        &format!("grant_type=refresh_token&client_id=spa&refresh_token={token}"),
+    );
+    assert_eq!(status, 200);
+    let (status, log, _dir) = server.terminate();
+    assert!(status.success(), "{status:?}: {log}");
+    assert!(
+        log.contains("no complete request head within the header read timeout"),
+        "{log}"
+    );
+    assert!(log.contains("database closed"), "{log}");
+}
+
+#[test]
+fn idle_keep_alive_connections_are_closed_and_the_connection_cap_queues_the_rest() {
+    let server = Server::start_with_env(
+        true,
+        &[
+            ("ROTOKEN_HEADER_READ_TIMEOUT_SECS", "4"),
+            ("ROTOKEN_KEEP_ALIVE_SECS", "1"),
+            ("ROTOKEN_MAX_CONNECTIONS", "2"),
+        ],
+    );
+    // Keep-alive: two requests on one connection, then it idles and is
+    // closed after the keep-alive limit, well before the header timeout.
+    let mut kept = TcpStream::connect(&server.addr).unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    for _ in 0..2 {
+        kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let response = read_response(&mut kept);
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(
+            !response.to_ascii_lowercase().contains("connection: close"),
+            "{response}"
+        );
+    }
+    let idle_since = Instant::now();
+    let (bytes, closed) = read_until_closed(&mut kept);
+    let idle = idle_since.elapsed();
+    assert!(closed && bytes.is_empty(), "{bytes:?}");
+    assert!(
+        idle >= Duration::from_millis(800) && idle < Duration::from_millis(3500),
+        "an idle connection lasted {idle:?}, not about 1 s"
+    );
+
+    // The cap: two silent connections take both slots; a third connection
+    // waits (unaccepted) until the header timeout frees one, then is served.
+    let silent: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(&server.addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    let (status, v, _) = raw(&server.addr, &head("GET", "/healthz", None, 0), b"");
+    let waited = start.elapsed();
+    assert_eq!((status, v["status"].as_str()), (200, Some("ok")));
+    assert!(
+        waited >= Duration::from_millis(2500),
+        "a connection beyond the cap was served after {waited:?}, before a slot was free"
+    );
+    drop(silent);
+
+    // Graceful shutdown with a connection stalled mid-head: the server still
+    // stops (the header timeout ends that connection) and closes the database.
+    let mut stalled = TcpStream::connect(&server.addr).unwrap();
+    stalled.write_all(b"GET /hea").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, log, dir) = server.terminate();
+    assert!(status.success(), "{status:?}: {log}");
+    assert!(log.contains("database closed"), "{log}");
+    assert!(log.contains("connection limit reached"), "{log}");
+    let check = rotoken(dir.path(), &["check"], "");
+    assert_eq!(check["ok"], true, "{check}");
+}
+
+#[test]
+fn connection_limits_out_of_range_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, value) in [
+        ("ROTOKEN_HEADER_READ_TIMEOUT_SECS", "0"),
+        ("ROTOKEN_MAX_CONNECTIONS", "0"),
+        ("ROTOKEN_KEEP_ALIVE_SECS", "11"),
+    ] {
+        let out = Command::new(bin())
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .current_dir(dir.path())
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{var}={value} was accepted");
+        let last = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_owned();
+        let e: Value = serde_json::from_str(&last).unwrap_or_else(|_| panic!("{var}: {last}"));
+        assert_eq!(e["error"], "config_invalid", "{var}: {e}");
+    }
 }

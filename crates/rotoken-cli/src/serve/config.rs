@@ -11,6 +11,7 @@ use rotoken_http::{ClientEntry, RegisteredClient, SecretHash};
 use serde::Deserialize;
 
 use super::ServeArgs;
+use super::conn::Limits;
 use crate::output::CliError;
 use crate::{DurabilityArg, Global};
 
@@ -23,6 +24,10 @@ pub(crate) const DEFAULT_SIGNING_KEY: &str = "./rotoken.signing.key";
 /// The global flags' defaults (a config file value applies when the flag is left at these).
 const DEFAULT_DB: &str = "./rotoken.redb";
 const DEFAULT_KEYS: &str = "./rotoken.keys";
+/// The default time allowed for a complete request head, in seconds.
+const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
+/// The default connection cap.
+const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Largest config file read.
 const MAX_CONFIG: u64 = 1024 * 1024;
 const DAY: u64 = 86_400;
@@ -51,6 +56,9 @@ struct FileConfig {
     access_token_secs: Option<u64>,
     max_body_bytes: Option<usize>,
     request_timeout_secs: Option<u64>,
+    header_read_timeout_secs: Option<u64>,
+    keep_alive_secs: Option<u64>,
+    max_connections: Option<usize>,
     shutdown_timeout_secs: Option<u64>,
     log_format: Option<LogFormat>,
     #[serde(default)]
@@ -99,6 +107,8 @@ pub(crate) struct Settings {
     pub(crate) access_token_lifetime: Duration,
     pub(crate) max_body_bytes: usize,
     pub(crate) request_timeout: Duration,
+    /// Header read timeout, keep-alive idle limit and connection cap.
+    pub(crate) limits: Limits,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) policy: Policy,
     pub(crate) admin_token: Option<SecretHash>,
@@ -224,6 +234,7 @@ pub(crate) fn resolve(g: &Global, a: &ServeArgs, env: &dyn Fn(&str) -> Option<St
     if !(1..=86_400).contains(&access) {
         return Err(invalid("access_token_secs must be between 1 and 86400"));
     }
+    let limits = limits(a, &file)?;
     let issuer = a.issuer.clone().or(file.issuer);
     if let Some(i) = &issuer {
         let ok = (i.starts_with("https://") || i.starts_with("http://")) && !i.contains(['?', '#']);
@@ -257,11 +268,43 @@ pub(crate) fn resolve(g: &Global, a: &ServeArgs, env: &dyn Fn(&str) -> Option<St
                 .unwrap_or(10)
                 .max(1),
         ),
+        limits,
         shutdown_timeout: Duration::from_secs(file.shutdown_timeout_secs.unwrap_or(30)),
         policy,
         admin_token,
         log_format: a.log_format.or(file.log_format).unwrap_or_default(),
         config_file,
+    })
+}
+
+/// The connection limits: flag (or its variable), then file, then default.
+fn limits(a: &ServeArgs, file: &FileConfig) -> Result<Limits, CliError> {
+    let header = a
+        .header_read_timeout_secs
+        .or(file.header_read_timeout_secs)
+        .unwrap_or(DEFAULT_HEADER_READ_TIMEOUT_SECS);
+    if !(1..=3600).contains(&header) {
+        return Err(invalid("header_read_timeout_secs must be between 1 and 3600"));
+    }
+    // Unset: as long as the header read timeout, which bounds it anyway.
+    let keep_alive = a.keep_alive_secs.or(file.keep_alive_secs).unwrap_or(header);
+    if keep_alive > header {
+        return Err(invalid(format!(
+            "keep_alive_secs ({keep_alive}) cannot exceed header_read_timeout_secs ({header}): \
+             the header read timeout also runs while a connection waits for its next request"
+        )));
+    }
+    let max_connections = a
+        .max_connections
+        .or(file.max_connections)
+        .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if !(1..=1_000_000).contains(&max_connections) {
+        return Err(invalid("max_connections must be between 1 and 1000000"));
+    }
+    Ok(Limits {
+        header_read_timeout: Duration::from_secs(header),
+        keep_alive: (keep_alive > 0).then(|| Duration::from_secs(keep_alive)),
+        max_connections,
     })
 }
 
@@ -413,5 +456,64 @@ mod tests {
         )
         .unwrap();
         assert!(s.admin_token.is_none(), "empty means unset");
+    }
+
+    #[test]
+    fn connection_limits_default_and_resolve_flag_then_file() {
+        let (g, a) = parse(&["serve"]);
+        let s = resolve(&g, &a, &env(&[])).unwrap();
+        assert_eq!(
+            s.limits,
+            Limits {
+                header_read_timeout: Duration::from_secs(10),
+                keep_alive: Some(Duration::from_secs(10)),
+                max_connections: 1024,
+            }
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(
+            &cfg,
+            "header_read_timeout_secs = 20\nkeep_alive_secs = 0\nmax_connections = 64\n",
+        )
+        .unwrap();
+        let c = cfg.to_str().unwrap();
+        let (g, a) = parse(&["serve", "--config", c]);
+        let s = resolve(&g, &a, &env(&[])).unwrap();
+        assert_eq!(s.limits.header_read_timeout, Duration::from_secs(20));
+        assert_eq!(s.limits.keep_alive, None, "0 turns keep-alive off");
+        assert_eq!(s.limits.max_connections, 64);
+        let (g, a) = parse(&[
+            "serve",
+            "--config",
+            c,
+            "--keep-alive-secs",
+            "5",
+            "--max-connections",
+            "8",
+        ]);
+        let s = resolve(&g, &a, &env(&[])).unwrap();
+        assert_eq!(s.limits.keep_alive, Some(Duration::from_secs(5)));
+        assert_eq!(s.limits.max_connections, 8);
+        let (g, a) = parse(&["serve", "--header-read-timeout-secs", "3"]);
+        let s = resolve(&g, &a, &env(&[])).unwrap();
+        assert_eq!(
+            s.limits.keep_alive,
+            Some(Duration::from_secs(3)),
+            "unset: the header timeout"
+        );
+        for text in [
+            "header_read_timeout_secs = 0",
+            "header_read_timeout_secs = 3601",
+            "keep_alive_secs = 11",
+            "header_read_timeout_secs = 5\nkeep_alive_secs = 6",
+            "max_connections = 0",
+            "max_connections = 1000001",
+        ] {
+            std::fs::write(&cfg, text).unwrap();
+            let (g, a) = parse(&["serve", "--config", c]);
+            let e = resolve(&g, &a, &env(&[])).unwrap_err();
+            assert_eq!(e.code, "config_invalid", "{text}: {e:?}");
+        }
     }
 }
