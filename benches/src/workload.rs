@@ -276,12 +276,20 @@ pub fn grant(i: u64) -> Result<Grant, BoxError> {
 /// Engine options for benchmarks: the given durability, the generation
 /// limit raised to `u32::MAX` (so a few families can be rotated as often as
 /// a long run asks), and `group_commit` (the core's default if `None`).
+/// `ROTOKEN_BENCH_CACHE_MB` sets redb's page cache (redb's default, 1 GiB,
+/// otherwise): at 10 million families the database is several gigabytes,
+/// and a server that size would give redb a cache to match.
 pub fn engine_options(durability: Durability, group_commit: Option<GroupCommit>) -> Options {
     let mut policy = Policy::default();
     policy.durability = durability;
     policy.max_generations = u32::MAX;
+    let cache_size = std::env::var("ROTOKEN_BENCH_CACHE_MB")
+        .ok()
+        .and_then(|mb| mb.parse::<usize>().ok())
+        .map(|mb| mb.saturating_mul(1 << 20));
     Options {
         policy,
+        cache_size,
         group_commit: group_commit.unwrap_or_default(),
         ..Options::default()
     }
