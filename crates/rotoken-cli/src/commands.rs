@@ -15,8 +15,8 @@ use rotoken::{
 use zeroize::Zeroizing;
 
 use crate::output::{
-    self, CheckJson, CliError, CompactJson, GcJson, IntrospectionJson, IssuedJson, KeysJson, RevokedJson, RotatedJson, SessionJson,
-    SessionsJson,
+    self, CheckJson, CliError, CompactJson, GcJson, IntrospectionJson, IssuedJson, KeysJson, RevokedJson, RotatedJson,
+    SessionJson, SessionsJson,
 };
 use crate::{Cli, Command, DurabilityArg, Global, KeysCommand};
 

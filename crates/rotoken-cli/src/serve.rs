@@ -17,6 +17,7 @@ mod conn;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::Instant;
 
 use axum::Router;
@@ -79,6 +80,13 @@ pub(crate) struct ServeArgs {
     /// Log format on standard error [default: text].
     #[arg(long, env = "ROTOKEN_LOG_FORMAT", value_enum, value_name = "FORMAT")]
     pub(crate) log_format: Option<LogFormat>,
+    /// Seconds between garbage collections (expired and revoked families past
+    /// retention, old events), run in bounded steps; 0 turns it off [default: 60].
+    #[arg(long, env = "ROTOKEN_GC_INTERVAL_SECS", value_name = "SECS")]
+    pub(crate) gc_interval_secs: Option<u64>,
+    /// redb's page cache in MiB [default: redb's, 1024].
+    #[arg(long, env = "ROTOKEN_CACHE_MB", value_name = "MIB")]
+    pub(crate) cache_mb: Option<u64>,
 }
 
 /// The line printed on standard output once the server is listening.
@@ -157,6 +165,7 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
     }
     let options = Options {
         policy: s.policy.clone(),
+        cache_size: s.cache_bytes,
         ..Options::default()
     };
     let db = s.db.clone();
@@ -224,6 +233,9 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
     );
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let gc = s
+        .gc_interval
+        .map(|every| tokio::spawn(collect_garbage(engine.clone(), every, stop_rx.clone())));
     let shutdown = async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing requests in flight");
@@ -244,6 +256,12 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
             timeout_secs = s.shutdown_timeout.as_secs(),
             "requests still running at the shutdown deadline"
         );
+    }
+    // gc stops at the shutdown signal, after the step it is in.
+    if let Some(gc) = gc
+        && tokio::time::timeout(s.shutdown_timeout, gc).await.is_err()
+    {
+        tracing::warn!("gc still running at the shutdown deadline");
     }
     // The last reference closes the database (its drop commits nothing new).
     match Arc::try_unwrap(engine) {
@@ -281,6 +299,51 @@ fn load_or_generate_keys(path: &std::path::Path) -> Result<Keyring, CliError> {
 }
 
 /// Ctrl-C, or SIGTERM on Unix.
+/// Families removed per gc step: each step is one write transaction, so
+/// rotations wait at most one step's worth of work.
+const GC_STEP: usize = 1_000;
+
+/// Runs `Engine::gc` every `every` until shutdown, in steps of [`GC_STEP`]
+/// on the blocking pool, yielding to requests between steps. Without it a
+/// long-running server would keep every revoked and expired family (and its
+/// pages) for ever: `rotoken gc` cannot open the database while serve holds it.
+async fn collect_garbage(engine: Arc<Engine>, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await; // the first tick is immediate: start one interval after startup
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        let (mut removed, mut events_removed) = (0, 0);
+        loop {
+            let e = engine.clone();
+            match tokio::task::spawn_blocking(move || e.gc(GC_STEP)).await {
+                Ok(Ok(step)) => {
+                    removed += step.removed;
+                    events_removed += step.events_removed;
+                    if !step.more || *stop.borrow() {
+                        break;
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "gc failed; will retry at the next interval");
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "gc task failed; will retry at the next interval");
+                    break;
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        if removed > 0 || events_removed > 0 {
+            tracing::info!(removed, events_removed, "gc");
+        }
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
@@ -343,11 +406,10 @@ fn app(oauth: Arc<OAuthServer>, s: &config::Settings) -> Router {
             r
         }
     };
-    let admin_token = s.admin_token.clone().map(Arc::new);
     rotoken_axum::router(oauth.clone())
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
-        .nest("/admin", admin::router(oauth, admin_token))
+        .nest("/admin", admin::router(oauth, s.admin_token.clone()))
         .fallback(|| async { json(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#.to_owned()) })
         .layer(axum::middleware::from_fn(log_request))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(

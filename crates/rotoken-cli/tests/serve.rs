@@ -157,6 +157,81 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
+#[test]
+fn serve_collects_garbage_while_running() {
+    let server = Server::start_with_env(
+        true,
+        &[
+            ("ROTOKEN_GC_INTERVAL_SECS", "1"),
+            ("ROTOKEN_REVOKED_RETENTION_SECS", "0"),
+        ],
+    );
+    let keep = server.issue("spa", "openid offline_access");
+    for _ in 0..5 {
+        let (status, _) = post_json(
+            &server.url("/admin/families"),
+            Some(ADMIN),
+            &json!({"subject": "bob", "client_id": "spa", "scope": "offline_access"}),
+        );
+        assert_eq!(status, 200);
+    }
+    let (status, v) = post_json(&server.url("/admin/revoke"), Some(ADMIN), &json!({"subject": "bob"}));
+    assert_eq!((status, v["revoked"].as_u64()), (200, Some(5)));
+    // Revoked with no retention: gone at the next collection.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server.log().contains("removed=5") {
+        assert!(Instant::now() < deadline, "no gc within 20 s: {}", server.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, _) = post_form(
+        &server.url("/oauth/token"),
+        &format!("grant_type=refresh_token&client_id=spa&refresh_token={keep}"),
+    );
+    assert_eq!(status, 200, "the live family is untouched");
+    let (status, log, dir) = server.terminate();
+    assert!(status.success());
+    assert!(log.contains("database closed"), "{log}");
+    let check = rotoken(dir.path(), &["check"], "");
+    assert_eq!(
+        (check["ok"].as_bool(), check["families"].as_u64()),
+        (Some(true), Some(1))
+    );
+}
+
+#[test]
+fn bad_admin_tokens_are_throttled_per_peer() {
+    let server = Server::start_with(true);
+    let url = server.url("/admin/sessions");
+    let body = json!({"subject": "alice"});
+    // A success forgets earlier failures.
+    for _ in 0..9 {
+        assert_eq!(post_json(&url, Some("wrong-admin-token-000000"), &body).0, 401);
+    }
+    assert_eq!(post_json(&url, Some(ADMIN), &body).0, 200);
+    // Ten failures in a row lock this address out for the window (60 s):
+    // then even the right token is refused unchecked, so guesses made during
+    // the lockout are never tested.
+    for _ in 0..10 {
+        assert_eq!(post_json(&url, Some("wrong-admin-token-000000"), &body).0, 401);
+    }
+    let req = http::Request::post(&url)
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(body.to_string())
+        .unwrap();
+    let resp = agent().run(req).unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    let wait: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    // The OAuth endpoints are not affected.
+    let (status, v, _) = raw(&server.addr, &head("GET", "/healthz", None, 0), b"");
+    assert_eq!((status, v["status"].as_str()), (200, Some("ok")));
+    let (status, log, _dir) = server.terminate();
+    assert!(status.success());
+    assert!(log.contains("admin request throttled"));
+    assert!(!log.contains(ADMIN));
+}
+
 fn post_json(url: &str, bearer: Option<&str>, body: &Value) -> (u16, Value) {
     let mut req = http::Request::post(url).header("content-type", "application/json");
     if let Some(t) = bearer {

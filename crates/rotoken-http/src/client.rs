@@ -593,11 +593,15 @@ fn parse_basic(value: &[u8]) -> Result<Option<(String, Zeroizing<String>)>, crat
     Ok(Some((id, secret)))
 }
 
-/// Who may try again: failed client authentications per (peer, client id)
-/// within a window. Once `max_failures` is reached, authentication for that
-/// key is refused without being checked until the window ends.
+/// Who may try again: failed authentications per (peer, identity) within a
+/// window. Once `max_failures` is reached, authentication for that key is
+/// refused without being checked until the window ends, so guesses made
+/// during a lockout are never tested. [`OAuthServer`](crate::OAuthServer)
+/// uses one for client authentication; `rotoken serve` uses another for its
+/// admin token. Remembers at most 16,384 keys (expired ones, then the
+/// oldest, are forgotten first).
 #[derive(Debug)]
-pub(crate) struct Throttle {
+pub struct Throttle {
     max_failures: u32,
     window_ms: i64,
     entries: Mutex<HashMap<ThrottleKey, (u32, i64)>>,
@@ -610,7 +614,9 @@ type ThrottleKey = (Option<IpAddr>, String);
 const THROTTLE_CAPACITY: usize = 16_384;
 
 impl Throttle {
-    pub(crate) fn new(max_failures: u32, window: std::time::Duration) -> Self {
+    /// A throttle that locks a key out after `max_failures` failures within
+    /// `window` of its first failure, until that window ends.
+    pub fn new(max_failures: u32, window: std::time::Duration) -> Self {
         Self {
             max_failures: max_failures.max(1),
             window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX).max(1),
@@ -618,16 +624,17 @@ impl Throttle {
         }
     }
 
-    /// `Some(seconds to wait)` if the key is locked out.
-    pub(crate) fn locked(&self, peer: Option<IpAddr>, id: &str, now_ms: i64) -> Option<u64> {
+    /// `Some(seconds to wait)` if the key is locked out at `now_ms`
+    /// (milliseconds since the Unix epoch).
+    pub fn locked(&self, peer: Option<IpAddr>, id: &str, now_ms: i64) -> Option<u64> {
         let entries = self.entries.lock().ok()?;
         let &(failures, start) = entries.get(&(peer, id.to_owned()))?;
         let end = start.saturating_add(self.window_ms);
         (failures >= self.max_failures && now_ms < end).then(|| u64::try_from((end - now_ms + 999) / 1000).unwrap_or(1))
     }
 
-    /// Records a failure.
-    pub(crate) fn fail(&self, peer: Option<IpAddr>, id: &str, now_ms: i64) {
+    /// Records a failure of the key at `now_ms`.
+    pub fn fail(&self, peer: Option<IpAddr>, id: &str, now_ms: i64) {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
@@ -648,7 +655,7 @@ impl Throttle {
     }
 
     /// Forgets a key's failures after a success.
-    pub(crate) fn succeed(&self, peer: Option<IpAddr>, id: &str) {
+    pub fn succeed(&self, peer: Option<IpAddr>, id: &str) {
         if let Ok(mut entries) = self.entries.lock() {
             entries.remove(&(peer, id.to_owned()));
         }

@@ -72,7 +72,7 @@ mod service;
 
 pub use client::{
     ClientEntry, ClientRegistry, FileClients, MAX_CLIENT_ID_LEN, MAX_CLIENT_SECRET_LEN, MIN_CLIENT_SECRET_LEN,
-    MemoryClients, RegisteredClient, SecretHash, SecretHashError,
+    MemoryClients, RegisteredClient, SecretHash, SecretHashError, Throttle,
 };
 pub use dpop::{DPOP_ALGORITHMS, DpopError, MAX_PROOF_LEN, jwk_thumbprint};
 pub use error::{

@@ -10,16 +10,18 @@
 //! | `POST /admin/revoke` | exactly one of `{"subject"}`, `{"client_id"}`, `{"family_id"}`, `{"token"}` | `{"revoked": n}` |
 //! | `POST /admin/sessions` | `{"subject"}` | `{"sessions": [...]}` |
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::post;
 use rotoken::{FamilyId, RevokeTarget, Scope};
-use rotoken_http::{IssueRequest, OAuthServer, SecretHash};
+use rotoken_http::{IssueRequest, OAuthServer, SecretHash, Throttle};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -36,8 +38,26 @@ fn error(status: StatusCode, code: &str, description: &str) -> Response {
     )
 }
 
-/// The admin routes, behind the token check.
-pub(super) fn router(oauth: Arc<OAuthServer>, token: Option<Arc<SecretHash>>) -> Router {
+/// The identity under which failed admin authentications are counted.
+const THROTTLE_ID: &str = "admin";
+
+/// The admin token and the throttle of failed attempts against it.
+struct AdminAuth {
+    token: SecretHash,
+    throttle: Throttle,
+}
+
+/// The admin routes, behind the token check. Failed checks are throttled per
+/// peer address with the OAuth server's client-authentication limits
+/// (`auth_max_failures` within `auth_failure_window`).
+pub(super) fn router(oauth: Arc<OAuthServer>, token: Option<SecretHash>) -> Router {
+    let c = oauth.config();
+    let auth = token.map(|token| {
+        Arc::new(AdminAuth {
+            token,
+            throttle: Throttle::new(c.auth_max_failures, c.auth_failure_window),
+        })
+    });
     let issue_oauth = oauth.clone();
     let revoke_oauth = oauth.clone();
     Router::new()
@@ -45,18 +65,41 @@ pub(super) fn router(oauth: Arc<OAuthServer>, token: Option<Arc<SecretHash>>) ->
         .route("/revoke", post(move |r: Request| revoke(revoke_oauth.clone(), r)))
         .route("/sessions", post(move |r: Request| sessions(oauth.clone(), r)))
         .layer(axum::middleware::from_fn(move |r: Request, next: Next| {
-            authorize(token.clone(), r, next)
+            authorize(auth.clone(), r, next)
         }))
 }
 
-async fn authorize(token: Option<Arc<SecretHash>>, request: Request, next: Next) -> Response {
-    let Some(token) = token else {
+async fn authorize(auth: Option<Arc<AdminAuth>>, request: Request, next: Next) -> Response {
+    let Some(auth) = auth else {
         return error(
             StatusCode::NOT_FOUND,
             "admin_disabled",
             "the admin API is off; set ROTOKEN_ADMIN_TOKEN or admin.token_hash to enable it",
         );
     };
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| a.ip());
+    let now_ms = i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis()),
+    )
+    .unwrap_or(i64::MAX);
+    // Locked out: refused before the token is looked at, so a guess made
+    // during the lockout is never tested (the right token is refused too).
+    if let Some(wait) = auth.throttle.locked(peer, THROTTLE_ID, now_ms) {
+        tracing::warn!(?peer, "admin request throttled after repeated bad admin tokens");
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "too many bad admin tokens from this address; retry later",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait.max(1)));
+        return r;
+    }
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -64,7 +107,8 @@ async fn authorize(token: Option<Arc<SecretHash>>, request: Request, next: Next)
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim());
-    if !presented.is_some_and(|t| token.verify(t.as_bytes())) {
+    if !presented.is_some_and(|t| auth.token.verify(t.as_bytes())) {
+        auth.throttle.fail(peer, THROTTLE_ID, now_ms);
         tracing::info!("admin request refused: bad or missing admin token");
         let mut r = error(
             StatusCode::UNAUTHORIZED,
@@ -77,6 +121,7 @@ async fn authorize(token: Option<Arc<SecretHash>>, request: Request, next: Next)
         );
         return r;
     }
+    auth.throttle.succeed(peer, THROTTLE_ID);
     next.run(request).await
 }
 

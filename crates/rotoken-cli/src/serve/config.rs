@@ -61,6 +61,8 @@ struct FileConfig {
     max_connections: Option<usize>,
     shutdown_timeout_secs: Option<u64>,
     log_format: Option<LogFormat>,
+    gc_interval_secs: Option<u64>,
+    cache_mb: Option<u64>,
     #[serde(default)]
     policy: PolicyConfig,
     #[serde(default)]
@@ -113,6 +115,10 @@ pub(crate) struct Settings {
     pub(crate) policy: Policy,
     pub(crate) admin_token: Option<SecretHash>,
     pub(crate) log_format: LogFormat,
+    /// Time between garbage collections; `None`: off.
+    pub(crate) gc_interval: Option<Duration>,
+    /// redb's page cache; `None`: redb's default.
+    pub(crate) cache_bytes: Option<usize>,
     /// The config file read, if any.
     pub(crate) config_file: Option<PathBuf>,
 }
@@ -235,6 +241,16 @@ pub(crate) fn resolve(g: &Global, a: &ServeArgs, env: &dyn Fn(&str) -> Option<St
         return Err(invalid("access_token_secs must be between 1 and 86400"));
     }
     let limits = limits(a, &file)?;
+    let gc_interval = match a.gc_interval_secs.or(file.gc_interval_secs).unwrap_or(60) {
+        0 => None,
+        secs @ 1..=86_400 => Some(Duration::from_secs(secs)),
+        _ => return Err(invalid("gc_interval_secs must be between 0 (off) and 86400")),
+    };
+    let cache_bytes = match a.cache_mb.or(file.cache_mb) {
+        None => None,
+        Some(mb @ 1..=1_048_576) => Some(usize::try_from(mb << 20).map_err(|_| invalid("cache_mb is too large"))?),
+        Some(_) => return Err(invalid("cache_mb must be between 1 and 1048576")),
+    };
     let issuer = a.issuer.clone().or(file.issuer);
     if let Some(i) = &issuer {
         let ok = (i.starts_with("https://") || i.starts_with("http://")) && !i.contains(['?', '#']);
@@ -273,6 +289,8 @@ pub(crate) fn resolve(g: &Global, a: &ServeArgs, env: &dyn Fn(&str) -> Option<St
         policy,
         admin_token,
         log_format: a.log_format.or(file.log_format).unwrap_or_default(),
+        gc_interval,
+        cache_bytes,
         config_file,
     })
 }
