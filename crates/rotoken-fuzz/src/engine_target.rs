@@ -4,9 +4,9 @@
 //! reference model, comparing every answer and checking the invariants
 //! after each step.
 //!
-//! The model follows `crates/rotoken/tests/model.rs` (and the state table
-//! in `docs/design.md`), adding confirmation-key binding and concurrent
-//! rotations of one token.
+//! The model is the one `crates/rotoken/tests/model.rs` uses, included from
+//! `crates/rotoken/tests/support/reference.rs` (one copy for both); this
+//! target adds confirmation-key binding and concurrent rotations of one token.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -15,12 +15,17 @@ use arbitrary::Arbitrary;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rotoken::{
-    Engine, EventKind, ExpiryKind, FamilyId, GcReport, Introspection, ManualClock, RevokeError, RevokeReason,
-    RevokeTarget, RotateError, RotateRequest, Rotated, Scope,
+    Engine, Introspection, ManualClock, RevokeError, RevokeReason, RevokeTarget, RotateError, RotateRequest, Rotated,
+    Scope,
 };
 
 use crate::backend::SharedMemory;
-use crate::fixture::{self, ABSOLUTE, EVENT_RETENTION, GRACE, IDLE, MAX_GENERATIONS, REVOKED_RETENTION, T0};
+use crate::fixture::{self, ABSOLUTE, EVENT_RETENTION, GRACE, IDLE, T0};
+
+#[path = "../../rotoken/tests/support/reference.rs"]
+mod reference;
+
+use reference::{Answer, Expect, JKT, Model, answer, claims, client, millis, session_rows, subject};
 
 /// At most this many operations of an input are applied.
 pub const MAX_OPS: usize = 64;
@@ -28,8 +33,6 @@ pub const MAX_OPS: usize = 64;
 pub const MAX_FAMILIES: usize = 12;
 const SUBJECTS: u8 = 3;
 const CLIENTS: u8 = 3;
-/// The confirmation key thumbprint bound to families issued with `bound`.
-const JKT: &str = "jkt-good";
 
 /// The scope a rotation asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Arbitrary)]
@@ -315,236 +318,6 @@ impl Op {
     }
 }
 
-fn subject(i: usize) -> String {
-    format!("user-{i}")
-}
-
-fn client(i: usize) -> String {
-    format!("client-{i}")
-}
-
-/// A rotation's answer, reduced to what the model predicts.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Answer {
-    Ok {
-        generation: u32,
-        retried: bool,
-        expires_at: i64,
-        scope: String,
-        subject: String,
-        client: String,
-    },
-    InvalidToken,
-    Malformed,
-    Unknown,
-    Revoked(u8),
-    ClientMismatch,
-    ConfirmationMismatch,
-    Expired(bool),
-    ReuseDetected(FamilyId),
-    ScopeWidened,
-    TooManyGenerations,
-    Other(String),
-}
-
-fn millis(t: time::OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
-
-fn answer(r: &Result<Rotated, RotateError>) -> Answer {
-    match r {
-        Ok(r) => Answer::Ok {
-            generation: r.generation,
-            retried: r.retried,
-            expires_at: millis(r.expires_at),
-            scope: r.scope.to_string(),
-            subject: r.grant.subject.clone(),
-            client: r.grant.client_id.clone(),
-        },
-        Err(RotateError::InvalidToken) => Answer::InvalidToken,
-        Err(RotateError::Malformed(_)) => Answer::Malformed,
-        Err(RotateError::Unknown) => Answer::Unknown,
-        Err(RotateError::Revoked(r)) => Answer::Revoked(*r as u8),
-        Err(RotateError::ClientMismatch) => Answer::ClientMismatch,
-        Err(RotateError::ConfirmationMismatch) => Answer::ConfirmationMismatch,
-        Err(RotateError::Expired { kind }) => Answer::Expired(*kind == ExpiryKind::Absolute),
-        Err(RotateError::ReuseDetected { family }) => Answer::ReuseDetected(*family),
-        Err(RotateError::ScopeWidened) => Answer::ScopeWidened,
-        Err(RotateError::TooManyGenerations) => Answer::TooManyGenerations,
-        Err(e) => Answer::Other(format!("{e:?}")),
-    }
-}
-
-#[derive(Debug)]
-struct MFamily {
-    id: FamilyId,
-    subject: usize,
-    client: usize,
-    bound: bool,
-    /// `tokens[g]` is generation `g`'s token; the last is current.
-    tokens: Vec<String>,
-    revoked: Option<RevokeReason>,
-    removed: bool,
-    created_at: i64,
-    rotated_at: i64,
-    expires_at: i64,
-    gc_at: i64,
-}
-
-impl MFamily {
-    fn generation(&self) -> u32 {
-        u32::try_from(self.tokens.len() - 1).unwrap_or(u32::MAX)
-    }
-
-    fn deadline(&self) -> i64 {
-        self.expires_at.min(self.rotated_at + IDLE)
-    }
-
-    fn expiry(&self, now: i64) -> Option<bool> {
-        if now >= self.expires_at {
-            Some(true)
-        } else if now >= self.rotated_at + IDLE {
-            Some(false)
-        } else {
-            None
-        }
-    }
-
-    fn live(&self, g: usize, now: i64) -> bool {
-        !self.removed && self.revoked.is_none() && g + 1 == self.tokens.len() && self.expiry(now).is_none()
-    }
-
-    fn confirmation(&self) -> Option<&'static str> {
-        self.bound.then_some(JKT)
-    }
-}
-
-/// What the model expects from one presentation.
-enum Expect {
-    Rotate,
-    Grace,
-    Fail(Answer),
-}
-
-/// The reference model: the documented rules, written plainly.
-#[derive(Debug, Default)]
-struct Model {
-    fams: Vec<MFamily>,
-    events: Vec<(u64, i64, FamilyId, EventKind)>,
-    next_seq: u64,
-}
-
-impl Model {
-    fn revoke(&mut self, i: usize, reason: RevokeReason, kind: EventKind, now: i64) {
-        let f = &mut self.fams[i];
-        f.revoked = Some(reason);
-        f.gc_at = now + REVOKED_RETENTION;
-        self.next_seq += 1;
-        self.events.push((self.next_seq, now, f.id, kind));
-    }
-
-    /// Predicts presenting family `i`'s generation-`p` token; applies any revocation.
-    fn rotate(
-        &mut self,
-        i: usize,
-        p: u32,
-        client: usize,
-        confirmation: Option<&str>,
-        scope: ScopeReq,
-        now: i64,
-    ) -> Expect {
-        let f = &self.fams[i];
-        if f.removed {
-            return Expect::Fail(Answer::Unknown);
-        }
-        if let Some(r) = f.revoked {
-            return Expect::Fail(Answer::Revoked(r as u8));
-        }
-        if client != f.client {
-            return Expect::Fail(Answer::ClientMismatch);
-        }
-        if f.bound && confirmation != Some(JKT) {
-            return Expect::Fail(Answer::ConfirmationMismatch);
-        }
-        if let Some(absolute) = f.expiry(now) {
-            return Expect::Fail(Answer::Expired(absolute));
-        }
-        let g = f.generation();
-        let graceable = g > 0 && p == g - 1 && now < f.rotated_at + GRACE;
-        if p != g && !graceable {
-            let id = f.id;
-            let kind = EventKind::ReuseDetected {
-                presented: p,
-                current: g,
-            };
-            self.revoke(i, RevokeReason::ReuseDetected, kind, now);
-            return Expect::Fail(Answer::ReuseDetected(id));
-        }
-        if scope == ScopeReq::Wide {
-            return Expect::Fail(Answer::ScopeWidened);
-        }
-        if graceable {
-            return Expect::Grace;
-        }
-        if g + 1 >= MAX_GENERATIONS {
-            return Expect::Fail(Answer::TooManyGenerations);
-        }
-        Expect::Rotate
-    }
-
-    fn indexed(&self, pick: impl Fn(&MFamily) -> bool) -> Vec<usize> {
-        let mut v: Vec<usize> = (0..self.fams.len())
-            .filter(|&i| !self.fams[i].removed && pick(&self.fams[i]))
-            .collect();
-        v.sort_by_key(|&i| *self.fams[i].id.as_bytes());
-        v
-    }
-
-    fn revoke_all(&mut self, list: &[usize], reason: RevokeReason, now: i64) -> usize {
-        let mut n = 0;
-        for &i in list {
-            if !self.fams[i].removed && self.fams[i].revoked.is_none() {
-                self.revoke(i, reason, EventKind::Revoked(reason), now);
-                n += 1;
-            }
-        }
-        n
-    }
-
-    fn gc(&mut self, limit: usize, now: i64) -> GcReport {
-        let mut due: Vec<usize> = (0..self.fams.len())
-            .filter(|&i| !self.fams[i].removed && self.fams[i].gc_at <= now)
-            .collect();
-        due.sort_by_key(|&i| (self.fams[i].gc_at, *self.fams[i].id.as_bytes()));
-        let mut report = GcReport::default();
-        report.more = due.len() > limit;
-        for &i in due.iter().take(limit) {
-            let f = &mut self.fams[i];
-            if f.revoked.is_some() || f.expiry(now).is_some() {
-                f.removed = true;
-                if f.revoked.is_none() {
-                    let id = f.id;
-                    self.next_seq += 1;
-                    self.events.push((self.next_seq, now, id, EventKind::Expired));
-                }
-                report.removed += 1;
-            } else {
-                f.gc_at = f.deadline();
-                report.rescheduled += 1;
-            }
-        }
-        let cutoff = now - EVENT_RETENTION;
-        let old = self.events.iter().take_while(|e| e.1 < cutoff).count();
-        if old > limit {
-            report.more = true;
-        }
-        let n = old.min(limit);
-        self.events.drain(..n);
-        report.events_removed = n;
-        report
-    }
-}
-
 /// The CRC-32 (ISO-HDLC) of the token format.
 fn crc32(parts: &[&[u8]]) -> u32 {
     let mut crc = !0u32;
@@ -599,7 +372,7 @@ impl World {
             mem,
             clock,
             engine,
-            model: Model::default(),
+            model: Model::new(&fixture::policy()),
             seen: HashSet::new(),
         }
     }
@@ -621,27 +394,6 @@ impl World {
 
     fn pick(&self, fam: u8) -> Option<usize> {
         (!self.model.fams.is_empty()).then(|| usize::from(fam) % self.model.fams.len())
-    }
-
-    /// The answer the model predicts for a successful rotation or grace.
-    fn ok_answer(&self, i: usize, retried: bool, scope: ScopeReq, now: i64) -> Answer {
-        let f = &self.model.fams[i];
-        let (generation, expires_at) = if retried {
-            (f.generation(), f.deadline())
-        } else {
-            (f.generation() + 1, f.expires_at.min(now + IDLE))
-        };
-        Answer::Ok {
-            generation,
-            retried,
-            expires_at,
-            scope: match scope {
-                ScopeReq::Narrow => "openid".to_owned(),
-                _ => "offline_access openid profile".to_owned(),
-            },
-            subject: subject(f.subject),
-            client: client(f.client),
-        }
     }
 
     /// Presents family `i`'s generation-`p` token `n` times at once and
@@ -667,21 +419,22 @@ impl World {
         let mut want = Vec::new();
         let mut minted: Option<usize> = None;
         for k in 0..n {
-            match self.model.rotate(i, p, client_ix, confirmation, scope, now) {
+            let widen = scope == ScopeReq::Wide;
+            match self.model.rotate(i, p, client_ix, confirmation, widen, now) {
                 Expect::Fail(a) => want.push(a),
-                Expect::Grace => want.push(self.ok_answer(i, true, scope, now)),
+                Expect::Grace => want.push(self.model.ok_answer(i, true, request.scope.as_ref(), now)),
                 Expect::Rotate => {
-                    want.push(self.ok_answer(i, false, scope, now));
+                    want.push(self.model.ok_answer(i, false, request.scope.as_ref(), now));
                     minted = Some(k);
                     // Stand-in until the engine's token is known.
-                    self.model.fams[i].tokens.push(String::new());
-                    self.model.fams[i].rotated_at = now;
+                    self.model.rotated(i, String::new(), now);
                 }
             }
         }
+        // Compared as multisets: both sides in one (any) fixed order.
         let mut got_answers: Vec<Answer> = got.iter().map(answer).collect();
-        got_answers.sort();
-        want.sort();
+        got_answers.sort_by_cached_key(|a| format!("{a:?}"));
+        want.sort_by_cached_key(|a| format!("{a:?}"));
         assert_eq!(
             got_answers, want,
             "presenting generation {p} of family {i} {n} time(s) (client {client_ix}, {scope:?})"
@@ -735,26 +488,18 @@ impl World {
                 }
                 let issued = self.engine().issue(&g).unwrap_or_else(|e| panic!("issue: {e}"));
                 assert_eq!(issued.generation, 0);
-                assert_eq!(millis(issued.expires_at), now + IDLE.min(ABSOLUTE), "issued expiry");
+                assert_eq!(
+                    millis(issued.expires_at),
+                    self.model.issued_expiry(now),
+                    "issued expiry"
+                );
                 let token = issued.refresh_token.expose().to_owned();
                 assert!(self.seen.insert(token.clone()), "issue returned a token seen before");
                 assert!(
                     self.model.fams.iter().all(|f| f.id != issued.family),
                     "family id reused"
                 );
-                self.model.fams.push(MFamily {
-                    id: issued.family,
-                    subject: s,
-                    client: c,
-                    bound,
-                    tokens: vec![token],
-                    revoked: None,
-                    removed: false,
-                    created_at: now,
-                    rotated_at: now,
-                    expires_at: now + ABSOLUTE,
-                    gc_at: now + IDLE.min(ABSOLUTE),
-                });
+                self.model.issue(issued.family, s, c, bound, token, now);
             }
             Op::RotateCurrent { fam, scope } => {
                 if let Some(i) = self.pick(fam) {
@@ -887,13 +632,7 @@ impl World {
         let live = f.live(g, now);
         assert_eq!(got.active, live, "introspect generation {g} of family {i}");
         if live {
-            assert_eq!(got.generation, Some(f.generation()));
-            assert_eq!(got.family, Some(f.id));
-            assert_eq!(got.sub, Some(subject(f.subject)));
-            assert_eq!(got.client_id, Some(client(f.client)));
-            assert_eq!(got.cnf_jkt.as_deref(), f.confirmation());
-            assert_eq!(got.exp, Some(f.deadline().div_euclid(1000)));
-            assert_eq!(got.iat, Some(f.rotated_at.div_euclid(1000)));
+            assert_eq!(claims(&got), f.claims(), "introspect generation {g} of family {i}");
         } else {
             assert_eq!(got, Introspection::default(), "inactive answers are empty");
         }
@@ -902,43 +641,12 @@ impl World {
 
     fn sessions(&self, s: usize) {
         let now = self.now();
-        let mut got: Vec<_> = self
-            .engine()
-            .sessions(&subject(s))
-            .unwrap_or_else(|e| panic!("sessions: {e}"))
-            .into_iter()
-            .map(|x| {
-                (
-                    x.family,
-                    x.client_id,
-                    x.generation,
-                    x.active,
-                    x.revoked,
-                    millis(x.created_at),
-                    millis(x.rotated_at),
-                    millis(x.expires_at),
-                )
-            })
-            .collect();
-        got.sort_by_key(|x| *x.0.as_bytes());
-        let want: Vec<_> = self
-            .model
-            .indexed(|f| f.subject == s)
-            .into_iter()
-            .map(|i| {
-                let f = &self.model.fams[i];
-                (
-                    f.id,
-                    client(f.client),
-                    f.generation(),
-                    f.revoked.is_none() && f.expiry(now).is_none(),
-                    f.revoked,
-                    f.created_at,
-                    f.rotated_at,
-                    f.deadline(),
-                )
-            })
-            .collect();
+        let got = session_rows(
+            self.engine()
+                .sessions(&subject(s))
+                .unwrap_or_else(|e| panic!("sessions: {e}")),
+        );
+        let want = self.model.sessions(s, now);
         assert_eq!(got, want, "sessions of {}", subject(s));
     }
 
@@ -950,13 +658,7 @@ impl World {
         let engine = self.engine();
         let report = engine.check().unwrap_or_else(|e| panic!("check: {e}"));
         assert!(report.is_ok(), "check found problems: {:?}", report.problems);
-        let present = self.model.fams.iter().filter(|f| !f.removed).count();
-        let active = self
-            .model
-            .fams
-            .iter()
-            .filter(|f| !f.removed && f.revoked.is_none())
-            .count();
+        let (present, active) = (self.model.present(), self.model.not_revoked());
         assert_eq!(report.families, present, "families stored");
         assert_eq!(report.active, active, "families not revoked");
         let events = engine.events(0, usize::MAX).unwrap_or_else(|e| panic!("events: {e}"));

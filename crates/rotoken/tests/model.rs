@@ -2,7 +2,8 @@
 //!
 //! Random sequences of operations are applied both to the real [`Engine`]
 //! (over a file, so `Reopen` drops and reopens it) and to a plain in-memory
-//! reference model written here from the documented rules. Every answer is
+//! reference model (`support/reference.rs`, shared with the `engine_ops` fuzz
+//! target) written from the documented rules. Every answer is
 //! compared, and after every step the invariants are checked: at most one
 //! live token per family among all tokens ever issued, the engine's own
 //! integrity check passes, the event log matches the model's.
@@ -12,16 +13,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "support/reference.rs"]
+mod reference;
 
 use std::collections::HashSet;
 
 use common::{HOUR, Harness, MINUTE, SECOND, forge, grant, ms, scope, small_policy};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use rotoken::{
-    Engine, EventKind, ExpiryKind, FamilyId, GcReport, RevokeError, RevokeReason, RevokeTarget, RotateError,
-    RotateRequest, Rotated,
-};
+use reference::{Answer, Expect, Model, answer, claims, client, session_rows, subject};
+use rotoken::{Engine, RevokeError, RevokeReason, RevokeTarget, RotateRequest};
 
 const SUBJECTS: usize = 3;
 const CLIENTS: usize = 3;
@@ -30,16 +31,7 @@ const MAX_GENERATIONS: u32 = 5;
 const GRACE: i64 = 30 * SECOND;
 const IDLE: i64 = HOUR;
 const ABSOLUTE: i64 = 3 * HOUR;
-const REVOKED_RETENTION: i64 = 2 * HOUR;
 const EVENT_RETENTION: i64 = 4 * HOUR;
-
-fn subject(i: usize) -> String {
-    format!("user-{i}")
-}
-
-fn client(i: usize) -> String {
-    format!("client-{i}")
-}
 
 /// The scope a rotation asks for.
 #[derive(Debug, Clone, Copy)]
@@ -193,228 +185,6 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// A rotation's answer, reduced to what the model predicts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Answer {
-    Ok {
-        generation: u32,
-        retried: bool,
-        expires_at: i64,
-        scope: String,
-        subject: String,
-        client: String,
-    },
-    InvalidToken,
-    Unknown,
-    Revoked(RevokeReason),
-    ClientMismatch,
-    Expired(ExpiryKind),
-    ReuseDetected(FamilyId),
-    ScopeWidened,
-    TooManyGenerations,
-    Other(String),
-}
-
-fn answer(r: &Result<Rotated, RotateError>) -> Answer {
-    match r {
-        Ok(r) => Answer::Ok {
-            generation: r.generation,
-            retried: r.retried,
-            expires_at: ms(r.expires_at),
-            scope: r.scope.to_string(),
-            subject: r.grant.subject.clone(),
-            client: r.grant.client_id.clone(),
-        },
-        Err(RotateError::InvalidToken) => Answer::InvalidToken,
-        Err(RotateError::Unknown) => Answer::Unknown,
-        Err(RotateError::Revoked(r)) => Answer::Revoked(*r),
-        Err(RotateError::ClientMismatch) => Answer::ClientMismatch,
-        Err(RotateError::Expired { kind }) => Answer::Expired(*kind),
-        Err(RotateError::ReuseDetected { family }) => Answer::ReuseDetected(*family),
-        Err(RotateError::ScopeWidened) => Answer::ScopeWidened,
-        Err(RotateError::TooManyGenerations) => Answer::TooManyGenerations,
-        Err(e) => Answer::Other(format!("{e:?}")),
-    }
-}
-
-/// One family in the model.
-#[derive(Debug)]
-struct MFamily {
-    id: FamilyId,
-    subject: usize,
-    client: usize,
-    /// `tokens[g]` is the token of generation `g`; the last is the current one.
-    tokens: Vec<String>,
-    revoked: Option<RevokeReason>,
-    /// Removed by gc: its tokens are unknown from then on.
-    removed: bool,
-    created_at: i64,
-    /// When the current token was minted.
-    rotated_at: i64,
-    /// Absolute expiry; never moves.
-    expires_at: i64,
-    /// When gc next looks at the family.
-    gc_at: i64,
-}
-
-impl MFamily {
-    fn generation(&self) -> u32 {
-        u32::try_from(self.tokens.len() - 1).unwrap()
-    }
-
-    fn deadline(&self) -> i64 {
-        self.expires_at.min(self.rotated_at + IDLE)
-    }
-
-    fn expiry(&self, now: i64) -> Option<ExpiryKind> {
-        if now >= self.expires_at {
-            Some(ExpiryKind::Absolute)
-        } else if now >= self.rotated_at + IDLE {
-            Some(ExpiryKind::Idle)
-        } else {
-            None
-        }
-    }
-
-    /// True if the token of generation `g` should introspect as active.
-    fn live(&self, g: u32, now: i64) -> bool {
-        !self.removed && self.revoked.is_none() && g == self.generation() && self.expiry(now).is_none()
-    }
-}
-
-/// The reference model: what the rules in the design brief and the API
-/// docs say the engine must answer.
-#[derive(Debug, Default)]
-struct Model {
-    fams: Vec<MFamily>,
-    /// The event log: sequence number, time, family, kind; in commit order.
-    events: Vec<(u64, i64, FamilyId, EventKind)>,
-    /// The next event's sequence number: never reused, even after gc.
-    next_seq: u64,
-}
-
-/// What the model expects from a rotation.
-enum Expect {
-    /// A new generation is minted.
-    Rotate { expires_at: i64 },
-    /// The successor already minted is returned again.
-    Grace { token: String, expires_at: i64 },
-    /// An error.
-    Fail(Answer),
-}
-
-impl Model {
-    fn revoke(&mut self, i: usize, reason: RevokeReason, kind: EventKind, now: i64) {
-        let f = &mut self.fams[i];
-        f.revoked = Some(reason);
-        f.gc_at = now + REVOKED_RETENTION;
-        self.next_seq += 1;
-        self.events.push((self.next_seq, now, f.id, kind));
-    }
-
-    /// Predicts the rotation of family `i`'s generation-`p` token by `client`,
-    /// applying any state change (reuse revokes) to the model.
-    fn rotate(&mut self, i: usize, p: u32, client: usize, scope: ScopeReq, now: i64) -> Expect {
-        let f = &self.fams[i];
-        if f.removed {
-            return Expect::Fail(Answer::Unknown);
-        }
-        if let Some(r) = f.revoked {
-            return Expect::Fail(Answer::Revoked(r));
-        }
-        if client != f.client {
-            return Expect::Fail(Answer::ClientMismatch);
-        }
-        if let Some(kind) = f.expiry(now) {
-            return Expect::Fail(Answer::Expired(kind));
-        }
-        let g = f.generation();
-        let graceable = g > 0 && p == g - 1 && now < f.rotated_at + GRACE;
-        if p != g && !graceable {
-            let id = f.id;
-            self.revoke(
-                i,
-                RevokeReason::ReuseDetected,
-                EventKind::ReuseDetected {
-                    presented: p,
-                    current: g,
-                },
-                now,
-            );
-            return Expect::Fail(Answer::ReuseDetected(id));
-        }
-        if matches!(scope, ScopeReq::Wide) {
-            return Expect::Fail(Answer::ScopeWidened);
-        }
-        if graceable {
-            return Expect::Grace {
-                token: f.tokens[g as usize].clone(),
-                expires_at: f.deadline(),
-            };
-        }
-        if g + 1 >= MAX_GENERATIONS {
-            return Expect::Fail(Answer::TooManyGenerations);
-        }
-        Expect::Rotate {
-            expires_at: f.expires_at.min(now + IDLE),
-        }
-    }
-
-    /// Families a revoke-by-index would find, in index (family id) order.
-    fn indexed(&self, pick: impl Fn(&MFamily) -> bool) -> Vec<usize> {
-        let mut v: Vec<usize> = (0..self.fams.len())
-            .filter(|&i| !self.fams[i].removed && pick(&self.fams[i]))
-            .collect();
-        v.sort_by_key(|&i| *self.fams[i].id.as_bytes());
-        v
-    }
-
-    /// Revokes the listed families that are still active; returns how many.
-    fn revoke_all(&mut self, list: &[usize], reason: RevokeReason, now: i64) -> usize {
-        let mut n = 0;
-        for &i in list {
-            if !self.fams[i].removed && self.fams[i].revoked.is_none() {
-                self.revoke(i, reason, EventKind::Revoked(reason), now);
-                n += 1;
-            }
-        }
-        n
-    }
-
-    fn gc(&mut self, limit: usize, now: i64) -> GcReport {
-        let mut due: Vec<usize> = (0..self.fams.len())
-            .filter(|&i| !self.fams[i].removed && self.fams[i].gc_at <= now)
-            .collect();
-        due.sort_by_key(|&i| (self.fams[i].gc_at, *self.fams[i].id.as_bytes()));
-        let mut report = GcReport::default();
-        report.more = due.len() > limit;
-        for &i in due.iter().take(limit) {
-            let f = &mut self.fams[i];
-            if f.revoked.is_some() || f.expiry(now).is_some() {
-                f.removed = true;
-                if f.revoked.is_none() {
-                    let id = f.id;
-                    self.next_seq += 1;
-                    self.events.push((self.next_seq, now, id, EventKind::Expired));
-                }
-                report.removed += 1;
-            } else {
-                f.gc_at = f.deadline();
-                report.rescheduled += 1;
-            }
-        }
-        let cutoff = now - EVENT_RETENTION;
-        let old = self.events.iter().take_while(|e| e.1 < cutoff).count();
-        if old > limit {
-            report.more = true;
-        }
-        let n = old.min(limit);
-        self.events.drain(..n);
-        report.events_removed = n;
-        report
-    }
-}
-
 /// The system under test plus its model.
 struct World {
     h: Harness,
@@ -433,12 +203,13 @@ impl World {
             policy.durability = rotoken::Durability::Relaxed;
             policy.relaxed_flush_every = 3;
         }
+        let model = Model::new(&policy);
         let h = Harness::new(policy);
         let engine = Some(h.open());
         Self {
             h,
             engine,
-            model: Model::default(),
+            model,
             seen: HashSet::new(),
         }
     }
@@ -456,40 +227,30 @@ impl World {
     fn rotate(&mut self, i: usize, p: u32, client_ix: usize, scope: ScopeReq) -> Result<(), TestCaseError> {
         let now = self.h.now();
         let token = self.model.fams[i].tokens[p as usize].clone();
-        let (subj, cli) = (self.model.fams[i].subject, self.model.fams[i].client);
-        let got = self.engine().rotate(&token, &scope.request(&client(client_ix)));
-        let expect = self.model.rotate(i, p, client_ix, scope, now);
-        let ok = |generation, retried, expires_at| Answer::Ok {
-            generation,
-            retried,
-            expires_at,
-            scope: match scope {
-                ScopeReq::Narrow => "openid".to_owned(),
-                _ => "offline_access openid profile".to_owned(),
-            },
-            subject: subject(subj),
-            client: client(cli),
-        };
-        let g = self.model.fams[i].generation();
+        let request = scope.request(&client(client_ix));
+        let got = self.engine().rotate(&token, &request);
+        let expect = self
+            .model
+            .rotate(i, p, client_ix, None, matches!(scope, ScopeReq::Wide), now);
+        let ok = |retried| self.model.ok_answer(i, retried, request.scope.as_ref(), now);
         match expect {
             Expect::Fail(want) => prop_assert_eq!(answer(&got), want, "rotate gen {} of family {}", p, i),
-            Expect::Grace { token, expires_at } => {
-                prop_assert_eq!(answer(&got), ok(g, true, expires_at), "grace retry of family {}", i);
+            Expect::Grace => {
+                prop_assert_eq!(answer(&got), ok(true), "grace retry of family {}", i);
                 let returned = got.unwrap().refresh_token;
                 prop_assert_eq!(
-                    returned.expose(),
-                    token.as_str(),
+                    Some(returned.expose()),
+                    self.model.fams[i].tokens.last().map(String::as_str),
                     "a grace retry must return the successor already minted"
                 );
             }
-            Expect::Rotate { expires_at } => {
-                prop_assert_eq!(answer(&got), ok(g + 1, false, expires_at), "rotation of family {}", i);
+            Expect::Rotate => {
+                prop_assert_eq!(answer(&got), ok(false), "rotation of family {}", i);
                 let new = got.unwrap().refresh_token.expose().to_owned();
                 prop_assert!(self.seen.insert(new.clone()), "a rotation returned a token seen before");
+                let g = self.model.fams[i].generation();
                 prop_assert_eq!(common::generation_of(&new), g + 1, "generation inside the token");
-                let f = &mut self.model.fams[i];
-                f.tokens.push(new);
-                f.rotated_at = now;
+                self.model.rotated(i, new, now);
             }
         }
         Ok(())
@@ -501,25 +262,14 @@ impl World {
             Op::Issue { subject: s, client: c } => {
                 let issued = self.engine().issue(&grant(&subject(*s), &client(*c))).unwrap();
                 prop_assert_eq!(issued.generation, 0, "issue");
-                prop_assert_eq!(ms(issued.expires_at), now + IDLE.min(ABSOLUTE), "issued expiry");
+                prop_assert_eq!(ms(issued.expires_at), self.model.issued_expiry(now), "issued expiry");
                 let token = issued.refresh_token.expose().to_owned();
                 prop_assert!(self.seen.insert(token.clone()), "issue returned a token seen before");
                 prop_assert!(
                     self.model.fams.iter().all(|f| f.id != issued.family),
                     "family id reused"
                 );
-                self.model.fams.push(MFamily {
-                    id: issued.family,
-                    subject: *s,
-                    client: *c,
-                    tokens: vec![token],
-                    revoked: None,
-                    removed: false,
-                    created_at: now,
-                    rotated_at: now,
-                    expires_at: now + ABSOLUTE,
-                    gc_at: now + IDLE.min(ABSOLUTE),
-                });
+                self.model.issue(issued.family, *s, *c, false, token, now);
             }
             Op::RotateCurrent { fam, scope } => {
                 if let Some(i) = self.pick(fam) {
@@ -627,59 +377,18 @@ impl World {
                     let f = &self.model.fams[i];
                     let g = generation.of(f.tokens.len());
                     let got = self.engine().introspect(&f.tokens[g]).unwrap();
-                    let live = f.live(u32::try_from(g).unwrap(), now);
+                    let live = f.live(g, now);
                     prop_assert_eq!(got.active, live, "introspect gen {} of family {}", g, i);
                     if live {
-                        prop_assert_eq!(got.generation, Some(f.generation()), "introspect generation");
-                        prop_assert_eq!(got.family, Some(f.id), "introspect family");
-                        prop_assert_eq!(got.sub, Some(subject(f.subject)), "introspect sub");
-                        prop_assert_eq!(got.client_id, Some(client(f.client)), "introspect client");
-                        prop_assert_eq!(got.exp, Some(f.deadline().div_euclid(1000)), "introspect exp");
-                        prop_assert_eq!(got.iat, Some(f.rotated_at.div_euclid(1000)), "introspect iat");
+                        prop_assert_eq!(claims(&got), f.claims(), "introspect gen {} of family {}", g, i);
                     } else {
                         prop_assert_eq!(got, rotoken::Introspection::default(), "inactive answers are empty");
                     }
                 }
             }
             Op::Sessions { subject: s } => {
-                let mut got: Vec<_> = self
-                    .engine()
-                    .sessions(&subject(*s))
-                    .unwrap()
-                    .into_iter()
-                    .map(|x| {
-                        (
-                            x.family,
-                            x.client_id,
-                            x.generation,
-                            x.active,
-                            x.revoked,
-                            ms(x.created_at),
-                            ms(x.rotated_at),
-                            ms(x.expires_at),
-                        )
-                    })
-                    .collect();
-                got.sort_by_key(|x| *x.0.as_bytes());
-                let want: Vec<_> = self
-                    .model
-                    .indexed(|f| f.subject == *s)
-                    .into_iter()
-                    .map(|i| {
-                        let f = &self.model.fams[i];
-                        (
-                            f.id,
-                            client(f.client),
-                            f.generation(),
-                            f.revoked.is_none() && f.expiry(now).is_none(),
-                            f.revoked,
-                            f.created_at,
-                            f.rotated_at,
-                            f.deadline(),
-                        )
-                    })
-                    .collect();
-                prop_assert_eq!(got, want, "sessions of {}", subject(*s));
+                let got = session_rows(self.engine().sessions(&subject(*s)).unwrap());
+                prop_assert_eq!(got, self.model.sessions(*s, now), "sessions of {}", subject(*s));
             }
             Op::Advance { ms } => self.h.advance_ms(*ms),
             Op::Gc { limit } => {
@@ -701,13 +410,7 @@ impl World {
         let engine = self.engine();
         let report = engine.check().unwrap();
         prop_assert!(report.is_ok(), "check found problems: {:?}", report.problems);
-        let present = self.model.fams.iter().filter(|f| !f.removed).count();
-        let not_revoked = self
-            .model
-            .fams
-            .iter()
-            .filter(|f| !f.removed && f.revoked.is_none())
-            .count();
+        let (present, not_revoked) = (self.model.present(), self.model.not_revoked());
         prop_assert_eq!(report.families, present, "families stored");
         prop_assert_eq!(report.active, not_revoked, "families not revoked");
         prop_assert_eq!(
@@ -719,13 +422,7 @@ impl World {
             let mut live = 0;
             for (g, t) in f.tokens.iter().enumerate() {
                 let active = engine.introspect(t).unwrap().active;
-                prop_assert_eq!(
-                    active,
-                    f.live(u32::try_from(g).unwrap(), now),
-                    "liveness of gen {} of family {}",
-                    g,
-                    i
-                );
+                prop_assert_eq!(active, f.live(g, now), "liveness of gen {} of family {}", g, i);
                 live += usize::from(active);
             }
             prop_assert!(live <= 1, "family {} has {} live tokens", i, live);
