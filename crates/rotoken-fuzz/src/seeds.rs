@@ -242,6 +242,52 @@ fn record_seeds(out: &mut Vec<Seed>) {
     add("grant-empty", 3, &[]);
 }
 
+/// An issue of a family of `subject` and `client`, not bound to a key.
+const fn issue(subject: u8, client: u8) -> Op {
+    Op::Issue {
+        subject,
+        client,
+        bound: false,
+    }
+}
+
+/// An issue of a family of `subject` and `client`, bound to a key.
+const fn issue_bound(subject: u8, client: u8) -> Op {
+    Op::Issue {
+        subject,
+        client,
+        bound: true,
+    }
+}
+
+/// Rotating the first family's current token.
+const fn rotate(scope: ScopeReq) -> Op {
+    Op::RotateCurrent { fam: 0, scope }
+}
+
+/// Presenting the first family's predecessor token.
+const fn predecessor(scope: ScopeReq) -> Op {
+    Op::RotatePredecessor { fam: 0, scope }
+}
+
+/// Presenting the first family's generation-`generation` token as another client.
+const fn wrong_client(generation: u8, other: u8) -> Op {
+    Op::RotateWrongClient {
+        fam: 0,
+        generation,
+        other,
+    }
+}
+
+/// Presenting a forgery (bit `bit`) of the first family's first token.
+const fn forged(bit: u16) -> Op {
+    Op::RotateForged {
+        fam: 0,
+        generation: 0,
+        bit,
+    }
+}
+
 fn engine_seeds(out: &mut Vec<Seed>) {
     use Op::*;
     use ScopeReq::*;
@@ -249,30 +295,22 @@ fn engine_seeds(out: &mut Vec<Seed>) {
         (
             "grace-then-reuse",
             vec![
-                Issue {
-                    subject: 0,
-                    client: 0,
-                    bound: false,
-                },
-                RotateCurrent { fam: 0, scope: Full },
-                RotatePredecessor { fam: 0, scope: Full },
+                issue(0, 0),
+                rotate(Full),
+                predecessor(Full),
                 Reopen,
-                RotateCurrent { fam: 0, scope: Narrow },
+                rotate(Narrow),
                 RotateOlder { fam: 0, back: 0 },
-                RotateCurrent { fam: 0, scope: Full },
+                rotate(Full),
             ],
         ),
         (
             "bound-family",
             vec![
-                Issue {
-                    subject: 1,
-                    client: 1,
-                    bound: true,
-                },
+                issue_bound(1, 1),
                 RotateWrongKey { fam: 0, none: true },
                 RotateWrongKey { fam: 0, none: false },
-                RotateCurrent { fam: 0, scope: Full },
+                rotate(Full),
                 RotateRace { fam: 0, n: 2 },
                 Introspect { fam: 0, generation: 2 },
             ],
@@ -280,35 +318,19 @@ fn engine_seeds(out: &mut Vec<Seed>) {
         (
             "race",
             vec![
-                Issue {
-                    subject: 0,
-                    client: 0,
-                    bound: false,
-                },
+                issue(0, 0),
                 RotateRace { fam: 0, n: 1 },
                 RotateRace { fam: 0, n: 0 },
                 Advance(Step::GraceEdge(1)),
-                RotatePredecessor { fam: 0, scope: Full },
+                predecessor(Full),
             ],
         ),
         (
             "revoke-by-index",
             vec![
-                Issue {
-                    subject: 0,
-                    client: 0,
-                    bound: false,
-                },
-                Issue {
-                    subject: 0,
-                    client: 1,
-                    bound: false,
-                },
-                Issue {
-                    subject: 1,
-                    client: 1,
-                    bound: true,
-                },
+                issue(0, 0),
+                issue(0, 1),
+                issue_bound(1, 1),
                 Sessions { subject: 0 },
                 RevokeClient { client: 1 },
                 RevokeSubject { subject: 0 },
@@ -321,27 +343,19 @@ fn engine_seeds(out: &mut Vec<Seed>) {
         ),
         (
             "generation-limit",
-            std::iter::once(Issue {
-                subject: 2,
-                client: 2,
-                bound: false,
-            })
-            .chain((0..7).map(|_| RotateCurrent { fam: 0, scope: Full }))
-            .chain([RotatePredecessor { fam: 0, scope: Full }])
-            .collect(),
+            std::iter::once(issue(2, 2))
+                .chain((0..7).map(|_| rotate(Full)))
+                .chain([predecessor(Full)])
+                .collect(),
         ),
         (
             "idle-expiry",
             vec![
-                Issue {
-                    subject: 0,
-                    client: 0,
-                    bound: false,
-                },
+                issue(0, 0),
                 Advance(Step::IdleEdge(-1)),
-                RotateCurrent { fam: 0, scope: Full },
+                rotate(Full),
                 Advance(Step::IdleEdge(0)),
-                RotateCurrent { fam: 0, scope: Full },
+                rotate(Full),
                 Introspect { fam: 0, generation: 1 },
                 Gc { limit: 2 },
                 Sessions { subject: 0 },
@@ -350,25 +364,17 @@ fn engine_seeds(out: &mut Vec<Seed>) {
         (
             "absolute-expiry-and-retention",
             vec![
-                Issue {
-                    subject: 0,
-                    client: 0,
-                    bound: false,
-                },
-                Issue {
-                    subject: 1,
-                    client: 0,
-                    bound: false,
-                },
+                issue(0, 0),
+                issue(1, 0),
                 RevokeFamily { fam: 1 },
                 Advance(Step::Minutes(59)),
-                RotateCurrent { fam: 0, scope: Full },
+                rotate(Full),
                 Advance(Step::Minutes(59)),
-                RotateCurrent { fam: 0, scope: Full },
+                rotate(Full),
                 Advance(Step::Minutes(59)),
-                RotateCurrent { fam: 0, scope: Full },
+                rotate(Full),
                 Advance(Step::Minutes(5)),
-                RotateCurrent { fam: 0, scope: Full },
+                rotate(Full),
                 Gc { limit: 3 },
                 Advance(Step::Far),
                 Gc { limit: 3 },
@@ -378,68 +384,36 @@ fn engine_seeds(out: &mut Vec<Seed>) {
         (
             "grace-edge",
             vec![
-                Issue {
-                    subject: 0,
-                    client: 0,
-                    bound: false,
-                },
-                RotateCurrent { fam: 0, scope: Full },
+                issue(0, 0),
+                rotate(Full),
                 Advance(Step::GraceEdge(-1)),
-                RotatePredecessor { fam: 0, scope: Narrow },
-                RotatePredecessor { fam: 0, scope: Wide },
+                predecessor(Narrow),
+                predecessor(Wide),
                 Advance(Step::Millis(1)),
-                RotatePredecessor { fam: 0, scope: Full },
+                predecessor(Full),
             ],
         ),
         (
             "forgeries-and-strangers",
             vec![
-                Issue {
-                    subject: 0,
-                    client: 0,
-                    bound: false,
-                },
-                RotateForged {
-                    fam: 0,
-                    generation: 0,
-                    bit: 5,
-                },
-                RotateForged {
-                    fam: 0,
-                    generation: 0,
-                    bit: 300,
-                },
-                RotateForged {
-                    fam: 0,
-                    generation: 0,
-                    bit: 460,
-                },
-                RotateWrongClient {
-                    fam: 0,
-                    generation: 0,
-                    other: 0,
-                },
-                RotateCurrent { fam: 0, scope: Full },
-                RotateWrongClient {
-                    fam: 0,
-                    generation: 0,
-                    other: 1,
-                },
-                RotateCurrent { fam: 0, scope: Full },
+                issue(0, 0),
+                forged(5),
+                forged(300),
+                forged(460),
+                wrong_client(0, 0),
+                rotate(Full),
+                wrong_client(0, 1),
+                rotate(Full),
             ],
         ),
         (
             "revoke-by-old-token",
             vec![
-                Issue {
-                    subject: 0,
-                    client: 0,
-                    bound: false,
-                },
-                RotateCurrent { fam: 0, scope: Full },
-                RotateCurrent { fam: 0, scope: Full },
+                issue(0, 0),
+                rotate(Full),
+                rotate(Full),
                 RevokeToken { fam: 0, generation: 0 },
-                RotateCurrent { fam: 0, scope: Full },
+                rotate(Full),
                 RevokeToken { fam: 0, generation: 2 },
                 Introspect { fam: 0, generation: 2 },
             ],
@@ -447,15 +421,11 @@ fn engine_seeds(out: &mut Vec<Seed>) {
         (
             "reopen-between-steps",
             vec![
-                Issue {
-                    subject: 0,
-                    client: 0,
-                    bound: true,
-                },
+                issue_bound(0, 0),
                 Reopen,
-                RotateCurrent { fam: 0, scope: Full },
+                rotate(Full),
                 Reopen,
-                RotatePredecessor { fam: 0, scope: Full },
+                predecessor(Full),
                 Reopen,
                 RotateOlder { fam: 0, back: 0 },
                 Reopen,
@@ -486,62 +456,46 @@ fn engine_seeds(out: &mut Vec<Seed>) {
         (
             "scopes",
             vec![
-                Issue {
-                    subject: 0,
-                    client: 0,
-                    bound: false,
-                },
-                RotateCurrent { fam: 0, scope: Narrow },
-                RotateCurrent { fam: 0, scope: Wide },
-                RotatePredecessor { fam: 0, scope: Wide },
-                RotatePredecessor { fam: 0, scope: Narrow },
-                RotateCurrent { fam: 0, scope: Full },
+                issue(0, 0),
+                rotate(Narrow),
+                rotate(Wide),
+                predecessor(Wide),
+                predecessor(Narrow),
+                rotate(Full),
             ],
         ),
         (
             "reuse-exactly-at-grace-end",
             vec![
-                Issue {
-                    subject: 0,
-                    client: 0,
-                    bound: false,
-                },
-                RotateCurrent { fam: 0, scope: Full },
+                issue(0, 0),
+                rotate(Full),
                 Advance(Step::GraceEdge(0)),
-                RotatePredecessor { fam: 0, scope: Full },
-                RotateCurrent { fam: 0, scope: Full },
+                predecessor(Full),
+                rotate(Full),
                 Introspect { fam: 0, generation: 1 },
             ],
         ),
         (
             "revoked-then-presented",
             vec![
-                Issue {
-                    subject: 0,
-                    client: 0,
-                    bound: false,
-                },
-                RotateCurrent { fam: 0, scope: Full },
+                issue(0, 0),
+                rotate(Full),
                 RevokeFamily { fam: 0 },
-                RotateCurrent { fam: 0, scope: Full },
-                RotatePredecessor { fam: 0, scope: Full },
+                rotate(Full),
+                predecessor(Full),
                 RevokeFamily { fam: 0 },
                 Advance(Step::Minutes(121)),
                 Gc { limit: 1 },
-                RotateCurrent { fam: 0, scope: Full },
+                rotate(Full),
                 RevokeToken { fam: 0, generation: 1 },
             ],
         ),
         (
             "gc-reschedules-live-families",
             vec![
-                Issue {
-                    subject: 0,
-                    client: 0,
-                    bound: false,
-                },
+                issue(0, 0),
                 Advance(Step::Minutes(50)),
-                RotateCurrent { fam: 0, scope: Full },
+                rotate(Full),
                 Advance(Step::Minutes(15)),
                 Gc { limit: 1 },
                 Gc { limit: 1 },
@@ -553,36 +507,20 @@ fn engine_seeds(out: &mut Vec<Seed>) {
         (
             "strangers-never-revoke",
             vec![
-                Issue {
-                    subject: 0,
-                    client: 2,
-                    bound: false,
-                },
-                RotateCurrent { fam: 0, scope: Full },
-                RotateCurrent { fam: 0, scope: Full },
-                RotateWrongClient {
-                    fam: 0,
-                    generation: 0,
-                    other: 0,
-                },
-                RotateWrongClient {
-                    fam: 0,
-                    generation: 1,
-                    other: 1,
-                },
-                RotateCurrent { fam: 0, scope: Full },
+                issue(0, 2),
+                rotate(Full),
+                rotate(Full),
+                wrong_client(0, 0),
+                wrong_client(1, 1),
+                rotate(Full),
             ],
         ),
         (
             "race-at-the-limit",
-            std::iter::once(Issue {
-                subject: 0,
-                client: 0,
-                bound: false,
-            })
-            .chain((0..5).map(|_| RotateCurrent { fam: 0, scope: Full }))
-            .chain([RotateRace { fam: 0, n: 2 }, RotatePredecessor { fam: 0, scope: Full }])
-            .collect(),
+            std::iter::once(issue(0, 0))
+                .chain((0..5).map(|_| rotate(Full)))
+                .chain([RotateRace { fam: 0, n: 2 }, predecessor(Full)])
+                .collect(),
         ),
     ];
     for (name, ops) in seqs {
@@ -607,40 +545,29 @@ fn engine_seeds(out: &mut Vec<Seed>) {
     }
 }
 
+/// A refresh by the public client `spa` of the token `token` (a placeholder,
+/// see [`crate::PLACEHOLDERS`]).
+fn spa_refresh(token: &str) -> String {
+    format!("grant_type=refresh_token&client_id=spa&refresh_token={token}")
+}
+
 fn http_seeds(out: &mut Vec<Seed>) {
     // Selector bytes: method, path, content type, authorization, extra
     // header (see `rotoken_fuzz::http`); then the body.
     const FORM: u8 = 1;
+    // A form POST to the token endpoint, without authorization or extra header.
+    const POST: [u8; 5] = [0, 0, FORM, 0, 0];
     let web = crate::WEB_SECRET;
+    let basic_w = || "grant_type=refresh_token&refresh_token=$W".to_owned();
     let seeds: Vec<(&str, [u8; 5], String)> = vec![
-        (
-            "refresh-public",
-            [0, 0, FORM, 0, 0],
-            "grant_type=refresh_token&client_id=spa&refresh_token=$R".into(),
-        ),
-        (
-            "grace-retry",
-            [0, 0, FORM, 0, 0],
-            "grant_type=refresh_token&client_id=spa&refresh_token=$P".into(),
-        ),
-        (
-            "revoked-family",
-            [0, 0, FORM, 0, 0],
-            "grant_type=refresh_token&client_id=spa&refresh_token=$X".into(),
-        ),
-        (
-            "refresh-basic",
-            [0, 0, FORM, 1, 0],
-            "grant_type=refresh_token&refresh_token=$W".into(),
-        ),
-        (
-            "refresh-wrong-secret",
-            [0, 0, FORM, 2, 0],
-            "grant_type=refresh_token&refresh_token=$W".into(),
-        ),
+        ("refresh-public", POST, spa_refresh("$R")),
+        ("grace-retry", POST, spa_refresh("$P")),
+        ("revoked-family", POST, spa_refresh("$X")),
+        ("refresh-basic", [0, 0, FORM, 1, 0], basic_w()),
+        ("refresh-wrong-secret", [0, 0, FORM, 2, 0], basic_w()),
         (
             "refresh-secret-post",
-            [0, 0, FORM, 0, 0],
+            POST,
             format!("grant_type=refresh_token&client_id=web&client_secret={web}&refresh_token=$W"),
         ),
         (
@@ -650,35 +577,27 @@ fn http_seeds(out: &mut Vec<Seed>) {
         ),
         (
             "narrow-scope",
-            [0, 0, FORM, 0, 0],
+            POST,
             "grant_type=refresh_token&client_id=spa&scope=openid&refresh_token=$R".into(),
         ),
         (
             "wide-scope",
-            [0, 0, FORM, 0, 0],
+            POST,
             "grant_type=refresh_token&client_id=spa&scope=admin&refresh_token=$R".into(),
         ),
-        (
-            "duplicate-parameter",
-            [0, 0, FORM, 0, 0],
-            "grant_type=refresh_token&client_id=spa&refresh_token=$R&refresh_token=$P".into(),
-        ),
+        ("duplicate-parameter", POST, spa_refresh("$R&refresh_token=$P")),
         (
             "bad-percent",
-            [0, 0, FORM, 0, 0],
+            POST,
             "grant_type=refresh%zztoken&client_id=spa&refresh_token=$R".into(),
         ),
         (
             "plus-and-percent",
-            [0, 0, FORM, 0, 0],
+            POST,
             "grant_type=refresh%5Ftoken&client_id=sp%61&refresh_token=$R+".into(),
         ),
-        ("empty-body", [0, 0, FORM, 0, 0], String::new()),
-        (
-            "no-content-type",
-            [0, 0, 0, 0, 0],
-            "grant_type=refresh_token&client_id=spa&refresh_token=$R".into(),
-        ),
+        ("empty-body", POST, String::new()),
+        ("no-content-type", [0, 0, 0, 0, 0], spa_refresh("$R")),
         (
             "json-body",
             [0, 0, 4, 0, 0],
@@ -687,17 +606,10 @@ fn http_seeds(out: &mut Vec<Seed>) {
         ("get-token", [1, 0, FORM, 0, 0], String::new()),
         (
             "other-grant",
-            [0, 0, FORM, 0, 0],
+            POST,
             "grant_type=authorization_code&code=x&client_id=spa".into(),
         ),
-        (
-            "long-token",
-            [0, 0, FORM, 0, 0],
-            format!(
-                "grant_type=refresh_token&client_id=spa&refresh_token={}",
-                "A".repeat(10_240)
-            ),
-        ),
+        ("long-token", POST, spa_refresh(&"A".repeat(10_240))),
         (
             "revoke",
             [0, 1, FORM, 0, 0],
@@ -730,18 +642,10 @@ fn http_seeds(out: &mut Vec<Seed>) {
         (
             "dpop-garbage",
             [0, 0, FORM, 0, 1],
-            "eyJhbGciOiJFUzI1NiJ9.e30.AAAA\ngrant_type=refresh_token&client_id=spa&refresh_token=$R".into(),
+            format!("eyJhbGciOiJFUzI1NiJ9.e30.AAAA\n{}", spa_refresh("$R")),
         ),
-        (
-            "two-dpop-headers",
-            [0, 0, FORM, 0, 5],
-            "grant_type=refresh_token&client_id=spa&refresh_token=$R".into(),
-        ),
-        (
-            "two-content-types",
-            [0, 0, 6, 0, 2],
-            "grant_type=refresh_token&client_id=spa&refresh_token=$R".into(),
-        ),
+        ("two-dpop-headers", [0, 0, FORM, 0, 5], spa_refresh("$R")),
+        ("two-content-types", [0, 0, 6, 0, 2], spa_refresh("$R")),
     ];
     for (name, head, body) in seeds {
         let mut v = head.to_vec();
