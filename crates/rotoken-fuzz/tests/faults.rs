@@ -58,6 +58,50 @@ fn replayed(before: Vec<u8>, known: &Known, clock_ms: i64, op: WOp) -> Observed 
     observe(&engine, known).unwrap()
 }
 
+/// The database before a step: what the workload observes, and its bytes.
+struct Before {
+    state: Observed,
+    image: Vec<u8>,
+}
+
+impl Before {
+    fn take(engine: &Engine, known: &Known, backend: &Faulty, ctx: &dyn Fn(&str) -> String) -> Self {
+        Self {
+            state: observe(engine, known).unwrap_or_else(|e| panic!("{}", ctx(&e))),
+            image: backend.memory().image(),
+        }
+    }
+}
+
+/// After step `n` (`op`) failed and the database was reopened as `engine`:
+/// it passes `check()` and shows either the state from `before` or the
+/// state `op` would have produced from it; in the second case the client
+/// recovers the token `op` handed out. Returns whether `op` took effect.
+fn settled(
+    engine: &Engine,
+    known: &mut Known,
+    before: &Before,
+    clock: &ManualClock,
+    n: usize,
+    op: WOp,
+    ctx: &dyn Fn(&str) -> String,
+) -> bool {
+    check_sound(engine).unwrap_or_else(|e| panic!("{}", ctx(&e)));
+    let now = observe(engine, known).unwrap_or_else(|e| panic!("{}", ctx(&e)));
+    if now == before.state {
+        return false;
+    }
+    let applied = replayed(before.image.clone(), known, clock.unix_millis(), op);
+    assert_eq!(
+        now,
+        applied,
+        "{}",
+        ctx(&format!("step {n} {op:?}: the state is neither before nor after it"))
+    );
+    recover_token(engine, known, op);
+    true
+}
+
 /// Runs the workload under `plan`. `heal_after_failure`: the disk gets its
 /// space back before the reopen (a full disk); otherwise the fault was a
 /// single failed call.
@@ -93,8 +137,7 @@ fn run(plan: FaultPlan, ops: &[WOp]) -> Outcome {
     };
     let mut known = Known::default();
     for (n, op) in ops.iter().enumerate() {
-        let before_state = observe(&engine, &known).unwrap_or_else(|e| panic!("{}", ctx(&e)));
-        let before_image = backend.memory().image();
+        let before = Before::take(&engine, &known, &backend, &ctx);
         match known.apply(&engine, &clock, *op) {
             Ok(()) => {}
             Err(StorageFailed(code, msg)) => {
@@ -104,18 +147,8 @@ fn run(plan: FaultPlan, ops: &[WOp]) -> Outcome {
                 drop(engine);
                 backend.heal();
                 engine = open(&backend, &clock).unwrap_or_else(|e| panic!("{}", ctx(&format!("reopen: {e}"))));
-                check_sound(&engine).unwrap_or_else(|e| panic!("{}", ctx(&e)));
-                let now = observe(&engine, &known).unwrap_or_else(|e| panic!("{}", ctx(&e)));
-                if now != before_state {
-                    let applied = replayed(before_image, &known, clock.unix_millis(), *op);
-                    assert_eq!(
-                        now,
-                        applied,
-                        "{}",
-                        ctx(&format!("step {n} {op:?}: the state is neither before nor after it"))
-                    );
+                if settled(&engine, &mut known, &before, &clock, n, *op, &ctx) {
                     out.applied_anyway += 1;
-                    recover_token(&engine, &mut known, *op);
                 }
                 // The step is not retried: the workload goes on.
             }
@@ -271,8 +304,7 @@ fn disk_full_at(on: FaultOn, at: u64, ops: &[WOp]) -> Option<bool> {
     let mut full = false;
     let mut opened_while_full = None;
     for (n, op) in ops.iter().enumerate() {
-        let before_state = observe(&engine, &known).unwrap_or_else(|e| panic!("{}", ctx(&e)));
-        let before_image = backend.memory().image();
+        let before = Before::take(&engine, &known, &backend, &ctx);
         let Err(StorageFailed(code, msg)) = known.apply(&engine, &clock, *op) else {
             continue;
         };
@@ -306,20 +338,10 @@ fn disk_full_at(on: FaultOn, at: u64, ops: &[WOp]) -> Option<bool> {
         // Space is back.
         backend.heal();
         engine = open(&backend, &clock).unwrap_or_else(|e| panic!("{}", ctx(&format!("reopen with space: {e}"))));
-        check_sound(&engine).unwrap_or_else(|e| panic!("{}", ctx(&e)));
-        let now = observe(&engine, &known).unwrap_or_else(|e| panic!("{}", ctx(&e)));
-        if now != before_state {
-            let applied = replayed(before_image, &known, clock.unix_millis(), *op);
-            assert_eq!(
-                now,
-                applied,
-                "{}",
-                ctx(&format!("step {n} {op:?}: neither before nor after"))
-            );
-            recover_token(&engine, &mut known, *op);
-        } else if let WOp::Rotate(i) = op
+        if !settled(&engine, &mut known, &before, &clock, n, *op, &ctx)
+            && let WOp::Rotate(i) = op
             && *i < known.ids.len()
-            && before_state.families.get(i).is_some_and(|s| s.live.is_some())
+            && before.state.families.get(i).is_some_and(|s| s.live.is_some())
         {
             // The rotation failed closed: the old token is still the live one.
             let old = known.tokens[*i].last().unwrap();
