@@ -335,6 +335,65 @@ pub(crate) unsafe fn finish(error: *mut *mut c_char, result: Result<(), FfiError
     status
 }
 
+/// Runs one entry point's body: catches a panic ([`guard`]), writes `*error`
+/// and returns the status ([`finish`]).
+///
+/// # Safety
+///
+/// `error` is null or valid for writing one pointer.
+unsafe fn run(error: *mut *mut c_char, body: impl FnOnce() -> Result<(), FfiError>) -> Status {
+    let result = guard(body);
+    // SAFETY: `error` is NULL or writable by the contract.
+    unsafe { finish(error, result) }
+}
+
+/// Whether an entry point's result pointer may be NULL.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Out {
+    /// NULL is `ROTOKEN_STATUS_NULL_POINTER` ("out is NULL"), before any other argument is read.
+    Required,
+    /// NULL means the caller does not want the result.
+    Optional,
+}
+
+/// Runs one entry point that hands its result out through `out`, as [`run`].
+///
+/// `*out` is set to `empty` before `body` runs, so it is written whole on
+/// failure too, and to what `body` returns when it succeeds. Buffers `body`
+/// allocates through its [`Owned`] go to the caller with the result; they
+/// are freed if `body` fails (or `out` is NULL).
+///
+/// # Safety
+///
+/// `out` is null or valid for writing one `T`; `error` is null or valid for writing one pointer.
+unsafe fn fill<T>(
+    out: *mut T,
+    kind: Out,
+    empty: T,
+    error: *mut *mut c_char,
+    body: impl FnOnce(&mut Owned) -> Result<T, FfiError>,
+) -> Status {
+    let whole = || -> Result<(), FfiError> {
+        if kind == Out::Required {
+            input::out(out, "out")?;
+        }
+        if !out.is_null() {
+            // SAFETY: `out` is non-null and writable by the contract.
+            unsafe { out.write(empty) };
+        }
+        let mut owned = Owned::default();
+        let value = body(&mut owned)?;
+        if !out.is_null() {
+            owned.release();
+            // SAFETY: as above.
+            unsafe { out.write(value) };
+        }
+        Ok(())
+    };
+    // SAFETY: `error` is NULL or writable by the contract.
+    unsafe { run(error, whole) }
+}
+
 fn oom() -> FfiError {
     FfiError::new(Status::Internal, "out of memory")
 }
@@ -409,14 +468,14 @@ fn scope_text(scope: &Scope) -> String {
 /// `key_path` is NULL or a NUL-terminated string; `error` is NULL or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rotoken_keys_generate(key_path: *const c_char, error: *mut *mut c_char) -> Status {
-    let result = guard(|| {
+    let body = || -> Result<(), FfiError> {
         // SAFETY: `key_path` is NULL or NUL-terminated by the contract.
         let path = unsafe { input::text(key_path, "key_path", ROTOKEN_MAX_PATH_LEN)? };
         Keyring::generate()?.save(Path::new(path), false)?;
         Ok(())
-    });
+    };
     // SAFETY: `error` is NULL or writable by the contract.
-    unsafe { finish(error, result) }
+    unsafe { run(error, body) }
 }
 
 /// Opens (or creates) the database at `db_path` with the keys in `key_path`.
@@ -439,10 +498,7 @@ pub unsafe extern "C" fn rotoken_open(
     out: *mut *mut Handle,
     error: *mut *mut c_char,
 ) -> Status {
-    let result = guard(|| {
-        let out = input::out(out, "out")?;
-        // SAFETY: `out` is non-null and writable by the contract.
-        unsafe { out.write(null_mut()) };
+    let body = |_: &mut Owned| -> Result<*mut Handle, FfiError> {
         // SAFETY: the strings are NULL or NUL-terminated by the contract.
         let (db, keys) = unsafe {
             (
@@ -461,13 +517,10 @@ pub unsafe extern "C" fn rotoken_open(
             ..Options::default()
         };
         let engine = Engine::open(db, keys, options)?;
-        let h = handle::register(engine)?;
-        // SAFETY: as above.
-        unsafe { out.write(h) };
-        Ok(())
-    });
-    // SAFETY: `error` is NULL or writable by the contract.
-    unsafe { finish(error, result) }
+        handle::register(engine)
+    };
+    // SAFETY: `out` and `error` are NULL or writable by the contract.
+    unsafe { fill(out, Out::Required, null_mut(), error, body) }
 }
 
 /// Closes a handle. Calls already running on other threads finish first
@@ -480,10 +533,8 @@ pub unsafe extern "C" fn rotoken_open(
 /// `error` is NULL or writable. `handle` may be any value.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rotoken_close(handle: *mut Handle, error: *mut *mut c_char) -> Status {
-    // SAFETY: forwarded contract.
-    let result = guard(|| handle::close(handle));
     // SAFETY: `error` is NULL or writable by the contract.
-    unsafe { finish(error, result) }
+    unsafe { run(error, || handle::close(handle)) }
 }
 
 /// Issues a new family and its first refresh token (generation 0).
@@ -509,10 +560,7 @@ pub unsafe extern "C" fn rotoken_issue(
     out: *mut Issued,
     error: *mut *mut c_char,
 ) -> Status {
-    let result = guard(|| {
-        let out = input::out(out, "out")?;
-        // SAFETY: `out` is non-null and writable by the contract.
-        unsafe { out.write(Issued::EMPTY) };
+    let body = |owned: &mut Owned| -> Result<Issued, FfiError> {
         // SAFETY: the arguments follow the contract above.
         let (subject, client_id, scope, confirmation, metadata) = unsafe {
             (
@@ -531,20 +579,15 @@ pub unsafe extern "C" fn rotoken_issue(
             grant = grant.with_metadata(metadata);
         }
         let issued = handle::with_engine(handle, |engine| Ok(engine.issue(&grant)?))?;
-        let mut owned = Owned::default();
-        let result = Issued {
+        Ok(Issued {
             refresh_token: owned.string(issued.refresh_token.expose())?,
             family: family_text(&issued.family),
             generation: issued.generation,
             expires_at: issued.expires_at.unix_timestamp(),
-        };
-        owned.release();
-        // SAFETY: as above.
-        unsafe { out.write(result) };
-        Ok(())
-    });
-    // SAFETY: `error` is NULL or writable by the contract.
-    unsafe { finish(error, result) }
+        })
+    };
+    // SAFETY: `out` and `error` are NULL or writable by the contract.
+    unsafe { fill(out, Out::Required, Issued::EMPTY, error, body) }
 }
 
 /// Rotates a refresh token presented by `client_id`: checks it and returns
@@ -569,10 +612,7 @@ pub unsafe extern "C" fn rotoken_rotate(
     out: *mut Rotated,
     error: *mut *mut c_char,
 ) -> Status {
-    let result = guard(|| {
-        let out = input::out(out, "out")?;
-        // SAFETY: `out` is non-null and writable by the contract.
-        unsafe { out.write(Rotated::EMPTY) };
+    let body = |owned: &mut Owned| -> Result<Rotated, FfiError> {
         // SAFETY: the arguments follow the contract above.
         let (token, client_id, scope, confirmation) = unsafe {
             (
@@ -586,8 +626,7 @@ pub unsafe extern "C" fn rotoken_rotate(
         request.scope = scope.map(Scope::parse).transpose()?;
         request.confirmation = confirmation.map(str::to_owned);
         let r = handle::with_engine(handle, |engine| Ok(engine.rotate(token, &request)?))?;
-        let mut owned = Owned::default();
-        let result = Rotated {
+        Ok(Rotated {
             refresh_token: owned.string(r.refresh_token.expose())?,
             family: family_text(&r.family),
             generation: r.generation,
@@ -599,14 +638,10 @@ pub unsafe extern "C" fn rotoken_rotate(
             confirmation: owned.optional(r.grant.confirmation.as_deref())?,
             metadata: owned.bytes(&r.grant.metadata)?,
             metadata_len: r.grant.metadata.len(),
-        };
-        owned.release();
-        // SAFETY: as above.
-        unsafe { out.write(result) };
-        Ok(())
-    });
-    // SAFETY: `error` is NULL or writable by the contract.
-    unsafe { finish(error, result) }
+        })
+    };
+    // SAFETY: `out` and `error` are NULL or writable by the contract.
+    unsafe { fill(out, Out::Required, Rotated::EMPTY, error, body) }
 }
 
 /// Introspects a refresh token (RFC 7662). Never changes state. Malformed,
@@ -625,18 +660,14 @@ pub unsafe extern "C" fn rotoken_introspect(
     out: *mut Introspection,
     error: *mut *mut c_char,
 ) -> Status {
-    let result = guard(|| {
-        let out = input::out(out, "out")?;
-        // SAFETY: `out` is non-null and writable by the contract.
-        unsafe { out.write(Introspection::EMPTY) };
+    let body = |owned: &mut Owned| -> Result<Introspection, FfiError> {
         // SAFETY: `token` is NULL or NUL-terminated.
         let token = unsafe { input::text(token, "token", ROTOKEN_MAX_TOKEN_LEN)? };
         let i = handle::with_engine(handle, |engine| Ok(engine.introspect(token)?))?;
         if !i.active {
-            return Ok(());
+            return Ok(Introspection::EMPTY);
         }
-        let mut owned = Owned::default();
-        let result = Introspection {
+        Ok(Introspection {
             active: true,
             scope: owned.optional(i.scope.as_ref().map(scope_text).as_deref())?,
             client_id: owned.optional(i.client_id.as_deref())?,
@@ -646,14 +677,10 @@ pub unsafe extern "C" fn rotoken_introspect(
             iat: i.iat.unwrap_or(0),
             family: i.family.as_ref().map_or(EMPTY_FAMILY, family_text),
             generation: i.generation.unwrap_or(0),
-        };
-        owned.release();
-        // SAFETY: as above.
-        unsafe { out.write(result) };
-        Ok(())
-    });
-    // SAFETY: `error` is NULL or writable by the contract.
-    unsafe { finish(error, result) }
+        })
+    };
+    // SAFETY: `out` and `error` are NULL or writable by the contract.
+    unsafe { fill(out, Out::Required, Introspection::EMPTY, error, body) }
 }
 
 /// Shared body of the four revocations.
@@ -670,23 +697,14 @@ unsafe fn revoke(
     revoked: *mut usize,
     error: *mut *mut c_char,
 ) -> Status {
-    let result = guard(|| {
-        if !revoked.is_null() {
-            // SAFETY: non-null and writable by the contract.
-            unsafe { revoked.write(0) };
-        }
+    let body = |_: &mut Owned| -> Result<usize, FfiError> {
         // SAFETY: `value` is NULL or NUL-terminated.
         let value = unsafe { input::text(value, field, max)? };
         let target = target(value)?;
-        let n = handle::with_engine(handle, |engine| Ok(engine.revoke(target)?))?;
-        if !revoked.is_null() {
-            // SAFETY: as above.
-            unsafe { revoked.write(n) };
-        }
-        Ok(())
-    });
-    // SAFETY: `error` is NULL or writable by the contract.
-    unsafe { finish(error, result) }
+        handle::with_engine(handle, |engine| Ok(engine.revoke(target)?))
+    };
+    // SAFETY: `revoked` and `error` are NULL or writable by the contract.
+    unsafe { fill(revoked, Out::Optional, 0, error, body) }
 }
 
 /// Revokes the family of `token`, whichever generation it is (RFC 7009).
@@ -811,27 +829,17 @@ pub unsafe extern "C" fn rotoken_gc(
     out: *mut GcReport,
     error: *mut *mut c_char,
 ) -> Status {
-    let result = guard(|| {
-        if !out.is_null() {
-            // SAFETY: non-null and writable by the contract.
-            unsafe { out.write(GcReport::EMPTY) };
-        }
+    let body = |_: &mut Owned| -> Result<GcReport, FfiError> {
         let r = handle::with_engine(handle, |engine| Ok(engine.gc(limit)?))?;
-        if !out.is_null() {
-            // SAFETY: as above.
-            unsafe {
-                out.write(GcReport {
-                    removed: r.removed,
-                    rescheduled: r.rescheduled,
-                    events_removed: r.events_removed,
-                    more: r.more,
-                });
-            };
-        }
-        Ok(())
-    });
-    // SAFETY: `error` is NULL or writable by the contract.
-    unsafe { finish(error, result) }
+        Ok(GcReport {
+            removed: r.removed,
+            rescheduled: r.rescheduled,
+            events_removed: r.events_removed,
+            more: r.more,
+        })
+    };
+    // SAFETY: `out` and `error` are NULL or writable by the contract.
+    unsafe { fill(out, Out::Optional, GcReport::EMPTY, error, body) }
 }
 
 /// Verifies every record and index entry; never changes anything. A sound
@@ -843,12 +851,8 @@ pub unsafe extern "C" fn rotoken_gc(
 /// `out` is NULL or writable; `error` is NULL or writable. `handle` may be any value.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rotoken_check(handle: *mut Handle, out: *mut CheckReport, error: *mut *mut c_char) -> Status {
-    let result = guard(|| {
-        let out = input::out(out, "out")?;
-        // SAFETY: `out` is non-null and writable by the contract.
-        unsafe { out.write(CheckReport::EMPTY) };
+    let body = |owned: &mut Owned| -> Result<CheckReport, FfiError> {
         let r = handle::with_engine(handle, |engine| Ok(engine.check()?))?;
-        let mut owned = Owned::default();
         let problems = if r.problems.is_empty() {
             null_mut()
         } else {
@@ -859,21 +863,17 @@ pub unsafe extern "C" fn rotoken_check(handle: *mut Handle, out: *mut CheckRepor
                 .collect();
             owned.string(&text.join("\n"))?
         };
-        let result = CheckReport {
+        Ok(CheckReport {
             families: r.families,
             active: r.active,
             index_entries: r.index_entries,
             events: r.events,
             problem_count: r.problems.len(),
             problems,
-        };
-        owned.release();
-        // SAFETY: as above.
-        unsafe { out.write(result) };
-        Ok(())
-    });
-    // SAFETY: `error` is NULL or writable by the contract.
-    unsafe { finish(error, result) }
+        })
+    };
+    // SAFETY: `out` and `error` are NULL or writable by the contract.
+    unsafe { fill(out, Out::Required, CheckReport::EMPTY, error, body) }
 }
 
 /// Frees a string the library returned (a token, a message, a field of a
@@ -905,8 +905,30 @@ pub unsafe extern "C" fn rotoken_bytes_free(b: *mut u8) {
 }
 
 /// Takes a pointer field out of a result struct, leaving NULL behind.
-fn take<T>(field: &mut *mut T) -> *mut T {
-    std::mem::replace(field, null_mut())
+fn take<T>(field: &mut *mut T) -> *mut u8 {
+    std::mem::replace(field, null_mut()).cast()
+}
+
+/// Shared body of the `*_clear` functions: frees the buffers `fields` takes
+/// out of `*p`, then resets it to `empty`. NULL is a no-op; a panic is
+/// caught (there is no status to report it in).
+///
+/// # Safety
+///
+/// `p` is NULL or points to a `T` written by this library (or
+/// zero-initialised), whose pointers the caller has not freed.
+unsafe fn clear<T, const N: usize>(p: *mut T, empty: T, fields: impl FnOnce(&mut T) -> [*mut u8; N]) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: by the contract, a valid, exclusively borrowed struct or NULL.
+        let Some(r) = (unsafe { p.as_mut() }) else {
+            return;
+        };
+        for b in fields(r) {
+            // SAFETY: each pointer came from this library and is freed once (its field is now NULL).
+            unsafe { mem::free_bytes(b) };
+        }
+        *r = empty;
+    }));
 }
 
 /// Frees what `rotoken_issue` put in `*issued` and resets it to empty.
@@ -918,15 +940,8 @@ fn take<T>(field: &mut *mut T) -> *mut T {
 /// (or zero-initialised), whose pointers the caller has not freed.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rotoken_issued_clear(issued: *mut Issued) {
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: by the contract, a valid, exclusively borrowed struct or NULL.
-        let Some(r) = (unsafe { issued.as_mut() }) else {
-            return;
-        };
-        // SAFETY: the pointer came from this library and is freed once (the field is now NULL).
-        unsafe { mem::free_bytes(take(&mut r.refresh_token).cast()) };
-        *r = Issued::EMPTY;
-    }));
+    // SAFETY: forwarded contract.
+    unsafe { clear(issued, Issued::EMPTY, |r| [take(&mut r.refresh_token)]) }
 }
 
 /// Frees what `rotoken_rotate` put in `*rotated` and resets it to empty.
@@ -938,24 +953,19 @@ pub unsafe extern "C" fn rotoken_issued_clear(issued: *mut Issued) {
 /// library (or zero-initialised), whose pointers the caller has not freed.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rotoken_rotated_clear(rotated: *mut Rotated) {
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: by the contract, a valid, exclusively borrowed struct or NULL.
-        let Some(r) = (unsafe { rotated.as_mut() }) else {
-            return;
-        };
-        for p in [
-            take(&mut r.refresh_token).cast::<u8>(),
-            take(&mut r.subject).cast(),
-            take(&mut r.client_id).cast(),
-            take(&mut r.scope).cast(),
-            take(&mut r.confirmation).cast(),
-            take(&mut r.metadata),
-        ] {
-            // SAFETY: each pointer came from this library and is freed once.
-            unsafe { mem::free_bytes(p) };
-        }
-        *r = Rotated::EMPTY;
-    }));
+    // SAFETY: forwarded contract.
+    unsafe {
+        clear(rotated, Rotated::EMPTY, |r| {
+            [
+                take(&mut r.refresh_token),
+                take(&mut r.subject),
+                take(&mut r.client_id),
+                take(&mut r.scope),
+                take(&mut r.confirmation),
+                take(&mut r.metadata),
+            ]
+        })
+    }
 }
 
 /// Frees what `rotoken_introspect` put in `*introspection` and resets it.
@@ -967,22 +977,17 @@ pub unsafe extern "C" fn rotoken_rotated_clear(rotated: *mut Rotated) {
 /// by this library (or zero-initialised), whose pointers the caller has not freed.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rotoken_introspection_clear(introspection: *mut Introspection) {
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: by the contract, a valid, exclusively borrowed struct or NULL.
-        let Some(r) = (unsafe { introspection.as_mut() }) else {
-            return;
-        };
-        for p in [
-            take(&mut r.scope),
-            take(&mut r.client_id),
-            take(&mut r.sub),
-            take(&mut r.cnf_jkt),
-        ] {
-            // SAFETY: each pointer came from this library and is freed once.
-            unsafe { mem::free_bytes(p.cast()) };
-        }
-        *r = Introspection::EMPTY;
-    }));
+    // SAFETY: forwarded contract.
+    unsafe {
+        clear(introspection, Introspection::EMPTY, |r| {
+            [
+                take(&mut r.scope),
+                take(&mut r.client_id),
+                take(&mut r.sub),
+                take(&mut r.cnf_jkt),
+            ]
+        })
+    }
 }
 
 /// Frees what `rotoken_check` put in `*report` and resets it. Safe to call
@@ -994,15 +999,8 @@ pub unsafe extern "C" fn rotoken_introspection_clear(introspection: *mut Introsp
 /// library (or zero-initialised), whose pointer the caller has not freed.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rotoken_check_report_clear(report: *mut CheckReport) {
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: by the contract, a valid, exclusively borrowed struct or NULL.
-        let Some(r) = (unsafe { report.as_mut() }) else {
-            return;
-        };
-        // SAFETY: the pointer came from this library and is freed once.
-        unsafe { mem::free_bytes(take(&mut r.problems).cast()) };
-        *r = CheckReport::EMPTY;
-    }));
+    // SAFETY: forwarded contract.
+    unsafe { clear(report, CheckReport::EMPTY, |r| [take(&mut r.problems)]) }
 }
 
 #[cfg(test)]

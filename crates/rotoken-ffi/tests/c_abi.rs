@@ -67,6 +67,24 @@ fn stdout_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Compiles `tests/c/<name>.c` into `dir` (as [`compile`]) and makes the
+/// empty data directory it runs on; returns both paths.
+fn compile_with_data(name: &str, dir: &Path, link: Link, extra: &[&str]) -> (PathBuf, PathBuf) {
+    let exe = compile(name, dir, link, extra);
+    let data = dir.join("data");
+    std::fs::create_dir(&data).unwrap_or_else(|e| panic!("{e}"));
+    (exe, data)
+}
+
+/// Compiles `tests/c/<name>.c` in a new temporary directory, runs it on a
+/// data directory there with `args`, and checks it passed all its checks.
+fn run_c_program(name: &str, link: Link, extra: &[&str], args: &[&str]) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let (exe, data) = compile_with_data(name, dir.path(), link, extra);
+    let out = run_ok(Command::new(&exe).arg(&data).args(args));
+    assert!(stdout_of(&out).contains(&format!("{name}: all checks passed")));
+}
+
 #[test]
 fn header_compiles_on_its_own_as_c_and_cpp() {
     if !have(&cc(), "compile the header", true) {
@@ -111,12 +129,7 @@ fn c_lifecycle_issue_rotate_grace_reuse_revoke() {
     if !have(&cc(), "run the C lifecycle program", true) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let exe = compile("lifecycle", dir.path(), Link::Dynamic, &[]);
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap_or_else(|e| panic!("{e}"));
-    let out = run_ok(Command::new(&exe).arg(&data));
-    assert!(stdout_of(&out).contains("lifecycle: all checks passed"));
+    run_c_program("lifecycle", Link::Dynamic, &[], &[]);
 }
 
 #[test]
@@ -124,12 +137,7 @@ fn c_lifecycle_linked_statically() {
     if !have(&cc(), "link the C lifecycle program against the staticlib", true) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let exe = compile("lifecycle", dir.path(), Link::Static, &[]);
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap_or_else(|e| panic!("{e}"));
-    let out = run_ok(Command::new(&exe).arg(&data));
-    assert!(stdout_of(&out).contains("lifecycle: all checks passed"));
+    run_c_program("lifecycle", Link::Static, &[], &[]);
 }
 
 #[test]
@@ -137,12 +145,7 @@ fn c_null_pointers_invalid_utf8_and_a_1mb_token_are_error_codes() {
     if !have(&cc(), "run the C bad-input program", true) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let exe = compile("bad_input", dir.path(), Link::Dynamic, &[]);
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap_or_else(|e| panic!("{e}"));
-    let out = run_ok(Command::new(&exe).arg(&data));
-    assert!(stdout_of(&out).contains("bad_input: all checks passed"));
+    run_c_program("bad_input", Link::Dynamic, &[], &[]);
 }
 
 #[test]
@@ -150,12 +153,7 @@ fn c_four_threads_one_handle_then_close_under_them() {
     if !have(&cc(), "run the C threads program", true) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let exe = compile("threads", dir.path(), Link::Dynamic, &[]);
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap_or_else(|e| panic!("{e}"));
-    let out = run_ok(Command::new(&exe).arg(&data).arg("100"));
-    assert!(stdout_of(&out).contains("threads: all checks passed"));
+    run_c_program("threads", Link::Dynamic, &[], &["100"]);
 }
 
 /// Runs a C program under valgrind's memcheck: any invalid read or write,
@@ -167,9 +165,7 @@ fn under_valgrind(name: &str, args: &[&str]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let exe = compile(name, dir.path(), Link::Dynamic, &[]);
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap_or_else(|e| panic!("{e}"));
+    let (exe, data) = compile_with_data(name, dir.path(), Link::Dynamic, &[]);
     let out = run_ok(
         Command::new("valgrind")
             .args([
@@ -241,11 +237,7 @@ fn sanitizers_threads() {
         announce("SKIPPED: the C compiler cannot build with -fsanitize=address,undefined here");
         return;
     }
-    let exe = compile("threads", dir.path(), Link::Dynamic, &flags);
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap_or_else(|e| panic!("{e}"));
-    let out = run_ok(Command::new(&exe).arg(&data).arg("50"));
-    assert!(stdout_of(&out).contains("threads: all checks passed"));
+    run_c_program("threads", Link::Dynamic, &flags, &["50"]);
 }
 
 /// A database file belongs to one process: while this test process holds it
