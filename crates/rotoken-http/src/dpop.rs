@@ -296,72 +296,16 @@ fn normalize_url(url: &str) -> Option<String> {
     Some(format!("{scheme}://{host}{port}{path}"))
 }
 
+/// The tests' DPoP key: the same one the integration tests sign proofs with.
+#[cfg(test)]
+#[path = "../tests/common/dpop_key.rs"]
+mod dpop_key;
+
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::dpop_key::DpopKey;
     use super::*;
-    use p256::ecdsa::signature::Signer as _;
     use serde_json::json;
-
-    /// A client's DPoP key, for tests.
-    pub(crate) enum TestKey {
-        Es256(p256::ecdsa::SigningKey),
-        Ed25519(ed25519_dalek::SigningKey),
-    }
-
-    impl TestKey {
-        pub(crate) fn es256(seed: u8) -> Self {
-            Self::Es256(p256::ecdsa::SigningKey::from_slice(&[seed.max(1); 32]).unwrap())
-        }
-
-        pub(crate) fn ed25519(seed: u8) -> Self {
-            Self::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[seed; 32]))
-        }
-
-        pub(crate) fn jwk(&self) -> Value {
-            match self {
-                Self::Es256(k) => {
-                    let p = k.verifying_key().to_encoded_point(false);
-                    json!({"kty": "EC", "crv": "P-256",
-                        "x": URL_SAFE_NO_PAD.encode(p.x().unwrap()),
-                        "y": URL_SAFE_NO_PAD.encode(p.y().unwrap())})
-                }
-                Self::Ed25519(k) => {
-                    json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(k.verifying_key().as_bytes())})
-                }
-            }
-        }
-
-        pub(crate) fn jkt(&self) -> String {
-            jwk_thumbprint(&self.jwk()).unwrap()
-        }
-
-        pub(crate) fn sign_raw(&self, header: &Value, claims: &Value) -> String {
-            let signed = format!(
-                "{}.{}",
-                URL_SAFE_NO_PAD.encode(header.to_string()),
-                URL_SAFE_NO_PAD.encode(claims.to_string())
-            );
-            let sig = match self {
-                Self::Es256(k) => {
-                    let s: p256::ecdsa::Signature = k.sign(signed.as_bytes());
-                    s.to_bytes().to_vec()
-                }
-                Self::Ed25519(k) => ed25519_dalek::Signer::sign(k, signed.as_bytes()).to_bytes().to_vec(),
-            };
-            format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig))
-        }
-
-        pub(crate) fn proof(&self, htm: &str, htu: &str, iat: i64, jti: &str) -> String {
-            let alg = match self {
-                Self::Es256(_) => "ES256",
-                Self::Ed25519(_) => "EdDSA",
-            };
-            self.sign_raw(
-                &json!({"typ": "dpop+jwt", "alg": alg, "jwk": self.jwk()}),
-                &json!({"jti": jti, "htm": htm, "htu": htu, "iat": iat}),
-            )
-        }
-    }
 
     const URL: &str = "https://as.example/oauth/token";
 
@@ -376,7 +320,7 @@ pub(crate) mod tests {
     #[test]
     fn valid_proofs_give_the_thumbprint_once() {
         let v = verifier();
-        for key in [TestKey::es256(3), TestKey::ed25519(3)] {
+        for key in [DpopKey::es256(3), DpopKey::ed25519(3)] {
             let p = key.proof("POST", URL, 1000, "j1");
             assert_eq!(v.verify(&p, "POST", URL, 1000), Ok(key.jkt()));
             assert_eq!(v.verify(&p, "POST", URL, 1001), Err(DpopError::Replayed));
@@ -386,7 +330,7 @@ pub(crate) mod tests {
     #[test]
     fn every_check_refuses_its_case() {
         let v = verifier();
-        let k = TestKey::es256(5);
+        let k = DpopKey::es256(5);
         let cases = [
             (k.proof("GET", URL, 1000, "a"), DpopError::MethodMismatch),
             (
@@ -418,7 +362,7 @@ pub(crate) mod tests {
             ),
             (
                 k.sign_raw(
-                    &json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": TestKey::es256(6).jwk()}),
+                    &json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": DpopKey::es256(6).jwk()}),
                     &json!({"jti": "h", "htm": "POST", "htu": URL, "iat": 1000}),
                 ),
                 DpopError::InvalidSignature,
@@ -459,7 +403,7 @@ pub(crate) mod tests {
     #[test]
     fn htu_ignores_query_fragment_case_and_default_port() {
         let v = verifier();
-        let k = TestKey::ed25519(9);
+        let k = DpopKey::ed25519(9);
         let p = k.proof("POST", "HTTPS://AS.example:443/oauth/token?x=1#f", 1000, "q");
         assert!(v.verify(&p, "POST", URL, 1000).is_ok());
         let p = k.proof("POST", "https://as.example/oauth/token/", 1000, "r");
@@ -469,7 +413,7 @@ pub(crate) mod tests {
     #[test]
     fn the_replay_cache_fails_closed_when_full() {
         let v = verifier();
-        let k = TestKey::ed25519(2);
+        let k = DpopKey::ed25519(2);
         for i in 0..4 {
             assert!(
                 v.verify(&k.proof("POST", URL, 1000, &format!("j{i}")), "POST", URL, 1000)

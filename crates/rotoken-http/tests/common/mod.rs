@@ -12,8 +12,13 @@ use http::{Request, Response};
 use rotoken::{Engine, Keyring, ManualClock, Options, Scope};
 use rotoken_http::{
     Config, IssueRequest, JwtMinter, MemoryClients, OAuthServer, RegisteredClient, SecretHash, SigningKey,
+    jwk_thumbprint,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
+
+mod dpop_key;
+#[allow(unused_imports)] // not every test signs DPoP proofs
+pub use dpop_key::DpopKey;
 
 pub const ISSUER: &str = "https://as.example";
 pub const TOKEN_URL: &str = "https://as.example/oauth/token";
@@ -131,62 +136,6 @@ pub fn assert_error(r: &Response<Bytes>, status: u16, code: &str) {
 pub fn claims(jwt: &str) -> Value {
     let payload = jwt.split('.').nth(1).unwrap();
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
-}
-
-/// A client's DPoP key.
-pub enum DpopKey {
-    Es256(p256::ecdsa::SigningKey),
-    Ed25519(ed25519_dalek::SigningKey),
-}
-
-impl DpopKey {
-    pub fn es256(seed: u8) -> Self {
-        Self::Es256(p256::ecdsa::SigningKey::from_slice(&[seed.max(1); 32]).unwrap())
-    }
-
-    pub fn ed25519(seed: u8) -> Self {
-        Self::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[seed; 32]))
-    }
-
-    pub fn jwk(&self) -> Value {
-        match self {
-            Self::Es256(k) => {
-                let p = k.verifying_key().to_encoded_point(false);
-                json!({"kty": "EC", "crv": "P-256",
-                    "x": URL_SAFE_NO_PAD.encode(p.x().unwrap()), "y": URL_SAFE_NO_PAD.encode(p.y().unwrap())})
-            }
-            Self::Ed25519(k) => {
-                json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(k.verifying_key().as_bytes())})
-            }
-        }
-    }
-
-    pub fn jkt(&self) -> String {
-        rotoken_http::jwk_thumbprint(&self.jwk()).unwrap()
-    }
-
-    pub fn proof(&self, htm: &str, htu: &str, iat: i64, jti: &str) -> String {
-        use p256::ecdsa::signature::Signer as _;
-        let alg = match self {
-            Self::Es256(_) => "ES256",
-            Self::Ed25519(_) => "EdDSA",
-        };
-        let header = json!({"typ": "dpop+jwt", "alg": alg, "jwk": self.jwk()});
-        let claims = json!({"jti": jti, "htm": htm, "htu": htu, "iat": iat});
-        let signed = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        let sig = match self {
-            Self::Es256(k) => {
-                let s: p256::ecdsa::Signature = k.sign(signed.as_bytes());
-                s.to_bytes().to_vec()
-            }
-            Self::Ed25519(k) => ed25519_dalek::Signer::sign(k, signed.as_bytes()).to_bytes().to_vec(),
-        };
-        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig))
-    }
 }
 
 /// Captures everything logged on this thread while `f` runs.
