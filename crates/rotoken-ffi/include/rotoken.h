@@ -588,6 +588,25 @@ rotoken_status rotoken_revoke_token(rotoken_handle *handle,
                                     char **error);
 
 /**
+ * Revokes the family of `token` only if it was issued to `client_id`:
+ * what a revocation endpoint must call for an authenticated client
+ * (RFC 7009 §2.1). Another client's token, of any generation and in any
+ * state, is `ROTOKEN_STATUS_CLIENT_MISMATCH` and revokes nothing, so a
+ * client holding a leaked old token cannot log its user out. Otherwise as
+ * `rotoken_revoke_token`.
+ *
+ * # Safety
+ *
+ * `token` and `client_id` are NULL or NUL-terminated; `revoked` is NULL or
+ * writable; `error` is NULL or writable. `handle` may be any value.
+ */
+rotoken_status rotoken_revoke_token_of_client(rotoken_handle *handle,
+                                              const char *token,
+                                              const char *client_id,
+                                              size_t *revoked,
+                                              char **error);
+
+/**
  * Revokes one family by its id (32 hex characters). `*revoked` is 0 or 1.
  *
  * # Safety

@@ -737,6 +737,40 @@ pub unsafe extern "C" fn rotoken_revoke_token(
     }
 }
 
+/// Revokes the family of `token` only if it was issued to `client_id`:
+/// what a revocation endpoint must call for an authenticated client
+/// (RFC 7009 §2.1). Another client's token, of any generation and in any
+/// state, is `ROTOKEN_STATUS_CLIENT_MISMATCH` and revokes nothing, so a
+/// client holding a leaked old token cannot log its user out. Otherwise as
+/// `rotoken_revoke_token`.
+///
+/// # Safety
+///
+/// `token` and `client_id` are NULL or NUL-terminated; `revoked` is NULL or
+/// writable; `error` is NULL or writable. `handle` may be any value.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rotoken_revoke_token_of_client(
+    handle: *mut Handle,
+    token: *const c_char,
+    client_id: *const c_char,
+    revoked: *mut usize,
+    error: *mut *mut c_char,
+) -> Status {
+    let body = |_: &mut Owned| -> Result<usize, FfiError> {
+        // SAFETY: both strings are NULL or NUL-terminated by the contract above.
+        let (token, client_id) = unsafe {
+            (
+                input::text(token, "token", ROTOKEN_MAX_TOKEN_LEN)?,
+                input::text(client_id, "client_id", ROTOKEN_MAX_CLIENT_ID_LEN)?,
+            )
+        };
+        let target = RevokeTarget::TokenOfClient { token, client_id };
+        handle::with_engine(handle, |engine| Ok(engine.revoke(target)?))
+    };
+    // SAFETY: `revoked` and `error` are NULL or writable by the contract.
+    unsafe { fill(revoked, Out::Optional, 0, error, body) }
+}
+
 /// Revokes one family by its id (32 hex characters). `*revoked` is 0 or 1.
 ///
 /// # Safety

@@ -106,6 +106,12 @@ int main(int argc, char **argv) {
     ASSERT(n == 0);
     EXPECT(rotoken_revoke_token(h, huge, &n, &err), ROTOKEN_STATUS_TOO_LARGE);
     EXPECT(rotoken_revoke_token(h, bad_utf8, &n, &err), ROTOKEN_STATUS_INVALID_UTF8);
+    EXPECT(rotoken_revoke_token_of_client(h, NULL, "web", &n, &err), ROTOKEN_STATUS_NULL_POINTER);
+    EXPECT(rotoken_revoke_token_of_client(h, "rt1_x", NULL, &n, &err), ROTOKEN_STATUS_NULL_POINTER);
+    EXPECT(rotoken_revoke_token_of_client(h, "rt1_x", huge, &n, &err), ROTOKEN_STATUS_TOO_LARGE);
+    EXPECT(rotoken_revoke_token_of_client(h, "rt1_x", bad_utf8, &n, &err), ROTOKEN_STATUS_INVALID_UTF8);
+    EXPECT(rotoken_revoke_token_of_client(h, "rt1_x", "web", &n, &err), ROTOKEN_STATUS_INVALID_TOKEN);
+    ASSERT(n == 0);
     EXPECT(rotoken_revoke_family(h, NULL, &n, &err), ROTOKEN_STATUS_NULL_POINTER);
     EXPECT(rotoken_revoke_family(h, huge, &n, &err), ROTOKEN_STATUS_TOO_LARGE);
     EXPECT(rotoken_revoke_family(h, "0123456789abcdef0123456789abcdeg", &n, &err), ROTOKEN_STATUS_INVALID_INPUT);

@@ -173,6 +173,21 @@ int main(int argc, char **argv) {
     EXPECT(rotoken_revoke_subject(h, "nobody", &n, &err), ROTOKEN_STATUS_OK);
     ASSERT(n == 0);
 
+    /* RFC 7009 section 2.1: a revocation endpoint revokes only its client's tokens. */
+    rotoken_issued e;
+    EXPECT(rotoken_issue(h, "frank", "web", "openid", NULL, NULL, 0, &e, &err), ROTOKEN_STATUS_OK);
+    n = 99;
+    EXPECT(rotoken_revoke_token_of_client(h, e.refresh_token, "mobile", &n, &err), ROTOKEN_STATUS_CLIENT_MISMATCH);
+    ASSERT(n == 0);
+    EXPECT(rotoken_rotate(h, e.refresh_token, "web", NULL, NULL, &retry, &err), ROTOKEN_STATUS_OK);
+    EXPECT(rotoken_revoke_token_of_client(h, e.refresh_token, "web", &n, &err), ROTOKEN_STATUS_OK);
+    ASSERT(n == 1); /* an old token of the family, presented by its own client */
+    EXPECT(rotoken_introspect(h, retry.refresh_token, &info, &err), ROTOKEN_STATUS_OK);
+    ASSERT(!info.active);
+    rotoken_introspection_clear(&info);
+    rotoken_rotated_clear(&retry);
+    rotoken_issued_clear(&e);
+
     /* gc and check. */
     rotoken_gc_report gc;
     EXPECT(rotoken_gc(h, 100, &gc, &err), ROTOKEN_STATUS_OK);
@@ -180,7 +195,7 @@ int main(int argc, char **argv) {
     rotoken_check_report report;
     EXPECT(rotoken_check(h, &report, &err), ROTOKEN_STATUS_OK);
     ASSERT(report.problem_count == 0 && report.problems == NULL);
-    ASSERT(report.families == 6);
+    ASSERT(report.families == 7); /* frank's family, revoked, included */
     ASSERT(report.active == 1); /* erin */
     rotoken_check_report_clear(&report);
 
@@ -197,7 +212,7 @@ int main(int argc, char **argv) {
 
     EXPECT(rotoken_open(db, keys, NULL, &h, &err), ROTOKEN_STATUS_OK);
     EXPECT(rotoken_check(h, &report, &err), ROTOKEN_STATUS_OK);
-    ASSERT(report.families == 6 && report.problem_count == 0);
+    ASSERT(report.families == 7 && report.problem_count == 0);
     rotoken_check_report_clear(&report);
     EXPECT(rotoken_close(h, &err), ROTOKEN_STATUS_OK);
 
