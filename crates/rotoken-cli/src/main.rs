@@ -287,12 +287,7 @@ fn quiet_panics() {
             .location()
             .map(|l| format!("{}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        let why = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+        let why = info.payload_as_str().unwrap_or_default();
         let text = output::redact_tokens(&format!("panicked at {at}: {why}"));
         tracing::warn!(panic = %text, "a panic (contained if the storage engine was reading damaged data)");
         if let Ok(mut last) = LAST_PANIC.lock() {

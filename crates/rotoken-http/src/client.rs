@@ -13,6 +13,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::error::{ClientFileError, RegistryError};
@@ -613,6 +614,11 @@ type ThrottleKey = (Option<IpAddr>, String);
 /// Most keys remembered; past it, expired keys are dropped, then the oldest.
 const THROTTLE_CAPACITY: usize = 16_384;
 
+/// Milliseconds since the Unix epoch, the throttle's unit of time.
+fn unix_millis(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
 impl Throttle {
     /// A throttle that locks a key out after `max_failures` failures within
     /// `window` of its first failure, until that window ends.
@@ -624,17 +630,18 @@ impl Throttle {
         }
     }
 
-    /// `Some(seconds to wait)` if the key is locked out at `now_ms`
-    /// (milliseconds since the Unix epoch).
-    pub fn locked(&self, peer: Option<IpAddr>, id: &str, now_ms: i64) -> Option<u64> {
+    /// `Some(seconds to wait)` if the key is locked out at `now`.
+    pub fn locked(&self, peer: Option<IpAddr>, id: &str, now: OffsetDateTime) -> Option<u64> {
+        let now_ms = unix_millis(now);
         let entries = self.entries.lock().ok()?;
         let &(failures, start) = entries.get(&(peer, id.to_owned()))?;
         let end = start.saturating_add(self.window_ms);
         (failures >= self.max_failures && now_ms < end).then(|| u64::try_from((end - now_ms + 999) / 1000).unwrap_or(1))
     }
 
-    /// Records a failure of the key at `now_ms`.
-    pub fn fail(&self, peer: Option<IpAddr>, id: &str, now_ms: i64) {
+    /// Records a failure of the key at `now`.
+    pub fn fail(&self, peer: Option<IpAddr>, id: &str, now: OffsetDateTime) {
+        let now_ms = unix_millis(now);
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
@@ -698,18 +705,19 @@ mod tests {
     fn throttle_locks_after_max_failures_until_the_window_ends() {
         let t = Throttle::new(3, std::time::Duration::from_secs(60));
         let peer = Some(IpAddr::from([127, 0, 0, 1]));
+        let at = |ms: i64| OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(ms);
         for _ in 0..3 {
-            assert_eq!(t.locked(peer, "a", 0), None);
-            t.fail(peer, "a", 0);
+            assert_eq!(t.locked(peer, "a", at(0)), None);
+            t.fail(peer, "a", at(0));
         }
-        assert_eq!(t.locked(peer, "a", 1_000), Some(59));
-        assert_eq!(t.locked(None, "a", 1_000), None, "another peer is not locked");
-        assert_eq!(t.locked(peer, "b", 1_000), None);
-        assert_eq!(t.locked(peer, "a", 60_000), None);
-        t.fail(peer, "a", 60_000);
-        assert_eq!(t.locked(peer, "a", 60_001), None, "a new window");
+        assert_eq!(t.locked(peer, "a", at(1_000)), Some(59));
+        assert_eq!(t.locked(None, "a", at(1_000)), None, "another peer is not locked");
+        assert_eq!(t.locked(peer, "b", at(1_000)), None);
+        assert_eq!(t.locked(peer, "a", at(60_000)), None);
+        t.fail(peer, "a", at(60_000));
+        assert_eq!(t.locked(peer, "a", at(60_001)), None, "a new window");
         t.succeed(peer, "a");
-        assert_eq!(t.locked(peer, "a", 60_001), None);
+        assert_eq!(t.locked(peer, "a", at(60_001)), None);
     }
 
     #[test]

@@ -712,8 +712,7 @@ impl OAuthServer {
         let secret = presented.secret.filter(|s| !s.is_empty());
         let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
         let now = self.config.clock.now();
-        let now_ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
-        if let Some(wait) = self.throttle.locked(peer, &id, now_ms) {
+        if let Some(wait) = self.throttle.locked(peer, &id, now) {
             self.metrics.throttle();
             tracing::info!(client_id = ?truncate(&id), "client authentication throttled");
             return Err(OAuthError::throttled(wait));
@@ -750,7 +749,7 @@ impl OAuthServer {
                 Ok(c)
             }
             _ => {
-                self.throttle.fail(peer, &id, now_ms);
+                self.throttle.fail(peer, &id, now);
                 self.metrics.auth_failure();
                 tracing::info!(client_id = ?truncate(&id), basic = presented.basic, "client authentication failed");
                 Err(OAuthError::invalid_client("client authentication failed"))

@@ -12,7 +12,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Request};
@@ -20,7 +19,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::post;
-use rotoken::{FamilyId, RevokeTarget, Scope};
+use rotoken::{Clock, FamilyId, RevokeTarget, Scope};
 use rotoken_http::{IssueRequest, OAuthServer, SecretHash, Throttle};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -45,6 +44,7 @@ const THROTTLE_ID: &str = "admin";
 struct AdminAuth {
     token: SecretHash,
     throttle: Throttle,
+    clock: Arc<dyn Clock>,
 }
 
 /// The admin routes, behind the token check. Failed checks are throttled per
@@ -56,6 +56,7 @@ pub(super) fn router(oauth: Arc<OAuthServer>, token: Option<SecretHash>) -> Rout
         Arc::new(AdminAuth {
             token,
             throttle: Throttle::new(c.auth_max_failures, c.auth_failure_window),
+            clock: c.clock.clone(),
         })
     });
     let issue_oauth = oauth.clone();
@@ -81,15 +82,11 @@ async fn authorize(auth: Option<Arc<AdminAuth>>, request: Request, next: Next) -
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(a)| a.ip());
-    let now_ms = i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis()),
-    )
-    .unwrap_or(i64::MAX);
+    // The OAuth server's clock, as its own client-authentication throttle uses.
+    let now = auth.clock.now();
     // Locked out: refused before the token is looked at, so a guess made
     // during the lockout is never tested (the right token is refused too).
-    if let Some(wait) = auth.throttle.locked(peer, THROTTLE_ID, now_ms) {
+    if let Some(wait) = auth.throttle.locked(peer, THROTTLE_ID, now) {
         tracing::warn!(?peer, "admin request throttled after repeated bad admin tokens");
         let mut r = error(
             StatusCode::TOO_MANY_REQUESTS,
@@ -108,7 +105,7 @@ async fn authorize(auth: Option<Arc<AdminAuth>>, request: Request, next: Next) -
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim());
     if !presented.is_some_and(|t| auth.token.verify(t.as_bytes())) {
-        auth.throttle.fail(peer, THROTTLE_ID, now_ms);
+        auth.throttle.fail(peer, THROTTLE_ID, now);
         tracing::info!("admin request refused: bad or missing admin token");
         let mut r = error(
             StatusCode::UNAUTHORIZED,
