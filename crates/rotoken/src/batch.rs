@@ -45,6 +45,9 @@ pub(crate) trait Apply<Op, Done> {
     fn apply_batch(&self, ops: Vec<Op>) -> Vec<Done>;
     /// The result given to a caller whose batch could not run at all.
     fn failed(&self, why: &str) -> Done;
+    /// The result given to each caller of a batch during which the storage
+    /// engine panicked (the batch did not commit).
+    fn panicked(&self) -> Done;
 }
 
 struct Slot<Done> {
@@ -220,9 +223,14 @@ impl<Op: Send + 'static, Done: Send + 'static> Batcher<Op, Done> {
                     finish(slot, done);
                 }
             }
-            _ => {
+            Ok(_) => {
                 for slot in &slots {
-                    finish(slot, engine.failed("the batch could not be applied"));
+                    finish(slot, engine.failed("a batch returned the wrong number of results"));
+                }
+            }
+            Err(_) => {
+                for slot in &slots {
+                    finish(slot, engine.panicked());
                 }
             }
         }

@@ -16,7 +16,7 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle, WriteTransaction,
@@ -275,7 +275,10 @@ impl CheckReport {
 /// `Engine` is `Send + Sync`; share it behind an `Arc`. redb serialises
 /// writers, so concurrent rotations of one token have exactly one winner.
 pub struct Engine {
-    db: Database,
+    db: Db,
+    /// Set once redb has panicked under this engine: its in-memory state is
+    /// then unknown, so every later call is refused with `corrupt`.
+    damaged: AtomicBool,
     keys: Keyring,
     policy: Policy,
     limits: Limits,
@@ -318,13 +321,74 @@ impl fmt::Debug for Engine {
 }
 
 /// Runs `f`, turning a panic into [`StoreError::Corrupt`]. redb 4.6 panics
-/// (instead of returning an error) on some damaged files, for example a
-/// flipped bit in a stored table definition; a damaged file must give the
-/// caller an error, not bring the server down. Write batches get the same
-/// treatment in the batcher.
-fn contain<T, E: From<StoreError>>(f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .unwrap_or_else(|_| Err(corrupt("storage", "the storage engine panicked reading damaged data").into()))
+/// (instead of returning an error) on some damaged files: a flipped bit in a
+/// stored table definition, a region bitmap index out of bounds. A damaged
+/// file must give the caller an error, not bring the server down. Used where
+/// no engine exists yet (opening); an open engine uses
+/// [`Engine::catch_redb_panics`], which also marks the engine damaged.
+fn catch_redb_panics<T, E: From<StoreError>>(f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| Err(redb_panicked().into()))
+}
+
+/// [`catch_redb_panics`] for an open engine: refuses at once if `damaged`
+/// is set, and sets it when `f` panics.
+fn catch_redb_panics_marking<T, E: From<StoreError>>(
+    damaged: &AtomicBool,
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    if damaged.load(Ordering::SeqCst) {
+        return Err(engine_damaged().into());
+    }
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        damaged.store(true, Ordering::SeqCst);
+        Err(redb_panicked().into())
+    })
+}
+
+fn redb_panicked() -> StoreError {
+    corrupt("storage", "the storage engine panicked reading damaged data")
+}
+
+fn engine_damaged() -> StoreError {
+    corrupt(
+        "storage",
+        "the storage engine panicked earlier on damaged data; reopen after `rotoken check`",
+    )
+}
+
+/// The redb database, closed inside [`catch_redb_panics`]: redb writes its
+/// allocator state when the database is dropped, and panics there on some
+/// damaged files.
+struct Db(Option<Database>);
+
+impl std::ops::Deref for Db {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        match &self.0 {
+            Some(db) => db,
+            // Taken only in `drop`.
+            None => unreachable!("database used after close"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for Db {
+    fn deref_mut(&mut self) -> &mut Database {
+        match &mut self.0 {
+            Some(db) => db,
+            None => unreachable!("database used after close"),
+        }
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let db = self.0.take();
+        let _ = catch_redb_panics(move || {
+            drop(db);
+            Ok::<(), StoreError>(())
+        });
+    }
 }
 
 /// Replaces `def` by a copy written in ascending key order (see
@@ -459,6 +523,11 @@ impl Apply<Op, Done> for Engine {
     fn failed(&self, why: &str) -> Done {
         Done::Failed(corrupt("engine", why))
     }
+
+    fn panicked(&self) -> Done {
+        self.damaged.store(true, Ordering::SeqCst);
+        Done::Failed(redb_panicked())
+    }
 }
 
 impl Drop for Engine {
@@ -532,6 +601,7 @@ impl Engine {
         if !looks_like_redb(path).map_err(|e| StoreError::from(redb::Error::from(e)))? {
             return Err(OpenError::NotRotoken);
         }
+        create_private(path).map_err(|e| StoreError::from(redb::Error::from(e)))?;
         let mut b = Database::builder();
         if let Some(c) = options.cache_size {
             b.set_cache_size(c);
@@ -539,7 +609,7 @@ impl Engine {
         // redb panics inside `create` on some damaged files (an
         // `unreachable!` in its b-tree code, an `unwrap` reading the table
         // tree): contained like every other read of stored data.
-        let db = contain(|| b.create(path).map_err(OpenError::from))?;
+        let db = catch_redb_panics(|| b.create(path).map_err(OpenError::from))?;
         Self::init(db, keys, options)
     }
 
@@ -559,15 +629,16 @@ impl Engine {
         if let Some(c) = options.cache_size {
             b.set_cache_size(c);
         }
-        let db = contain(|| b.create_with_backend(backend).map_err(OpenError::from))?;
+        let db = catch_redb_panics(|| b.create_with_backend(backend).map_err(OpenError::from))?;
         Self::init(db, keys, options)
     }
 
     fn init(db: Database, keys: Keyring, options: Options) -> Result<Self, OpenError> {
-        contain(|| Self::init_unguarded(db, keys, options))
+        let db = Db(Some(db));
+        catch_redb_panics(|| Self::init_unguarded(db, keys, options))
     }
 
-    fn init_unguarded(db: Database, keys: Keyring, options: Options) -> Result<Self, OpenError> {
+    fn init_unguarded(db: Db, keys: Keyring, options: Options) -> Result<Self, OpenError> {
         let check = keys.key_check();
         let read = db.begin_read().map_err(StoreError::from)?;
         let existing = read.list_tables().map_err(StoreError::from)?.count();
@@ -608,6 +679,7 @@ impl Engine {
         }
         let engine = Self {
             db,
+            damaged: AtomicBool::new(false),
             limits: Limits::of(&options.policy),
             policy: options.policy,
             clock: options.clock,
@@ -672,8 +744,9 @@ impl Engine {
     ///
     /// A storage error (nothing is lost: the rewrite is one transaction).
     pub fn compact(&mut self) -> Result<(), StoreError> {
-        contain(|| {
-            let mut txn = self.db.begin_write()?;
+        let db = &mut self.db;
+        catch_redb_panics_marking(&self.damaged, || {
+            let mut txn = db.begin_write()?;
             txn.set_two_phase_commit(true);
             rewrite_in_key_order(&txn, META)?;
             rewrite_in_key_order(&txn, FAMILIES)?;
@@ -682,7 +755,7 @@ impl Engine {
             rewrite_in_key_order(&txn, BY_EXPIRY)?;
             rewrite_in_key_order(&txn, EVENTS)?;
             txn.commit()?;
-            while self.db.compact()? {}
+            while db.compact()? {}
             Ok(())
         })
     }
@@ -1213,6 +1286,9 @@ impl Engine {
     /// since none of their changes reached the disk.
     fn run_batch(&self, ops: Vec<Op>) -> Vec<Done> {
         let n = ops.len();
+        if self.damaged.load(Ordering::SeqCst) {
+            return (0..n).map(|_| Done::Failed(engine_damaged())).collect();
+        }
         let mut dones = Vec::with_capacity(n);
         let mut events = Vec::new();
         let outcome = (|| {
@@ -1319,7 +1395,7 @@ impl Engine {
     ///
     /// A storage error only.
     pub fn introspect(&self, token: &str) -> Result<Introspection, StoreError> {
-        contain(|| self.introspect_unguarded(token))
+        self.catch_redb_panics(|| self.introspect_unguarded(token))
     }
 
     fn introspect_unguarded(&self, token: &str) -> Result<Introspection, StoreError> {
@@ -1354,6 +1430,24 @@ impl Engine {
         })
     }
 
+    /// True if `family` exists, is not revoked and has not expired: what an
+    /// introspection endpoint asks about the family an access token names
+    /// (its `sid`), so a revocation reaches access tokens at once. Opens no
+    /// grant and changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// A storage error, or [`StoreError::Corrupt`] for a damaged record.
+    pub fn family_is_active(&self, family: &FamilyId) -> Result<bool, StoreError> {
+        self.catch_redb_panics(|| {
+            let read = self.db.begin_read()?;
+            let families = read.open_table(FAMILIES)?;
+            Ok(self
+                .load(&families, family)?
+                .is_some_and(|rec| self.is_live(&rec, self.now())))
+        })
+    }
+
     /// Lists a subject's families (its sessions), revoked ones included
     /// until gc removes them.
     ///
@@ -1361,7 +1455,7 @@ impl Engine {
     ///
     /// [`InvalidInput`] for a bad subject, or a storage error.
     pub fn sessions(&self, subject: &str) -> Result<Vec<Session>, crate::Error> {
-        contain(|| self.sessions_unguarded(subject))
+        self.catch_redb_panics(|| self.sessions_unguarded(subject))
     }
 
     fn sessions_unguarded(&self, subject: &str) -> Result<Vec<Session>, crate::Error> {
@@ -1407,7 +1501,7 @@ impl Engine {
     ///
     /// A storage error, or [`StoreError::Corrupt`] for an undecodable event.
     pub fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        contain(|| self.events_unguarded(after, limit))
+        self.catch_redb_panics(|| self.events_unguarded(after, limit))
     }
 
     fn events_unguarded(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
@@ -1429,7 +1523,7 @@ impl Engine {
     ///
     /// A storage error; nothing is removed then.
     pub fn gc(&self, limit: usize) -> Result<GcReport, StoreError> {
-        contain(|| self.gc_unguarded(limit))
+        self.catch_redb_panics(|| self.gc_unguarded(limit))
     }
 
     fn gc_unguarded(&self, limit: usize) -> Result<GcReport, StoreError> {
@@ -1507,7 +1601,7 @@ impl Engine {
     ///
     /// A storage error. Inconsistencies are reported in [`CheckReport::problems`].
     pub fn check(&self) -> Result<CheckReport, StoreError> {
-        contain(|| self.check_unguarded())
+        self.catch_redb_panics(|| self.check_unguarded())
     }
 
     fn check_unguarded(&self) -> Result<CheckReport, StoreError> {
@@ -1651,8 +1745,17 @@ impl Engine {
     ///
     /// A storage error.
     pub fn families_count(&self) -> Result<u64, StoreError> {
-        let read = self.db.begin_read()?;
-        Ok(read.open_table(FAMILIES)?.len()?)
+        self.catch_redb_panics(|| {
+            let read = self.db.begin_read()?;
+            Ok(read.open_table(FAMILIES)?.len()?)
+        })
+    }
+
+    /// Runs `f` unless redb has panicked under this engine before, turning
+    /// a panic into [`StoreError::Corrupt`] and marking the engine damaged
+    /// (see [`catch_redb_panics`]).
+    fn catch_redb_panics<T, E: From<StoreError>>(&self, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        catch_redb_panics_marking(&self.damaged, f)
     }
 }
 
@@ -1669,6 +1772,21 @@ fn looks_like_redb(path: &Path) -> std::io::Result<bool> {
         Err(e) => return Err(e),
     };
     Ok(head.is_empty() || head == MAGIC)
+}
+
+/// Creates `path` readable and writable by its owner only (0600) if it does
+/// not exist yet, so redb never creates a world-readable database: the file
+/// holds families (sealed, but still nobody else's business).
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    match o.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// A write transaction and whether its commit will be durable.
@@ -1721,5 +1839,28 @@ mod tests {
         }
         std::fs::write(&path, b"").unwrap();
         assert!(Engine::open(&path, Keyring::generate().unwrap(), Options::default()).is_ok());
+    }
+
+    #[test]
+    fn family_is_active_follows_revocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path().join("db"), Keyring::generate().unwrap(), Options::default()).unwrap();
+        let grant = Grant::new("alice", "web", Scope::parse("openid").unwrap());
+        let issued = engine.issue(&grant).unwrap();
+        assert!(engine.family_is_active(&issued.family).unwrap());
+        assert!(!engine.family_is_active(&FamilyId::from_bytes([7; 16])).unwrap());
+        engine.revoke(RevokeTarget::Family(issued.family)).unwrap();
+        assert!(!engine.family_is_active(&issued.family).unwrap());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_database_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.redb");
+        drop(Engine::open(&path, Keyring::generate().unwrap(), Options::default()).unwrap());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "database created with mode {mode:o}");
     }
 }
