@@ -5,6 +5,7 @@
 
 use std::io::Write as _;
 
+use rotoken::Code;
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -56,12 +57,12 @@ impl CliError {
     }
 
     /// An error carrying a core code: the exit code follows from the code.
-    pub(crate) fn from_code(code: &'static str, message: impl ToString) -> Self {
+    pub(crate) fn from_code(code: Code, message: impl ToString) -> Self {
         let message = message.to_string();
         if is_storage_code(code) {
-            Self::storage(code, message)
+            Self::storage(code.as_str(), message)
         } else {
-            Self::refused(code, message)
+            Self::refused(code.as_str(), message)
         }
     }
 
@@ -73,10 +74,15 @@ impl CliError {
 
 /// True for codes that mean the database (or the machine) is in trouble,
 /// rather than that a request was refused.
-fn is_storage_code(code: &str) -> bool {
+fn is_storage_code(code: Code) -> bool {
     matches!(
         code,
-        "storage_error" | "corrupt" | "random_failed" | "not_rotoken" | "unsupported_schema"
+        Code::StorageError
+            | Code::Corrupt
+            | Code::RandomFailed
+            | Code::NotRotoken
+            | Code::UnsupportedSchema
+            | Code::Unavailable
     )
 }
 
@@ -456,10 +462,10 @@ mod tests {
 
     #[test]
     fn storage_codes_exit_3_and_refusals_exit_1() {
-        assert_eq!(CliError::from_code("corrupt", "x").exit_code(), 3);
-        assert_eq!(CliError::from_code("storage_error", "x").exit_code(), 3);
-        assert_eq!(CliError::from_code("reuse_detected", "x").exit_code(), 1);
-        assert_eq!(CliError::from_code("wrong_keys", "x").exit_code(), 1);
+        assert_eq!(CliError::from_code(Code::Corrupt, "x").exit_code(), 3);
+        assert_eq!(CliError::from_code(Code::StorageError, "x").exit_code(), 3);
+        assert_eq!(CliError::from_code(Code::ReuseDetected, "x").exit_code(), 1);
+        assert_eq!(CliError::from_code(Code::WrongKeys, "x").exit_code(), 1);
     }
 
     #[test]

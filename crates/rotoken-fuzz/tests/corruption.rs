@@ -141,7 +141,7 @@ fn examine(damaged: Damaged, tokens: &[Truth], clock_ms: i64) -> Verdict {
         Ok(e) => e,
         Err(e) => {
             let _ = e.to_string();
-            return Verdict::OpenRefused(e.code());
+            return Verdict::OpenRefused(e.code().as_str());
         }
     };
     let detected = match engine.check() {

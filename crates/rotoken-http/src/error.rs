@@ -321,7 +321,7 @@ impl IssueError {
     /// A stable code: the core's, or `mint_failed`.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Core(e) => e.code(),
+            Self::Core(e) => e.code().as_str(),
             Self::Mint(_) => "mint_failed",
         }
     }

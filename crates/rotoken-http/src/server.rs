@@ -385,7 +385,7 @@ impl OAuthServer {
     }
 
     fn rotate_error(&self, e: RotateError, client_id: &str) -> OAuthError {
-        let code = e.code();
+        let code = e.code().as_str();
         let err = match e {
             RotateError::ReuseDetected { family } | RotateError::Diverged { family } => {
                 self.metrics.reuse_detected();

@@ -44,7 +44,7 @@ impl Default for GroupCommit {
 pub(crate) trait Apply<Op, Done> {
     fn apply_batch(&self, ops: Vec<Op>) -> Vec<Done>;
     /// The result given to a caller whose batch could not run at all.
-    fn failed(&self, why: &str) -> Done;
+    fn failed(&self, why: &'static str) -> Done;
     /// The result given to each caller of a batch during which the storage
     /// engine panicked (the batch did not commit).
     fn panicked(&self) -> Done;

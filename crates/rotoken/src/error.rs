@@ -9,15 +9,151 @@ use crate::record::RevokeReason;
 use crate::state::ExpiryKind;
 use crate::token::ParseError;
 
+/// Every error's stable code: what [`RotateError::code`] and the other
+/// `code()` methods return, and what every adapter maps from (HTTP status
+/// and OAuth error, C status, CLI exit code). [`Code::as_str`] is the
+/// snake_case name adapters print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Code {
+    /// Another process has the database open.
+    Locked,
+    /// Not a rotoken database.
+    NotRotoken,
+    /// A schema this build does not know.
+    UnsupportedSchema,
+    /// The keys do not match the database.
+    WrongKeys,
+    /// The policy is not valid.
+    InvalidPolicy,
+    /// A request field (subject, client id, scope, ...) was refused.
+    InvalidInput,
+    /// The token is malformed or its authenticator does not verify.
+    InvalidToken,
+    /// The token's family is not stored (removed by gc).
+    UnknownToken,
+    /// The family is revoked.
+    Revoked,
+    /// Another client presented the token.
+    ClientMismatch,
+    /// The confirmation key does not match.
+    ConfirmationMismatch,
+    /// The family has expired.
+    Expired,
+    /// A retired token was presented; the family was revoked.
+    ReuseDetected,
+    /// The token disagreed with the store; the family was revoked.
+    Diverged,
+    /// The requested scope is wider than the grant.
+    ScopeWidened,
+    /// The family reached its generation limit.
+    TooManyGenerations,
+    /// The storage layer failed (I/O, a lost connection, conflicts past the retry limit).
+    StorageError,
+    /// Stored data is damaged.
+    Corrupt,
+    /// The OS random number generator failed.
+    RandomFailed,
+    /// The engine is shutting down or its commit thread could not run.
+    Unavailable,
+    /// A key file could not be read or written.
+    KeysIo,
+    /// A key file is malformed.
+    KeysInvalid,
+    /// A key id is not in the keyring.
+    UnknownKey,
+    /// The active key cannot be retired.
+    RetireActive,
+    /// No key id is left.
+    KeysExhausted,
+}
+
+impl Code {
+    /// The stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Locked => "locked",
+            Self::NotRotoken => "not_rotoken",
+            Self::UnsupportedSchema => "unsupported_schema",
+            Self::WrongKeys => "wrong_keys",
+            Self::InvalidPolicy => "invalid_policy",
+            Self::InvalidInput => "invalid_input",
+            Self::InvalidToken => "invalid_token",
+            Self::UnknownToken => "unknown_token",
+            Self::Revoked => "revoked",
+            Self::ClientMismatch => "client_mismatch",
+            Self::ConfirmationMismatch => "confirmation_mismatch",
+            Self::Expired => "expired",
+            Self::ReuseDetected => "reuse_detected",
+            Self::Diverged => "diverged",
+            Self::ScopeWidened => "scope_widened",
+            Self::TooManyGenerations => "too_many_generations",
+            Self::StorageError => "storage_error",
+            Self::Corrupt => "corrupt",
+            Self::RandomFailed => "random_failed",
+            Self::Unavailable => "unavailable",
+            Self::KeysIo => "keys_io",
+            Self::KeysInvalid => "keys_invalid",
+            Self::UnknownKey => "unknown_key",
+            Self::RetireActive => "retire_active",
+            Self::KeysExhausted => "keys_exhausted",
+        }
+    }
+
+    /// True for a refusal caused by what the caller sent (a bad, foreign,
+    /// retired, revoked or expired token, a bad request): the client's
+    /// fault, not the server's. False for storage, key and setup failures.
+    pub fn is_client_error(self) -> bool {
+        matches!(
+            self,
+            Self::InvalidInput
+                | Self::InvalidToken
+                | Self::UnknownToken
+                | Self::Revoked
+                | Self::ClientMismatch
+                | Self::ConfirmationMismatch
+                | Self::Expired
+                | Self::ReuseDetected
+                | Self::Diverged
+                | Self::ScopeWidened
+                | Self::TooManyGenerations
+        )
+    }
+
+    /// True if the call that returned this code revoked a family
+    /// (reuse detected, or a token that disagreed with the store).
+    pub fn revoked_a_family(self) -> bool {
+        matches!(self, Self::ReuseDetected | Self::Diverged)
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Code {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// A failure of the storage layer, shared by every operation.
 ///
 /// Cloneable, because one failed group commit fails every operation in it.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// redb reported an error (I/O, a full disk, a closed database...).
+    /// The store reported an error (I/O, a full disk, a lost connection, a
+    /// closed database...). The source is the store's own error type.
     #[error("storage: {0}")]
-    Storage(#[source] std::sync::Arc<redb::Error>),
+    Storage(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
+    /// The transaction lost to a concurrent one (a serialization failure or
+    /// a deadlock) and changed nothing. The engine runs the batch again;
+    /// callers see it only past [`crate::store::MAX_CONFLICT_RETRIES`].
+    #[error("storage conflict (retried too often): {0}")]
+    Conflict(String),
     /// A stored record failed its MAC, did not decode or did not open.
     #[error("corrupt data in {table}: {reason}")]
     Corrupt {
@@ -29,27 +165,11 @@ pub enum StoreError {
     /// The OS random number generator failed.
     #[error("OS random number generator failed: {0}")]
     Random(getrandom::Error),
+    /// The engine could not run the operation at all (it is shutting down,
+    /// or its commit thread could not start); nothing was written.
+    #[error("the engine is unavailable: {0}")]
+    Unavailable(&'static str),
 }
-
-macro_rules! redb_into_store {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self {
-                Self::Storage(std::sync::Arc::new(e.into()))
-            }
-        }
-    )*};
-}
-redb_into_store!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::CompactionError,
-    redb::StorageError,
-    redb::TableError,
-    redb::TransactionError,
-    redb::CommitError,
-    redb::SetDurabilityError
-);
 
 impl From<getrandom::Error> for StoreError {
     fn from(e: getrandom::Error) -> Self {
@@ -58,13 +178,27 @@ impl From<getrandom::Error> for StoreError {
 }
 
 impl StoreError {
-    /// A stable code: `storage_error`, `corrupt` or `random_failed`.
-    pub fn code(&self) -> &'static str {
+    /// A storage failure with the store's own error as its source.
+    pub fn storage(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Storage(std::sync::Arc::new(e))
+    }
+
+    /// The stable code: `storage_error`, `corrupt`, `random_failed` or `unavailable`.
+    pub fn code(&self) -> Code {
         match self {
-            Self::Storage(_) => "storage_error",
-            Self::Corrupt { .. } => "corrupt",
-            Self::Random(_) => "random_failed",
+            Self::Storage(_) | Self::Conflict(_) => Code::StorageError,
+            Self::Corrupt { .. } => Code::Corrupt,
+            Self::Random(_) => Code::RandomFailed,
+            Self::Unavailable(_) => Code::Unavailable,
         }
+    }
+}
+
+/// Damaged stored data in `table`.
+pub(crate) fn corrupt(table: &'static str, reason: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        reason: reason.to_string(),
     }
 }
 
@@ -97,24 +231,15 @@ pub enum OpenError {
     Store(#[from] StoreError),
 }
 
-impl From<redb::DatabaseError> for OpenError {
-    fn from(e: redb::DatabaseError) -> Self {
-        match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => Self::Locked,
-            e => Self::Store(e.into()),
-        }
-    }
-}
-
 impl OpenError {
-    /// A stable code.
-    pub fn code(&self) -> &'static str {
+    /// The stable code.
+    pub fn code(&self) -> Code {
         match self {
-            Self::Locked => "locked",
-            Self::NotRotoken => "not_rotoken",
-            Self::UnsupportedSchema { .. } => "unsupported_schema",
-            Self::WrongKeys => "wrong_keys",
-            Self::InvalidPolicy(_) => "invalid_policy",
+            Self::Locked => Code::Locked,
+            Self::NotRotoken => Code::NotRotoken,
+            Self::UnsupportedSchema { .. } => Code::UnsupportedSchema,
+            Self::WrongKeys => Code::WrongKeys,
+            Self::InvalidPolicy(_) => Code::InvalidPolicy,
             Self::Store(e) => e.code(),
         }
     }
@@ -133,16 +258,17 @@ pub enum IssueError {
 }
 
 impl IssueError {
-    /// A stable code.
-    pub fn code(&self) -> &'static str {
+    /// The stable code.
+    pub fn code(&self) -> Code {
         match self {
-            Self::InvalidInput(_) => "invalid_input",
+            Self::InvalidInput(_) => Code::InvalidInput,
             Self::Store(e) => e.code(),
         }
     }
 }
 
-/// Errors from [`crate::Engine::rotate`], in the order the checks run.
+/// Errors from [`crate::Engine::rotate`], in the order the checks run
+/// (the order is written once, in `protocol.rs`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RotateError {
@@ -153,6 +279,9 @@ pub enum RotateError {
     /// (forged, or made with a key this server does not hold).
     #[error("invalid token")]
     InvalidToken,
+    /// A request field (client id, confirmation) was refused.
+    #[error("invalid request: {0}")]
+    InvalidInput(#[from] InvalidInput),
     /// The token is authentic but its family is not in the store (removed by gc).
     #[error("unknown token family")]
     Unknown,
@@ -190,29 +319,26 @@ pub enum RotateError {
     /// The family reached its generation limit; the user must sign in again.
     #[error("the family reached its generation limit")]
     TooManyGenerations,
-    /// A request field was refused.
-    #[error("invalid request: {0}")]
-    InvalidInput(#[from] InvalidInput),
     /// A storage failure; nothing was handed out.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 impl RotateError {
-    /// A stable code.
-    pub fn code(&self) -> &'static str {
+    /// The stable code.
+    pub fn code(&self) -> Code {
         match self {
-            Self::Malformed(_) | Self::InvalidToken => "invalid_token",
-            Self::Unknown => "unknown_token",
-            Self::Revoked(_) => "revoked",
-            Self::ClientMismatch => "client_mismatch",
-            Self::ConfirmationMismatch => "confirmation_mismatch",
-            Self::Expired { .. } => "expired",
-            Self::ReuseDetected { .. } => "reuse_detected",
-            Self::Diverged { .. } => "diverged",
-            Self::ScopeWidened => "scope_widened",
-            Self::TooManyGenerations => "too_many_generations",
-            Self::InvalidInput(_) => "invalid_input",
+            Self::Malformed(_) | Self::InvalidToken => Code::InvalidToken,
+            Self::InvalidInput(_) => Code::InvalidInput,
+            Self::Unknown => Code::UnknownToken,
+            Self::Revoked(_) => Code::Revoked,
+            Self::ClientMismatch => Code::ClientMismatch,
+            Self::ConfirmationMismatch => Code::ConfirmationMismatch,
+            Self::Expired { .. } => Code::Expired,
+            Self::ReuseDetected { .. } => Code::ReuseDetected,
+            Self::Diverged { .. } => Code::Diverged,
+            Self::ScopeWidened => Code::ScopeWidened,
+            Self::TooManyGenerations => Code::TooManyGenerations,
             Self::Store(e) => e.code(),
         }
     }
@@ -241,12 +367,12 @@ pub enum RevokeError {
 }
 
 impl RevokeError {
-    /// A stable code.
-    pub fn code(&self) -> &'static str {
+    /// The stable code.
+    pub fn code(&self) -> Code {
         match self {
-            Self::Malformed(_) | Self::InvalidToken => "invalid_token",
-            Self::InvalidInput(_) => "invalid_input",
-            Self::ClientMismatch => "client_mismatch",
+            Self::Malformed(_) | Self::InvalidToken => Code::InvalidToken,
+            Self::InvalidInput(_) => Code::InvalidInput,
+            Self::ClientMismatch => Code::ClientMismatch,
             Self::Store(e) => e.code(),
         }
     }
@@ -281,7 +407,7 @@ pub enum Error {
 
 impl Error {
     /// The stable code of the underlying error.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
             Self::Open(e) => e.code(),
             Self::Issue(e) => e.code(),
@@ -289,7 +415,7 @@ impl Error {
             Self::Revoke(e) => e.code(),
             Self::Store(e) => e.code(),
             Self::Keys(e) => e.code(),
-            Self::InvalidInput(_) => "invalid_input",
+            Self::InvalidInput(_) => Code::InvalidInput,
         }
     }
 }

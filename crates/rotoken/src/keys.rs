@@ -90,14 +90,15 @@ pub enum KeyError {
 impl KeyError {
     /// A stable code: `keys_io`, `keys_invalid`, `unknown_key`,
     /// `retire_active`, `random_failed` or `keys_exhausted`.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::Code {
+        use crate::Code;
         match self {
-            Self::Io { .. } => "keys_io",
-            Self::Format { .. } => "keys_invalid",
-            Self::UnknownKey(_) => "unknown_key",
-            Self::RetireActive(_) => "retire_active",
-            Self::Random(_) => "random_failed",
-            Self::Exhausted => "keys_exhausted",
+            Self::Io { .. } => Code::KeysIo,
+            Self::Format { .. } => Code::KeysInvalid,
+            Self::UnknownKey(_) => Code::UnknownKey,
+            Self::RetireActive(_) => Code::RetireActive,
+            Self::Random(_) => Code::RandomFailed,
+            Self::Exhausted => Code::KeysExhausted,
         }
     }
 }

@@ -41,26 +41,34 @@
 #![forbid(unsafe_code)]
 
 mod batch;
+mod check;
 pub mod clock;
 mod engine;
 mod error;
+mod gc;
 pub mod grant;
 pub mod keys;
 pub mod policy;
+mod protocol;
 pub mod record;
+mod sealing;
 pub mod state;
+pub mod store;
 pub mod token;
+mod types;
 
 pub use batch::GroupCommit;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use engine::{
-    CheckReport, Engine, EventSink, GcReport, Introspection, Issued, Options, Problem, RevokeTarget, RotateRequest,
-    Rotated, SCHEMA_VERSION, Session, Stats,
-};
-pub use error::{Error, IssueError, OpenError, RevokeError, RotateError, StoreError};
+pub use engine::Engine;
+pub use error::{Code, Error, IssueError, OpenError, RevokeError, RotateError, StoreError};
 pub use grant::{Grant, InvalidInput, Scope};
 pub use keys::{KeyError, Keyring, SealError};
 pub use policy::{Durability, Policy};
 pub use record::{Event, EventKind, FamilyState, RevokeReason};
 pub use state::ExpiryKind;
+pub use store::{RedbStore, SCHEMA_VERSION, Store};
 pub use token::{FamilyId, ParseError, RefreshToken, Token};
+pub use types::{
+    CheckReport, EventSink, GcReport, Introspection, Issued, Options, Problem, RevokeTarget, RotateRequest, Rotated,
+    Session, Stats,
+};

@@ -241,7 +241,11 @@ async fn revoke(oauth: Arc<OAuthServer>, request: Request) -> Response {
         }
         Ok(Some(Err(e))) => {
             tracing::error!(error = %e, "admin revocation failed");
-            error(StatusCode::INTERNAL_SERVER_ERROR, e.code(), "revocation failed")
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                e.code().as_str(),
+                "revocation failed",
+            )
         }
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "revocation failed"),
     }
@@ -269,7 +273,11 @@ async fn sessions(oauth: Arc<OAuthServer>, request: Request) -> Response {
         Ok(Err(e)) if e.code() == "invalid_input" => error(StatusCode::BAD_REQUEST, "invalid_input", &e.to_string()),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "admin sessions failed");
-            error(StatusCode::INTERNAL_SERVER_ERROR, e.code(), "listing sessions failed")
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                e.code().as_str(),
+                "listing sessions failed",
+            )
         }
         Err(_) => error(
             StatusCode::INTERNAL_SERVER_ERROR,

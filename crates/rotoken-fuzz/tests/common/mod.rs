@@ -97,14 +97,14 @@ impl Known {
     pub(crate) fn apply(&mut self, engine: &Engine, clock: &ManualClock, op: WOp) -> Result<(), StorageFailed> {
         let web = RotateRequest::new("web");
         let rotate = |t: &str| match engine.rotate(t, &web) {
-            Err(e) if is_storage(e.code()) => Err(StorageFailed(e.code(), e.to_string())),
+            Err(e) if is_storage(e.code().as_str()) => Err(StorageFailed(e.code().as_str(), e.to_string())),
             r => Ok(r),
         };
         match op {
             WOp::Issue(s) => {
                 let issued = engine
                     .issue(&fixture::grant(&subject(s), "web"))
-                    .map_err(|e| StorageFailed(e.code(), e.to_string()))?;
+                    .map_err(|e| StorageFailed(e.code().as_str(), e.to_string()))?;
                 self.ids.push(issued.family);
                 self.subjects.push(s);
                 self.tokens.push(vec![issued.refresh_token.expose().to_owned()]);
@@ -143,16 +143,18 @@ impl Known {
             WOp::RevokeFamily(i) if i < self.ids.len() => {
                 engine
                     .revoke(RevokeTarget::Family(self.ids[i]))
-                    .map_err(|e| StorageFailed(e.code(), e.to_string()))?;
+                    .map_err(|e| StorageFailed(e.code().as_str(), e.to_string()))?;
             }
             WOp::RevokeSubject(s) => {
                 engine
                     .revoke(RevokeTarget::Subject(&subject(s)))
-                    .map_err(|e| StorageFailed(e.code(), e.to_string()))?;
+                    .map_err(|e| StorageFailed(e.code().as_str(), e.to_string()))?;
             }
             WOp::Advance(ms) => clock.advance(Duration::from_millis(ms.unsigned_abs())),
             WOp::Gc(limit) => {
-                engine.gc(limit).map_err(|e| StorageFailed(e.code(), e.to_string()))?;
+                engine
+                    .gc(limit)
+                    .map_err(|e| StorageFailed(e.code().as_str(), e.to_string()))?;
             }
             _ => {}
         }
@@ -246,5 +248,5 @@ pub(crate) fn check_sound(engine: &Engine) -> Result<(), String> {
 
 /// Which rotation errors are refusals (the engine working as designed).
 pub(crate) fn is_refusal(e: &RotateError) -> bool {
-    !is_storage(e.code())
+    !is_storage(e.code().as_str())
 }

@@ -1,0 +1,252 @@
+//! The engine's public types: how to open it, what its calls take and return.
+
+use std::fmt;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+
+use crate::batch::GroupCommit;
+use crate::clock::{Clock, SystemClock};
+use crate::grant::{Grant, Scope};
+use crate::policy::Policy;
+use crate::record::{Event, RevokeReason};
+use crate::token::{FamilyId, RefreshToken};
+
+/// A callback that receives every event after the commit that recorded it.
+pub type EventSink = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// How to open an [`Engine`].
+#[derive(Clone)]
+pub struct Options {
+    /// The rules families live by.
+    pub policy: Policy,
+    /// Where time comes from.
+    pub clock: Arc<dyn Clock>,
+    /// Called with each event after its commit (for alerting and audit).
+    pub on_event: Option<EventSink>,
+    /// redb page cache size in bytes (redb's default when `None`).
+    pub cache_size: Option<usize>,
+    /// How concurrent writes share commits.
+    pub group_commit: GroupCommit,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default(),
+            clock: Arc::new(SystemClock),
+            on_event: None,
+            cache_size: None,
+            group_commit: GroupCommit::default(),
+        }
+    }
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("policy", &self.policy)
+            .field("clock", &self.clock)
+            .field("on_event", &self.on_event.is_some())
+            .field("cache_size", &self.cache_size)
+            .field("group_commit", &self.group_commit)
+            .finish()
+    }
+}
+
+/// A newly issued family.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Issued {
+    /// The first refresh token (generation 0).
+    pub refresh_token: RefreshToken,
+    /// The new family.
+    pub family: FamilyId,
+    /// Always 0.
+    pub generation: u32,
+    /// When the token stops working unless rotated (the earlier of idle and absolute expiry).
+    pub expires_at: OffsetDateTime,
+}
+
+/// What a refresh asks for, besides the token.
+#[derive(Debug, Clone, Default)]
+pub struct RotateRequest {
+    /// The authenticated client presenting the token.
+    pub client_id: String,
+    /// A narrower scope for the access token the caller will mint.
+    pub scope: Option<Scope>,
+    /// Thumbprint of the key the client proved possession of (DPoP `jkt`, mTLS).
+    pub confirmation: Option<String>,
+}
+
+impl RotateRequest {
+    /// A request from `client_id` for the whole granted scope.
+    pub fn new(client_id: impl Into<String>) -> Self {
+        Self {
+            client_id: client_id.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// The result of a successful refresh.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Rotated {
+    /// The new refresh token to hand to the client.
+    pub refresh_token: RefreshToken,
+    /// The family.
+    pub family: FamilyId,
+    /// The new token's generation.
+    pub generation: u32,
+    /// When the new token stops working unless rotated.
+    pub expires_at: OffsetDateTime,
+    /// The family's grant (subject, client, granted scope, binding, metadata); never changed by a refresh.
+    pub grant: Grant,
+    /// The scope for the access token: the requested narrower scope, or the grant's.
+    pub scope: Scope,
+    /// True if this was a retry of the immediate predecessor within the
+    /// grace window, answered with the successor minted before.
+    pub retried: bool,
+}
+
+/// RFC 7662 introspection of a refresh token.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Introspection {
+    /// True only for a family's current token, live and unexpired.
+    pub active: bool,
+    /// Granted scope.
+    pub scope: Option<Scope>,
+    /// Client the token is bound to.
+    pub client_id: Option<String>,
+    /// Subject.
+    pub sub: Option<String>,
+    /// Expiry, unix seconds.
+    pub exp: Option<i64>,
+    /// When this token was minted, unix seconds.
+    pub iat: Option<i64>,
+    /// Always `refresh_token` when active.
+    pub token_type: Option<&'static str>,
+    /// Confirmation key thumbprint (RFC 9449 §6.2 `cnf.jkt`).
+    pub cnf_jkt: Option<String>,
+    /// The family id.
+    pub family: Option<FamilyId>,
+    /// The token's generation.
+    pub generation: Option<u32>,
+}
+
+/// What to revoke.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum RevokeTarget<'a> {
+    /// The family of this token, whoever it was issued to (an operator's
+    /// or the owning server's own call).
+    Token(&'a str),
+    /// The family of this token, only if it was issued to `client_id`: what
+    /// a revocation endpoint must use (RFC 7009 §2.1), so a client holding
+    /// another client's token (current or old) cannot end that client's
+    /// session. A mismatch is [`RevokeError::ClientMismatch`] and revokes
+    /// nothing.
+    TokenOfClient {
+        /// The presented refresh token (any generation of the family).
+        token: &'a str,
+        /// The authenticated client making the request.
+        client_id: &'a str,
+    },
+    /// One family.
+    Family(FamilyId),
+    /// Every family of a subject (log out everywhere).
+    Subject(&'a str),
+    /// Every family of a client.
+    Client(&'a str),
+}
+
+/// One family of a subject, as listed by [`Engine::sessions`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Session {
+    /// The family.
+    pub family: FamilyId,
+    /// Its client.
+    pub client_id: String,
+    /// Its granted scope.
+    pub scope: Scope,
+    /// Current generation.
+    pub generation: u32,
+    /// When it was issued.
+    pub created_at: OffsetDateTime,
+    /// When it last rotated.
+    pub rotated_at: OffsetDateTime,
+    /// When it stops working unless rotated.
+    pub expires_at: OffsetDateTime,
+    /// Whether it can still be refreshed (not revoked, not expired).
+    pub active: bool,
+    /// Why it was revoked, if it was.
+    pub revoked: Option<RevokeReason>,
+}
+
+/// What one [`Engine::gc`] step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct GcReport {
+    /// Families removed (expired or revoked past retention).
+    pub removed: usize,
+    /// Live families whose expiry-index entry was moved to their later deadline.
+    pub rescheduled: usize,
+    /// Events removed past retention.
+    pub events_removed: usize,
+    /// True if more work was due than `limit` allowed; call again.
+    pub more: bool,
+}
+
+/// One inconsistency found by [`Engine::check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The table it was found in.
+    pub table: &'static str,
+    /// The entry's key, as text.
+    pub key: String,
+    /// What is wrong.
+    pub what: String,
+}
+
+/// The result of [`Engine::check`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct CheckReport {
+    /// Families examined.
+    pub families: usize,
+    /// Of which active (not revoked).
+    pub active: usize,
+    /// Index entries examined.
+    pub index_entries: usize,
+    /// Events examined.
+    pub events: usize,
+    /// Every inconsistency found; empty when the database is sound.
+    pub problems: Vec<Problem>,
+}
+
+impl CheckReport {
+    /// True if no problem was found.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Counters of the write path since the engine was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Committed batches (write transactions of issue, rotate and revoke).
+    pub batches: u64,
+    /// Operations carried by those batches.
+    pub operations: u64,
+    /// Commits made durable (every commit, unless durability is relaxed), gc included.
+    pub durable_commits: u64,
+    /// The most operations one batch carried.
+    pub largest_batch: u64,
+    /// Transactions run again because the store reported a conflict with
+    /// another writer (a shared store's serialization failure or deadlock).
+    pub conflicts_retried: u64,
+}
