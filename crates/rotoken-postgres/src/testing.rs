@@ -357,6 +357,16 @@ impl TestDb {
         Sql::connect(&self.config)
     }
 
+    /// A plain connection to the server's admin database (to alter or
+    /// drop this one).
+    ///
+    /// # Errors
+    ///
+    /// The connection failed.
+    pub fn admin_sql(&self) -> Result<Sql, HarnessError> {
+        Sql::connect(&self.admin)
+    }
+
     /// `pg_dump` of the whole database (schema and data, plain SQL).
     ///
     /// # Errors
