@@ -1,0 +1,511 @@
+//! The store's read and write transactions.
+//!
+//! A write transaction sends two kinds of round trip: reads that lock
+//! (`lock_families`, `lock_due`, the event-number reservation), with the
+//! `BEGIN` riding on the first; and, at commit, every buffered change as
+//! one statement per kind (arrays unnested) followed by `COMMIT`. A
+//! rotation batch is therefore two round trips, whatever its size.
+
+use std::collections::BTreeMap;
+
+use rotoken::FamilyId;
+use rotoken::StoreError;
+use rotoken::store::{Due, Index, IndexCheck, IndexKeys, ReadTxn, TAG_LEN, WriteTxn};
+use tokio_postgres::Row;
+
+use crate::error::{PgStoreError, corrupt};
+use crate::schema::ADVISORY_KEY;
+use crate::session::{Params, Session, Statement};
+
+/// Event numbers reserved per round trip to the counter row.
+const EVENT_SEQ_BLOCK: i64 = 64;
+
+/// Rows read per statement by [`ReadTxn::check_indexes`].
+const CHECK_PAGE: i64 = 10_000;
+
+fn p<T: tokio_postgres::types::ToSql + Sync + Send + 'static>(
+    v: T,
+) -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
+    Box::new(v)
+}
+
+fn one(sql: &'static str, params: Params) -> Vec<Statement> {
+    vec![(sql, params)]
+}
+
+/// The rows of the only statement run.
+fn only(mut rows: Vec<Vec<Row>>) -> Vec<Row> {
+    rows.pop().unwrap_or_default()
+}
+
+fn family_id(row: &Row, col: usize) -> Result<FamilyId, StoreError> {
+    let bytes: &[u8] = row.try_get(col).map_err(StoreError::storage)?;
+    let id: [u8; 16] = bytes
+        .try_into()
+        .map_err(|_| corrupt("families", "a family id is not 16 bytes"))?;
+    Ok(FamilyId::from_bytes(id))
+}
+
+fn tag(row: &Row, col: usize) -> Option<[u8; TAG_LEN]> {
+    row.try_get::<_, &[u8]>(col).ok().and_then(|b| b.try_into().ok())
+}
+
+fn seq_param(after: u64) -> i64 {
+    i64::try_from(after).unwrap_or(i64::MAX)
+}
+
+fn limit_param(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// The read methods, shared by read and write transactions.
+pub(crate) trait Reads {
+    fn session(&self) -> &Session<'_>;
+
+    /// Runs one statement (lock the meta key first in a write transaction).
+    fn meta_statements(&self, name: &str) -> Vec<Statement> {
+        one(
+            "SELECT value FROM rotoken_meta WHERE name = $1",
+            vec![p(name.to_owned())],
+        )
+    }
+}
+
+fn read_meta(r: &impl Reads, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    let rows = r.session().run(r.meta_statements(name), false)?;
+    match rows.last().and_then(|rows| rows.first()) {
+        Some(row) => Ok(Some(row.try_get::<_, Vec<u8>>(0).map_err(StoreError::storage)?)),
+        None => Ok(None),
+    }
+}
+
+fn read_family(s: &Session<'_>, id: &FamilyId) -> Result<Option<Vec<u8>>, StoreError> {
+    let rows = only(s.run(
+        one(
+            "SELECT record FROM rotoken_families WHERE id = $1",
+            vec![p(id.as_bytes().to_vec())],
+        ),
+        false,
+    )?);
+    match rows.first() {
+        Some(row) => Ok(Some(row.try_get(0).map_err(StoreError::storage)?)),
+        None => Ok(None),
+    }
+}
+
+fn read_families_by(s: &Session<'_>, index: Index, tag: &[u8; TAG_LEN]) -> Result<Vec<FamilyId>, StoreError> {
+    let sql = match index {
+        Index::Subject => "SELECT id FROM rotoken_families WHERE subject_tag = $1 ORDER BY id",
+        _ => "SELECT id FROM rotoken_families WHERE client_tag = $1 ORDER BY id",
+    };
+    only(s.run(one(sql, vec![p(tag.to_vec())]), false)?)
+        .iter()
+        .map(|r| family_id(r, 0))
+        .collect()
+}
+
+fn read_events(s: &Session<'_>, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    let rows = only(s.run(
+        one(
+            "SELECT seq, value FROM rotoken_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            vec![p(seq_param(after)), p(limit_param(limit))],
+        ),
+        false,
+    )?);
+    rows.iter()
+        .map(|r| {
+            let seq: i64 = r.try_get(0).map_err(StoreError::storage)?;
+            let seq = u64::try_from(seq).map_err(|_| corrupt("events", "negative sequence number"))?;
+            Ok((seq, r.try_get(1).map_err(StoreError::storage)?))
+        })
+        .collect()
+}
+
+fn read_count(s: &Session<'_>) -> Result<u64, StoreError> {
+    let rows = only(s.run(one("SELECT count(*) FROM rotoken_families", vec![]), false)?);
+    let n: i64 = rows
+        .first()
+        .ok_or(PgStoreError::BadValue("count"))?
+        .try_get(0)
+        .map_err(StoreError::storage)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+fn read_scan(s: &Session<'_>, after: Option<&FamilyId>, limit: usize) -> Result<Vec<(FamilyId, Vec<u8>)>, StoreError> {
+    let stmt = match after {
+        Some(a) => (
+            "SELECT id, record FROM rotoken_families WHERE id > $1 ORDER BY id LIMIT $2",
+            vec![p(a.as_bytes().to_vec()), p(limit_param(limit))],
+        ),
+        None => (
+            "SELECT id, record FROM rotoken_families ORDER BY id LIMIT $1",
+            vec![p(limit_param(limit))],
+        ),
+    };
+    only(s.run(vec![stmt], false)?)
+        .iter()
+        .map(|r| Ok((family_id(r, 0)?, r.try_get(1).map_err(StoreError::storage)?)))
+        .collect()
+}
+
+/// The index columns of every row, compared with what the records say.
+fn read_check(s: &Session<'_>, expected: &BTreeMap<FamilyId, Option<IndexKeys>>) -> Result<IndexCheck, StoreError> {
+    let mut report = IndexCheck::default();
+    let mut seen = 0usize;
+    let mut after: Vec<u8> = Vec::new();
+    loop {
+        let rows = only(s.run(
+            one(
+                "SELECT id, subject_tag, client_tag, gc_at FROM rotoken_families
+                 WHERE id > $1 ORDER BY id LIMIT $2",
+                vec![p(after.clone()), p(CHECK_PAGE)],
+            ),
+            false,
+        )?);
+        let Some(last) = rows.last() else { break };
+        after = last.try_get::<_, Vec<u8>>(0).map_err(StoreError::storage)?;
+        for row in &rows {
+            let family = family_id(row, 0)?;
+            report.entries += 3;
+            let Some(found) = expected.get(&family) else {
+                for name in ["by_subject", "by_client", "by_expiry"] {
+                    report
+                        .problems
+                        .push((name, family, "entry without a matching family".into()));
+                }
+                continue;
+            };
+            seen += 1;
+            let Some(keys) = found else { continue }; // the record is reported already
+            let gc_at: Option<i64> = row.try_get(3).ok();
+            for (name, ok) in [
+                ("by_subject", tag(row, 1) == Some(keys.subject)),
+                ("by_client", tag(row, 2) == Some(keys.client)),
+                ("by_expiry", gc_at == Some(keys.gc_at)),
+            ] {
+                if !ok {
+                    report
+                        .problems
+                        .push((name, family, "entry disagrees with the family's record".into()));
+                }
+            }
+        }
+    }
+    if seen < expected.len() {
+        // Families the caller scanned that have no row here (another snapshot?).
+        report.problems.push((
+            "families",
+            FamilyId::from_bytes([0; 16]),
+            format!("{} families were not found by the index scan", expected.len() - seen),
+        ));
+    }
+    Ok(report)
+}
+
+/// The [`ReadTxn`] methods over a [`Reads`] type.
+macro_rules! pg_reads {
+    ($t:ident) => {
+        impl ReadTxn for $t<'_> {
+            fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+                read_meta(self, name)
+            }
+
+            fn family(&self, id: &FamilyId) -> Result<Option<Vec<u8>>, StoreError> {
+                read_family(self.session(), id)
+            }
+
+            fn families_by(&self, index: Index, tag: &[u8; TAG_LEN]) -> Result<Vec<FamilyId>, StoreError> {
+                read_families_by(self.session(), index, tag)
+            }
+
+            fn events(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+                read_events(self.session(), after, limit)
+            }
+
+            fn family_count(&self) -> Result<u64, StoreError> {
+                read_count(self.session())
+            }
+
+            fn scan_families(
+                &self,
+                after: Option<&FamilyId>,
+                limit: usize,
+            ) -> Result<Vec<(FamilyId, Vec<u8>)>, StoreError> {
+                read_scan(self.session(), after, limit)
+            }
+
+            fn check_indexes(
+                &self,
+                expected: &BTreeMap<FamilyId, Option<IndexKeys>>,
+            ) -> Result<IndexCheck, StoreError> {
+                read_check(self.session(), expected)
+            }
+        }
+    };
+}
+
+/// A read transaction: one `REPEATABLE READ, READ ONLY` snapshot, so a
+/// whole-store check sees one consistent state.
+pub(crate) struct PgRead<'s> {
+    pub(crate) session: Session<'s>,
+}
+
+impl<'s> Reads for PgRead<'s> {
+    fn session(&self) -> &Session<'_> {
+        &self.session
+    }
+}
+
+pg_reads!(PgRead);
+
+/// A family's row as it will be written at commit.
+struct Row5 {
+    record: Vec<u8>,
+    keys: IndexKeys,
+}
+
+/// A write transaction (`READ COMMITTED`: every family it changes is
+/// locked by `SELECT ... FOR UPDATE` first, which waits for the current
+/// holder and then reads the latest committed row).
+pub(crate) struct PgWrite<'s> {
+    pub(crate) session: Session<'s>,
+    /// The meta advisory lock is held (see [`WriteTxn`] `meta`).
+    meta_locked: std::cell::Cell<bool>,
+    inserts: BTreeMap<FamilyId, Row5>,
+    updates: BTreeMap<FamilyId, Row5>,
+    removes: Vec<FamilyId>,
+    events: Vec<(i64, i64, Vec<u8>)>,
+    removed_events: Vec<i64>,
+    meta: BTreeMap<String, Vec<u8>>,
+    /// Reserved event numbers not used yet: `next..end`.
+    seq_next: i64,
+    seq_end: i64,
+}
+
+impl<'s> PgWrite<'s> {
+    pub(crate) fn new(session: Session<'s>) -> Self {
+        Self {
+            session,
+            meta_locked: std::cell::Cell::new(false),
+            inserts: BTreeMap::new(),
+            updates: BTreeMap::new(),
+            removes: Vec::new(),
+            events: Vec::new(),
+            removed_events: Vec::new(),
+            meta: BTreeMap::new(),
+            seq_next: 0,
+            seq_end: 0,
+        }
+    }
+}
+
+impl<'s> Reads for PgWrite<'s> {
+    fn session(&self) -> &Session<'_> {
+        &self.session
+    }
+
+    /// Meta is read to be set (the key check of the first opener): the
+    /// read takes a transaction-level advisory lock first, so two servers
+    /// opening an empty database at once cannot both record their keys.
+    fn meta_statements(&self, name: &str) -> Vec<Statement> {
+        let mut out = Vec::new();
+        if !self.meta_locked.replace(true) {
+            out.push(("SELECT pg_advisory_xact_lock($1)", vec![p(ADVISORY_KEY)]));
+        }
+        out.push((
+            "SELECT value FROM rotoken_meta WHERE name = $1",
+            vec![p(name.to_owned())],
+        ));
+        out
+    }
+}
+
+pg_reads!(PgWrite);
+
+fn unzip_rows(rows: &BTreeMap<FamilyId, Row5>) -> Params {
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut records = Vec::with_capacity(rows.len());
+    let mut subjects = Vec::with_capacity(rows.len());
+    let mut clients = Vec::with_capacity(rows.len());
+    let mut gc = Vec::with_capacity(rows.len());
+    for (id, r) in rows {
+        ids.push(id.as_bytes().to_vec());
+        records.push(r.record.clone());
+        subjects.push(r.keys.subject.to_vec());
+        clients.push(r.keys.client.to_vec());
+        gc.push(r.keys.gc_at);
+    }
+    vec![p(ids), p(records), p(subjects), p(clients), p(gc)]
+}
+
+const INSERT_FAMILIES: &str = "INSERT INTO rotoken_families (id, record, subject_tag, client_tag, gc_at)
+     SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], $5::int8[])";
+const UPDATE_FAMILIES: &str = "UPDATE rotoken_families f
+     SET record = u.record, subject_tag = u.subject_tag, client_tag = u.client_tag, gc_at = u.gc_at
+     FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], $5::int8[])
+          AS u(id, record, subject_tag, client_tag, gc_at)
+     WHERE f.id = u.id";
+const DELETE_FAMILIES: &str = "DELETE FROM rotoken_families WHERE id = ANY($1::bytea[])";
+const INSERT_EVENTS: &str = "INSERT INTO rotoken_events (seq, at_millis, value)
+     SELECT * FROM unnest($1::int8[], $2::int8[], $3::bytea[])";
+const DELETE_EVENTS: &str = "DELETE FROM rotoken_events WHERE seq = ANY($1::int8[])";
+const UPSERT_META: &str = "INSERT INTO rotoken_meta (name, value)
+     SELECT * FROM unnest($1::text[], $2::bytea[])
+     ON CONFLICT (name) DO UPDATE SET value = excluded.value";
+
+impl WriteTxn for PgWrite<'_> {
+    fn set_meta(&mut self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.meta.insert(name.to_owned(), value.to_vec());
+        Ok(())
+    }
+
+    fn lock_families(&mut self, ids: &[FamilyId]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sorted: Vec<Vec<u8>> = ids.iter().map(|id| id.as_bytes().to_vec()).collect();
+        // One lock order for every locker (bytea sorts as bytes), so two
+        // transactions never wait on each other in a cycle.
+        sorted.sort_unstable();
+        let rows = only(self.session.run(
+            one(
+                "SELECT id, record FROM rotoken_families WHERE id = ANY($1::bytea[]) ORDER BY id FOR UPDATE",
+                vec![p(sorted)],
+            ),
+            false,
+        )?);
+        let mut found = BTreeMap::new();
+        for r in &rows {
+            found.insert(
+                family_id(r, 0)?,
+                r.try_get::<_, Vec<u8>>(1).map_err(StoreError::storage)?,
+            );
+        }
+        Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
+    }
+
+    fn insert_family(&mut self, id: &FamilyId, record: &[u8], keys: &IndexKeys) -> Result<(), StoreError> {
+        let row = Row5 {
+            record: record.to_vec(),
+            keys: *keys,
+        };
+        if self.inserts.insert(*id, row).is_some() {
+            return Err(corrupt("families", "family id collision"));
+        }
+        Ok(())
+    }
+
+    fn update_family(
+        &mut self,
+        id: &FamilyId,
+        record: &[u8],
+        _old: &IndexKeys,
+        new: &IndexKeys,
+    ) -> Result<(), StoreError> {
+        let row = Row5 {
+            record: record.to_vec(),
+            keys: *new,
+        };
+        match self.inserts.get_mut(id) {
+            Some(inserted) => *inserted = row,
+            None => {
+                self.updates.insert(*id, row);
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_family(&mut self, id: &FamilyId, _old: &IndexKeys) -> Result<(), StoreError> {
+        self.updates.remove(id);
+        if self.inserts.remove(id).is_none() {
+            self.removes.push(*id);
+        }
+        Ok(())
+    }
+
+    fn lock_due(&mut self, now: i64, limit: usize) -> Result<Vec<Due>, StoreError> {
+        let rows = only(self.session.run(
+            one(
+                "SELECT id, gc_at, record FROM rotoken_families WHERE gc_at <= $1
+                 ORDER BY gc_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                vec![p(now), p(limit_param(limit))],
+            ),
+            false,
+        )?);
+        rows.iter()
+            .map(|r| {
+                Ok(Due {
+                    family: family_id(r, 0)?,
+                    gc_at: r.try_get(1).map_err(StoreError::storage)?,
+                    record: r.try_get(2).map_err(StoreError::storage)?,
+                })
+            })
+            .collect()
+    }
+
+    fn append_event(&mut self, at_millis: i64, value: &[u8]) -> Result<u64, StoreError> {
+        if self.seq_next >= self.seq_end {
+            // The counter row stays locked until this transaction ends, so
+            // numbers increase in commit order; they are never handed out twice.
+            let rows = only(self.session.run(
+                one(
+                    "UPDATE rotoken_event_seq SET next = next + $1 RETURNING next - $1",
+                    vec![p(EVENT_SEQ_BLOCK)],
+                ),
+                false,
+            )?);
+            let start: i64 = rows
+                .first()
+                .ok_or(PgStoreError::BadValue("rotoken_event_seq"))?
+                .try_get(0)
+                .map_err(StoreError::storage)?;
+            self.seq_next = start;
+            self.seq_end = start.saturating_add(EVENT_SEQ_BLOCK);
+        }
+        let seq = self.seq_next;
+        self.seq_next += 1;
+        self.events.push((seq, at_millis, value.to_vec()));
+        u64::try_from(seq).map_err(|_| corrupt("events", "negative sequence number"))
+    }
+
+    fn remove_events(&mut self, seqs: &[u64]) -> Result<(), StoreError> {
+        self.removed_events.extend(seqs.iter().map(|s| seq_param(*s)));
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        let mut statements: Vec<Statement> = Vec::new();
+        if !self.inserts.is_empty() {
+            statements.push((INSERT_FAMILIES, unzip_rows(&self.inserts)));
+        }
+        if !self.updates.is_empty() {
+            statements.push((UPDATE_FAMILIES, unzip_rows(&self.updates)));
+        }
+        if !self.removes.is_empty() {
+            let ids: Vec<Vec<u8>> = self.removes.iter().map(|id| id.as_bytes().to_vec()).collect();
+            statements.push((DELETE_FAMILIES, vec![p(ids)]));
+        }
+        if !self.events.is_empty() {
+            let seqs: Vec<i64> = self.events.iter().map(|e| e.0).collect();
+            let ats: Vec<i64> = self.events.iter().map(|e| e.1).collect();
+            let values: Vec<Vec<u8>> = self.events.iter().map(|e| e.2.clone()).collect();
+            statements.push((INSERT_EVENTS, vec![p(seqs), p(ats), p(values)]));
+        }
+        if !self.removed_events.is_empty() {
+            statements.push((DELETE_EVENTS, vec![p(self.removed_events.clone())]));
+        }
+        if !self.meta.is_empty() {
+            let names: Vec<String> = self.meta.keys().cloned().collect();
+            let values: Vec<Vec<u8>> = self.meta.values().cloned().collect();
+            statements.push((UPSERT_META, vec![p(names), p(values)]));
+        }
+        if statements.is_empty() && !self.session.begun() {
+            return Ok(()); // nothing read, nothing written
+        }
+        // Every family updated or removed is locked by this transaction
+        // (`lock_families`, `lock_due`), so the changes and the `COMMIT`
+        // go in one round trip.
+        self.session.run(statements, true)?;
+        Ok(())
+    }
+}
