@@ -1,10 +1,9 @@
 //! Clients: the registry a server implements, hashed secrets, the
 //! file-backed registry `rotoken serve` uses, and client authentication
-//! (`client_secret_basic`, `client_secret_post`, `none`) with throttling.
+//! (`client_secret_basic`, `client_secret_post`, `none`).
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -13,7 +12,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
-use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::error::{ClientFileError, RegistryError};
@@ -594,81 +592,6 @@ fn parse_basic(value: &[u8]) -> Result<Option<(String, Zeroizing<String>)>, crat
     Ok(Some((id, secret)))
 }
 
-/// Who may try again: failed authentications per (peer, identity) within a
-/// window. Once `max_failures` is reached, authentication for that key is
-/// refused without being checked until the window ends, so guesses made
-/// during a lockout are never tested. [`OAuthServer`](crate::OAuthServer)
-/// uses one for client authentication; `rotoken serve` uses another for its
-/// admin token. Remembers at most 16,384 keys (expired ones, then the
-/// oldest, are forgotten first).
-#[derive(Debug)]
-pub struct Throttle {
-    max_failures: u32,
-    window_ms: i64,
-    entries: Mutex<HashMap<ThrottleKey, (u32, i64)>>,
-}
-
-/// Who is throttled: the peer (when known) and the client id.
-type ThrottleKey = (Option<IpAddr>, String);
-
-/// Most keys remembered; past it, expired keys are dropped, then the oldest.
-const THROTTLE_CAPACITY: usize = 16_384;
-
-/// Milliseconds since the Unix epoch, the throttle's unit of time.
-fn unix_millis(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
-
-impl Throttle {
-    /// A throttle that locks a key out after `max_failures` failures within
-    /// `window` of its first failure, until that window ends.
-    pub fn new(max_failures: u32, window: std::time::Duration) -> Self {
-        Self {
-            max_failures: max_failures.max(1),
-            window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX).max(1),
-            entries: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// `Some(seconds to wait)` if the key is locked out at `now`.
-    pub fn locked(&self, peer: Option<IpAddr>, id: &str, now: OffsetDateTime) -> Option<u64> {
-        let now_ms = unix_millis(now);
-        let entries = self.entries.lock().ok()?;
-        let &(failures, start) = entries.get(&(peer, id.to_owned()))?;
-        let end = start.saturating_add(self.window_ms);
-        (failures >= self.max_failures && now_ms < end).then(|| u64::try_from((end - now_ms + 999) / 1000).unwrap_or(1))
-    }
-
-    /// Records a failure of the key at `now`.
-    pub fn fail(&self, peer: Option<IpAddr>, id: &str, now: OffsetDateTime) {
-        let now_ms = unix_millis(now);
-        let Ok(mut entries) = self.entries.lock() else {
-            return;
-        };
-        if entries.len() >= THROTTLE_CAPACITY {
-            let window = self.window_ms;
-            entries.retain(|_, (_, start)| now_ms < start.saturating_add(window));
-            if entries.len() >= THROTTLE_CAPACITY
-                && let Some(oldest) = entries.iter().min_by_key(|(_, (_, s))| *s).map(|(k, _)| k.clone())
-            {
-                entries.remove(&oldest);
-            }
-        }
-        let e = entries.entry((peer, id.to_owned())).or_insert((0, now_ms));
-        if now_ms >= e.1.saturating_add(self.window_ms) {
-            *e = (0, now_ms);
-        }
-        e.0 = e.0.saturating_add(1);
-    }
-
-    /// Forgets a key's failures after a success.
-    pub fn succeed(&self, peer: Option<IpAddr>, id: &str) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.remove(&(peer, id.to_owned()));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -699,25 +622,6 @@ mod tests {
         assert!(parse_basic(b"Basic").is_err());
         assert!(parse_basic(format!("Basic {}", STANDARD.encode("nocolon")).as_bytes()).is_err());
         assert!(parse_basic(format!("basic {}", STANDARD.encode(":x")).as_bytes()).is_err());
-    }
-
-    #[test]
-    fn throttle_locks_after_max_failures_until_the_window_ends() {
-        let t = Throttle::new(3, std::time::Duration::from_secs(60));
-        let peer = Some(IpAddr::from([127, 0, 0, 1]));
-        let at = |ms: i64| OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(ms);
-        for _ in 0..3 {
-            assert_eq!(t.locked(peer, "a", at(0)), None);
-            t.fail(peer, "a", at(0));
-        }
-        assert_eq!(t.locked(peer, "a", at(1_000)), Some(59));
-        assert_eq!(t.locked(None, "a", at(1_000)), None, "another peer is not locked");
-        assert_eq!(t.locked(peer, "b", at(1_000)), None);
-        assert_eq!(t.locked(peer, "a", at(60_000)), None);
-        t.fail(peer, "a", at(60_000));
-        assert_eq!(t.locked(peer, "a", at(60_001)), None, "a new window");
-        t.succeed(peer, "a");
-        assert_eq!(t.locked(peer, "a", at(60_001)), None);
     }
 
     #[test]

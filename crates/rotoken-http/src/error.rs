@@ -30,6 +30,9 @@ pub enum ErrorCode {
     UnsupportedTokenType,
     /// The DPoP proof is invalid (RFC 9449 §7).
     InvalidDpopProof,
+    /// The DPoP proof must carry the server's current nonce, sent in
+    /// `DPoP-Nonce` (RFC 9449 §8).
+    UseDpopNonce,
     /// The server failed (storage, or a server-supplied component); the only 5xx.
     ServerError,
 }
@@ -46,6 +49,7 @@ impl ErrorCode {
             Self::InvalidScope => "invalid_scope",
             Self::UnsupportedTokenType => "unsupported_token_type",
             Self::InvalidDpopProof => "invalid_dpop_proof",
+            Self::UseDpopNonce => "use_dpop_nonce",
             Self::ServerError => "server_error",
         }
     }

@@ -62,25 +62,32 @@
 
 mod client;
 mod dpop;
+mod dpop_nonce;
 mod error;
 mod form;
+mod forwarded;
 mod metrics;
 mod minter;
+mod replay;
 mod server;
 #[cfg(feature = "tower")]
 mod service;
+mod throttle;
 
 pub use client::{
     ClientEntry, ClientRegistry, FileClients, MAX_CLIENT_ID_LEN, MAX_CLIENT_SECRET_LEN, MIN_CLIENT_SECRET_LEN,
-    MemoryClients, RegisteredClient, SecretHash, SecretHashError, Throttle,
+    MemoryClients, RegisteredClient, SecretHash, SecretHashError,
 };
 pub use dpop::{DPOP_ALGORITHMS, DpopError, MAX_PROOF_LEN, jwk_thumbprint};
 pub use error::{
     BoxError, ClientFileError, ErrorCode, IssueError, MintError, OAuthError, RegistryError, SigningKeyError,
 };
 pub use form::{Form, parse_form};
+pub use forwarded::client_address;
+pub use ipnet::IpNet;
 pub use metrics::Metrics;
 pub use minter::{AccessToken, AccessTokenMinter, AccessTokenRequest, JwtMinter, SigningKey};
 pub use server::{Config, IssueRequest, METADATA_PATH, OAuthServer, OFFLINE_ACCESS, PeerAddr, Route, TokenResponse};
 #[cfg(feature = "tower")]
 pub use service::OAuthService;
+pub use throttle::{DEFAULT_THROTTLE_CAPACITY, Throttle};

@@ -31,7 +31,7 @@ impl Endpoint {
     }
 }
 
-const OUTCOMES: [&str; 10] = [
+const OUTCOMES: [&str; 11] = [
     "ok",
     "invalid_request",
     "invalid_client",
@@ -41,6 +41,7 @@ const OUTCOMES: [&str; 10] = [
     "invalid_scope",
     "unsupported_token_type",
     "invalid_dpop_proof",
+    "use_dpop_nonce",
     "server_error",
 ];
 

@@ -14,12 +14,18 @@ use rotoken::{Clock, Engine, Grant, RevokeError, RevokeTarget, RotateError, Rota
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::client::{self, ClientRegistry, MAX_CLIENT_ID_LEN, MAX_CLIENT_SECRET_LEN, RegisteredClient, Throttle};
-use crate::dpop::{DPOP_ALGORITHMS, DpopError, DpopVerifier, ReplayCache};
+use ipnet::IpNet;
+
+use crate::client::{self, ClientRegistry, MAX_CLIENT_ID_LEN, MAX_CLIENT_SECRET_LEN, RegisteredClient};
+use crate::dpop::{CheckedProof, DPOP_ALGORITHMS, DpopError, DpopVerifier};
+use crate::dpop_nonce::Nonces;
 use crate::error::{ErrorCode, IssueError, OAuthError, json_response};
 use crate::form::{self, Form};
+use crate::forwarded::client_address;
 use crate::metrics::{Endpoint, Metrics};
 use crate::minter::{AccessTokenMinter, AccessTokenRequest};
+use crate::replay::ReplayCache;
+use crate::throttle::{DEFAULT_THROTTLE_CAPACITY, Throttle, retry_after_secs};
 
 /// The path of the authorization server metadata document (RFC 8414 §3).
 pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
@@ -55,13 +61,33 @@ pub struct Config {
     pub dpop_max_age: Duration,
     /// How far ahead of this server's clock a DPoP proof's `iat` may be. Default 5 s.
     pub dpop_max_skew: Duration,
-    /// Most DPoP proof ids remembered for replay detection. Default 100,000.
+    /// Most DPoP proof ids remembered for replay detection; when full, the
+    /// oldest is forgotten (a valid proof is never refused). Default 100,000.
     pub dpop_replay_capacity: usize,
-    /// Failed client authentications allowed per (peer, client id) in a
-    /// window before further attempts are refused unchecked (429). Default 10.
+    /// Most proof ids remembered per DPoP key: a key's new proofs push out
+    /// its own oldest, never another key's. Default 32.
+    pub dpop_replay_per_key: usize,
+    /// Require DPoP proofs at the token endpoint to carry a server nonce
+    /// (RFC 9449 §8): `use_dpop_nonce` and a `DPoP-Nonce` header otherwise.
+    /// Default off.
+    pub dpop_nonce: bool,
+    /// How often the DPoP nonce changes; a nonce is accepted for one to two
+    /// of these. Default 300 s.
+    pub dpop_nonce_lifetime: Duration,
+    /// Failed client authentications per (address, client id) before
+    /// further failures are answered 429 with `Retry-After`; the budget
+    /// comes back over `auth_failure_window`. A correct credential is
+    /// always accepted. Default 10.
     pub auth_max_failures: u32,
-    /// The throttling window. Default 60 s.
+    /// The time over which a spent failure budget comes back. Default 60 s.
     pub auth_failure_window: Duration,
+    /// Most (address, client id) budgets remembered; a full table never
+    /// forgets an active penalty. Default 65,536.
+    pub auth_throttle_capacity: usize,
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` header names the
+    /// client address that failures are counted under. Empty by default:
+    /// the peer address is the client.
+    pub trusted_proxies: Vec<IpNet>,
     /// Where time comes from (share the engine's in tests).
     pub clock: Arc<dyn Clock>,
 }
@@ -82,8 +108,13 @@ impl Config {
             dpop_max_age: Duration::from_secs(60),
             dpop_max_skew: Duration::from_secs(5),
             dpop_replay_capacity: 100_000,
+            dpop_replay_per_key: 32,
+            dpop_nonce: false,
+            dpop_nonce_lifetime: Duration::from_secs(300),
             auth_max_failures: 10,
             auth_failure_window: Duration::from_secs(60),
+            auth_throttle_capacity: DEFAULT_THROTTLE_CAPACITY,
+            trusted_proxies: Vec::new(),
             clock: Arc::new(SystemClock),
         }
     }
@@ -207,6 +238,9 @@ pub struct OAuthServer {
     config: Config,
     throttle: Throttle,
     dpop: DpopVerifier,
+    /// `None`: nonces off; `Some(None)`: on, but no key could be drawn
+    /// (every DPoP request then fails closed with `server_error`).
+    nonces: Option<Option<Nonces>>,
     metrics: Arc<Metrics>,
 }
 
@@ -233,13 +267,24 @@ impl OAuthServer {
         config: Config,
     ) -> Self {
         let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        let nonces = config.dpop_nonce.then(|| {
+            Nonces::new(config.dpop_nonce_lifetime.as_secs())
+                .inspect_err(|e| tracing::error!(error = %e, "no key for DPoP nonces: DPoP requests will fail"))
+                .ok()
+        });
         Self {
-            throttle: Throttle::new(config.auth_max_failures, config.auth_failure_window),
+            throttle: Throttle::new(
+                config.auth_max_failures,
+                config.auth_failure_window,
+                config.auth_throttle_capacity,
+                config.clock.clone(),
+            ),
             dpop: DpopVerifier {
                 max_age: secs(config.dpop_max_age),
                 max_skew: secs(config.dpop_max_skew),
-                replay: ReplayCache::new(config.dpop_replay_capacity),
+                replay: ReplayCache::new(config.dpop_replay_capacity, config.dpop_replay_per_key),
             },
+            nonces,
             engine,
             clients,
             minter,
@@ -309,10 +354,16 @@ impl OAuthServer {
             result.as_ref().err().map(OAuthError::code),
             start.elapsed(),
         );
-        match result {
+        let mut response = match result {
             Ok(r) => r.into_response(),
             Err(e) => e.into_response(),
+        };
+        if let Some(nonce) = self.dpop_nonce()
+            && let Ok(v) = HeaderValue::try_from(nonce)
+        {
+            response.headers_mut().insert("dpop-nonce", v);
         }
+        response
     }
 
     fn token_inner<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Result<TokenResponse, OAuthError> {
@@ -343,7 +394,18 @@ impl OAuthServer {
             None => None,
         };
         let url = self.config.url(&self.config.token_path);
-        let dpop = self.dpop_from(request.headers(), request.method().as_str(), &url)?;
+        let proof = self.dpop_from(request.headers(), request.method().as_str(), &url)?;
+        if let Some(proof) = &proof {
+            // Remembered only for a request that could be honest: an
+            // authenticated client and a refresh token whose authenticator
+            // verifies (no storage read), so garbage cannot fill the cache.
+            if !self.authenticates(token) {
+                return Err(self.rotate_error(RotateError::InvalidToken, &client.id));
+            }
+            let now = self.config.clock.now().unix_timestamp();
+            self.dpop.remember(proof, now).map_err(dpop_error)?;
+        }
+        let dpop = proof.map(|p| p.jkt);
         let mut rotate = RotateRequest::new(client.id.clone());
         rotate.scope = scope.clone();
         rotate.confirmation = dpop.clone();
@@ -657,7 +719,29 @@ impl OAuthServer {
     /// # Errors
     ///
     /// [`DpopError`] for a bad, stale or replayed proof, or several headers.
+    ///
+    /// Call it once the exchange request is otherwise authenticated (client
+    /// and code): the proof is remembered against replay here. With
+    /// [`Config::dpop_nonce`] on, a proof without the current nonce gets
+    /// [`DpopError::UseNonce`]: answer `use_dpop_nonce` with
+    /// [`OAuthServer::dpop_nonce`] in a `DPoP-Nonce` header.
     pub fn dpop_thumbprint(&self, headers: &HeaderMap, method: &str, url: &str) -> Result<Option<String>, DpopError> {
+        let Some(proof) = self.check_dpop(headers, method, url)? else {
+            return Ok(None);
+        };
+        let now = self.config.clock.now().unix_timestamp();
+        self.dpop.remember(&proof, now)?;
+        Ok(Some(proof.jkt))
+    }
+
+    /// The DPoP nonce to send in `DPoP-Nonce` now, if nonces are on.
+    pub fn dpop_nonce(&self) -> Option<String> {
+        let nonces = self.nonces.as_ref()?.as_ref()?;
+        Some(nonces.current(self.config.clock.now().unix_timestamp()))
+    }
+
+    /// Checks the `DPoP` header's proof and nonce, without remembering it.
+    fn check_dpop(&self, headers: &HeaderMap, method: &str, url: &str) -> Result<Option<CheckedProof>, DpopError> {
         let mut values = headers.get_all("dpop").iter();
         let Some(value) = values.next() else {
             return Ok(None);
@@ -669,14 +753,34 @@ impl OAuthServer {
             .to_str()
             .map_err(|_| DpopError::Malformed("the header is not ASCII"))?;
         let now = self.config.clock.now().unix_timestamp();
-        self.dpop.verify(proof, method, url, now).map(Some)
+        let checked = self.dpop.check(proof, method, url, now)?;
+        match &self.nonces {
+            None => {}
+            Some(None) => return Err(DpopError::NonceUnavailable),
+            Some(Some(nonces)) => {
+                if !checked.nonce.as_deref().is_some_and(|n| nonces.accepts(n, now)) {
+                    return Err(DpopError::UseNonce);
+                }
+            }
+        }
+        Ok(Some(checked))
     }
 
-    fn dpop_from(&self, headers: &HeaderMap, method: &str, url: &str) -> Result<Option<String>, OAuthError> {
-        self.dpop_thumbprint(headers, method, url).map_err(|e| {
-            tracing::info!(reason = %e, "DPoP proof refused");
-            OAuthError::new(ErrorCode::InvalidDpopProof, e.to_string())
-        })
+    fn dpop_from(&self, headers: &HeaderMap, method: &str, url: &str) -> Result<Option<CheckedProof>, OAuthError> {
+        self.check_dpop(headers, method, url).map_err(dpop_error)
+    }
+
+    /// True if `token` is a refresh token with a valid authenticator from
+    /// this server's keys. Reads no storage.
+    fn authenticates(&self, token: &str) -> bool {
+        rotoken::token::parse(token.as_bytes()).is_ok_and(|t| self.engine.keyring().verify(&t))
+    }
+
+    /// The client's address: the peer, or behind a trusted proxy the
+    /// address it forwarded for (see [`Config::trusted_proxies`]).
+    pub fn client_address<B>(&self, request: &Request<B>) -> Option<IpAddr> {
+        let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
+        client_address(peer, request.headers(), &self.config.trusted_proxies)
     }
 
     /// Method, size and content type, then the strict form parse.
@@ -710,13 +814,6 @@ impl OAuthServer {
             return Err(OAuthError::invalid_client("client authentication is required"));
         };
         let secret = presented.secret.filter(|s| !s.is_empty());
-        let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
-        let now = self.config.clock.now();
-        if let Some(wait) = self.throttle.locked(peer, &id, now) {
-            self.metrics.throttle();
-            tracing::info!(client_id = ?truncate(&id), "client authentication throttled");
-            return Err(OAuthError::throttled(wait));
-        }
         let well_formed =
             id.len() <= MAX_CLIENT_ID_LEN && secret.as_ref().is_none_or(|s| s.len() <= MAX_CLIENT_SECRET_LEN);
         let client = if well_formed {
@@ -742,19 +839,33 @@ impl OAuthServer {
             }
         };
         match client {
-            Some(c) if ok => {
-                if c.secret.is_some() {
-                    self.throttle.succeed(peer, &id);
-                }
-                Ok(c)
-            }
+            // Always checked, always accepted: failures made by others
+            // never lock out a correct credential.
+            Some(c) if ok => Ok(c),
             _ => {
-                self.throttle.fail(peer, &id, now);
                 self.metrics.auth_failure();
-                tracing::info!(client_id = ?truncate(&id), basic = presented.basic, "client authentication failed");
-                Err(OAuthError::invalid_client("client authentication failed"))
+                let peer = self.client_address(request);
+                let throttled = self.throttle.fail(peer, truncate(&id));
+                tracing::debug!(client_id = ?truncate(&id), basic = presented.basic, throttled = throttled.is_err(), "client authentication failed");
+                match throttled {
+                    Ok(()) => Err(OAuthError::invalid_client("client authentication failed")),
+                    Err(wait) => {
+                        self.metrics.throttle();
+                        Err(OAuthError::throttled(retry_after_secs(wait)))
+                    }
+                }
             }
         }
+    }
+}
+
+/// The OAuth error for a refused DPoP proof.
+fn dpop_error(e: DpopError) -> OAuthError {
+    tracing::debug!(reason = %e, "DPoP proof refused");
+    match e {
+        DpopError::UseNonce => OAuthError::new(ErrorCode::UseDpopNonce, e.to_string()),
+        DpopError::NonceUnavailable => OAuthError::server_error(),
+        _ => OAuthError::new(ErrorCode::InvalidDpopProof, e.to_string()),
     }
 }
 

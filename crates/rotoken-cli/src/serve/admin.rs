@@ -19,8 +19,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::post;
-use rotoken::{Clock, FamilyId, RevokeTarget, Scope};
-use rotoken_http::{IssueRequest, OAuthServer, SecretHash, Throttle};
+use rotoken::{FamilyId, RevokeTarget, Scope};
+use rotoken_http::{IpNet, IssueRequest, OAuthServer, SecretHash, Throttle, client_address};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -40,23 +40,29 @@ fn error(status: StatusCode, code: &str, description: &str) -> Response {
 /// The identity under which failed admin authentications are counted.
 const THROTTLE_ID: &str = "admin";
 
-/// The admin token and the throttle of failed attempts against it.
+/// The admin token and the budget of failed attempts against it.
 struct AdminAuth {
     token: SecretHash,
     throttle: Throttle,
-    clock: Arc<dyn Clock>,
+    trusted_proxies: Vec<IpNet>,
 }
 
-/// The admin routes, behind the token check. Failed checks are throttled per
-/// peer address with the OAuth server's client-authentication limits
-/// (`auth_max_failures` within `auth_failure_window`).
+/// The admin routes, behind the token check. Failed checks are budgeted per
+/// client address with the OAuth server's client-authentication limits
+/// (`auth_max_failures` over `auth_failure_window`): past the budget a bad
+/// token is answered 429, the right one is always accepted.
 pub(super) fn router(oauth: Arc<OAuthServer>, token: Option<SecretHash>) -> Router {
     let c = oauth.config();
     let auth = token.map(|token| {
         Arc::new(AdminAuth {
             token,
-            throttle: Throttle::new(c.auth_max_failures, c.auth_failure_window),
-            clock: c.clock.clone(),
+            throttle: Throttle::new(
+                c.auth_max_failures,
+                c.auth_failure_window,
+                c.auth_throttle_capacity,
+                c.clock.clone(),
+            ),
+            trusted_proxies: c.trusted_proxies.clone(),
         })
     });
     let issue_oauth = oauth.clone();
@@ -82,21 +88,6 @@ async fn authorize(auth: Option<Arc<AdminAuth>>, request: Request, next: Next) -
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(a)| a.ip());
-    // The OAuth server's clock, as its own client-authentication throttle uses.
-    let now = auth.clock.now();
-    // Locked out: refused before the token is looked at, so a guess made
-    // during the lockout is never tested (the right token is refused too).
-    if let Some(wait) = auth.throttle.locked(peer, THROTTLE_ID, now) {
-        tracing::warn!(?peer, "admin request throttled after repeated bad admin tokens");
-        let mut r = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_requests",
-            "too many bad admin tokens from this address; retry later",
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(wait.max(1)));
-        return r;
-    }
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -104,22 +95,33 @@ async fn authorize(auth: Option<Arc<AdminAuth>>, request: Request, next: Next) -
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim());
-    if !presented.is_some_and(|t| auth.token.verify(t.as_bytes())) {
-        auth.throttle.fail(peer, THROTTLE_ID, now);
-        tracing::info!("admin request refused: bad or missing admin token");
+    // Always checked: a right token is never refused for others' failures.
+    if presented.is_some_and(|t| auth.token.verify(t.as_bytes())) {
+        return next.run(request).await;
+    }
+    let client = client_address(peer, request.headers(), &auth.trusted_proxies);
+    if let Err(wait) = auth.throttle.fail(client, THROTTLE_ID) {
+        tracing::debug!(?client, "bad admin token past the failure budget");
         let mut r = error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-            "a valid admin bearer token is required",
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "too many bad admin tokens from this address; retry later",
         );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"rotoken-admin\""),
-        );
+        let secs = wait.as_secs().saturating_add(u64::from(wait.subsec_nanos() > 0)).max(1);
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         return r;
     }
-    auth.throttle.succeed(peer, THROTTLE_ID);
-    next.run(request).await
+    tracing::debug!("admin request refused: bad or missing admin token");
+    let mut r = error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+        "a valid admin bearer token is required",
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"rotoken-admin\""),
+    );
+    r
 }
 
 /// Reads a JSON body of at most [`MAX_BODY`] bytes.
