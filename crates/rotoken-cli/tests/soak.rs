@@ -51,7 +51,7 @@ fn a_bounded_soak_has_no_5xx_no_lost_rotation_and_flat_memory() {
     );
     let log_path = d.join("serve.log");
     let mut child = Command::new(bin())
-        .args(["serve", "--bind", "127.0.0.1:0"])
+        .args(["serve", "--bind", "127.0.0.1:0", "--admin-bind", "127.0.0.1:0"])
         .current_dir(d)
         .env("ROTOKEN_ADMIN_TOKEN", ADMIN)
         .env_remove("ROTOKEN_LOG")
@@ -74,7 +74,9 @@ fn a_bounded_soak_has_no_5xx_no_lost_rotation_and_flat_memory() {
             .unwrap()
             .as_nanos() as u64
     });
+    let admin = ready["admin_listening"].as_str().unwrap();
     let mut config = rotoken_load::Config::new(format!("http://{addr}"), ADMIN, "soak");
+    config.admin_url = Some(format!("http://{admin}"));
     config.connections = 8;
     config.duration = Duration::from_secs(env_u64("ROTOKEN_SOAK_SECS").unwrap_or(8));
     config.warmup = Duration::from_secs(2);
