@@ -68,6 +68,7 @@ mod form;
 mod forwarded;
 mod metrics;
 mod minter;
+mod rejections;
 mod replay;
 mod server;
 #[cfg(feature = "tower")]

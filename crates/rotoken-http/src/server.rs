@@ -24,6 +24,7 @@ use crate::form::{self, Form};
 use crate::forwarded::client_address;
 use crate::metrics::{Endpoint, Metrics};
 use crate::minter::{AccessTokenMinter, AccessTokenRequest};
+use crate::rejections::Rejections;
 use crate::replay::ReplayCache;
 use crate::throttle::{DEFAULT_THROTTLE_CAPACITY, Throttle, retry_after_secs};
 
@@ -242,6 +243,7 @@ pub struct OAuthServer {
     /// (every DPoP request then fails closed with `server_error`).
     nonces: Option<Option<Nonces>>,
     metrics: Arc<Metrics>,
+    rejections: Rejections,
 }
 
 impl fmt::Debug for OAuthServer {
@@ -290,6 +292,7 @@ impl OAuthServer {
             minter,
             config,
             metrics: Arc::new(Metrics::default()),
+            rejections: Rejections::default(),
         }
     }
 
@@ -306,6 +309,15 @@ impl OAuthServer {
     /// The counters, for a `/metrics` endpoint.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Counts a request in the metrics, and a rejection in the log summary.
+    fn count(&self, endpoint: Endpoint, error: Option<&OAuthError>, start: Instant) {
+        let code = error.map(OAuthError::code);
+        self.metrics.request(endpoint, code, start.elapsed());
+        if let Some(code) = code.filter(|c| *c != ErrorCode::ServerError) {
+            self.rejections.record(code, self.config.clock.now());
+        }
     }
 
     /// Which route a path is, if any.
@@ -349,11 +361,7 @@ impl OAuthServer {
     pub fn token<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Response<Bytes> {
         let start = Instant::now();
         let result = self.token_inner(request);
-        self.metrics.request(
-            Endpoint::Token,
-            result.as_ref().err().map(OAuthError::code),
-            start.elapsed(),
-        );
+        self.count(Endpoint::Token, result.as_ref().err(), start);
         let mut response = match result {
             Ok(r) => r.into_response(),
             Err(e) => e.into_response(),
@@ -481,7 +489,7 @@ impl OAuthServer {
                 return OAuthError::server_error();
             }
         };
-        tracing::info!(client_id, reason = code, "refresh refused");
+        tracing::debug!(client_id, reason = code, "refresh refused");
         err
     }
 
@@ -490,11 +498,7 @@ impl OAuthServer {
     pub fn revoke<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Response<Bytes> {
         let start = Instant::now();
         let result = self.revoke_inner(request);
-        self.metrics.request(
-            Endpoint::Revoke,
-            result.as_ref().err().map(OAuthError::code),
-            start.elapsed(),
-        );
+        self.count(Endpoint::Revoke, result.as_ref().err(), start);
         match result {
             Ok(()) => {
                 // RFC 7009 §2.2: 200 with an empty body.
@@ -526,7 +530,7 @@ impl OAuthServer {
                 Ok(())
             }
             Err(RevokeError::ClientMismatch) => {
-                tracing::info!(client_id = %client.id, "revocation refused: the token belongs to another client");
+                tracing::debug!(client_id = %client.id, "revocation refused: the token belongs to another client");
                 Err(OAuthError::new(
                     ErrorCode::UnauthorizedClient,
                     "the token was issued to another client",
@@ -552,11 +556,7 @@ impl OAuthServer {
     pub fn introspect<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Response<Bytes> {
         let start = Instant::now();
         let result = self.introspect_inner(request);
-        self.metrics.request(
-            Endpoint::Introspect,
-            result.as_ref().err().map(OAuthError::code),
-            start.elapsed(),
-        );
+        self.count(Endpoint::Introspect, result.as_ref().err(), start);
         match result {
             Ok(v) => json_response(StatusCode::OK, Bytes::from(v.to_string())),
             Err(e) => e.into_response(),

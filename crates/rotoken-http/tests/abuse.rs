@@ -258,3 +258,32 @@ fn forwarded_addresses_count_only_from_trusted_proxies() {
         .insert("forwarded", "for=203.0.113.5;proto=https".parse().unwrap());
     assert_eq!(f.server.handle(&r).status(), 429);
 }
+
+#[test]
+fn a_flood_of_rejections_logs_a_summary_not_a_line_each() {
+    let f = fixture();
+    let (_, logs) = capture_logs(|| {
+        for i in 0..1_000 {
+            let body = format!("grant_type=refresh_token&client_id=junk-{i}&refresh_token=garbage");
+            let _ = f.server.handle(&post("/oauth/token", &body));
+            let _ = f.server.handle(&refresh("spa", "garbage"));
+        }
+        f.clock.advance(Duration::from_secs(11));
+        let _ = f.server.handle(&refresh("spa", "garbage"));
+    });
+    let above_debug: Vec<&str> = logs
+        .lines()
+        .filter(|l| !l.contains("DEBUG") && !l.contains("TRACE"))
+        .collect();
+    assert_eq!(above_debug.len(), 2, "{above_debug:#?}");
+    assert!(above_debug.iter().all(|l| l.contains("requests rejected")));
+    let plain: String = above_debug[1]
+        .replace("\u{1b}[0m", "")
+        .replace("\u{1b}[2m", "")
+        .replace("\u{1b}[3m", "");
+    assert!(plain.contains("rejected=2000"), "{plain}");
+    assert!(
+        plain.contains("invalid_client=999") && plain.contains("invalid_grant=1001"),
+        "{plain}"
+    );
+}
