@@ -139,6 +139,8 @@ pub struct RegisteredClient {
     /// May introspect any token (a resource server). Without it a
     /// confidential client may introspect only tokens issued to itself.
     pub introspect: bool,
+    /// The `aud` of this client's access tokens, instead of the server's.
+    pub audience: Option<String>,
 }
 
 impl RegisteredClient {
@@ -149,6 +151,7 @@ impl RegisteredClient {
             secret: None,
             refresh: true,
             introspect: false,
+            audience: None,
         }
     }
 
@@ -164,6 +167,13 @@ impl RegisteredClient {
     #[must_use]
     pub fn with_introspection(mut self) -> Self {
         self.introspect = true;
+        self
+    }
+
+    /// Sets the `aud` of this client's access tokens.
+    #[must_use]
+    pub fn with_audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
         self
     }
 
@@ -247,6 +257,9 @@ pub struct ClientEntry {
     /// May introspect any token. Default false.
     #[serde(default)]
     pub introspect: bool,
+    /// The `aud` of this client's access tokens. Default: the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
 }
 
 fn yes() -> bool {
@@ -261,6 +274,7 @@ impl ClientEntry {
             secret_hash: client.secret.as_ref().map(ToString::to_string),
             refresh: client.refresh,
             introspect: client.introspect,
+            audience: client.audience.clone(),
         }
     }
 
@@ -281,11 +295,21 @@ impl ClientEntry {
             Some(h) => Some(h.parse::<SecretHash>().map_err(|e| invalid(&e.to_string()))?),
             None => None,
         };
+        if self
+            .audience
+            .as_ref()
+            .is_some_and(|a| a.is_empty() || a.len() > 1024 || a.chars().any(char::is_control))
+        {
+            return Err(invalid(
+                "the audience must be 1 to 1024 bytes without control characters",
+            ));
+        }
         Ok(RegisteredClient {
             id: self.id.clone(),
             secret,
             refresh: self.refresh,
             introspect: self.introspect,
+            audience: self.audience.clone(),
         })
     }
 }

@@ -319,14 +319,23 @@ pub enum IssueError {
     /// Minting the access token failed.
     #[error(transparent)]
     Mint(#[from] MintError),
+    /// The client is not registered: its refresh would fail for ever with
+    /// `invalid_client`, so nothing is issued.
+    #[error("the client is not registered")]
+    UnknownClient,
+    /// The client registry could not answer.
+    #[error(transparent)]
+    Registry(RegistryError),
 }
 
 impl IssueError {
-    /// A stable code: the core's, or `mint_failed`.
+    /// A stable code: the core's, `mint_failed`, `unknown_client` or `registry_failed`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::Core(e) => e.code(),
             Self::Mint(_) => "mint_failed",
+            Self::UnknownClient => "unknown_client",
+            Self::Registry(_) => "registry_failed",
         }
     }
 }

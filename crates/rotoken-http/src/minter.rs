@@ -33,6 +33,8 @@ pub struct AccessTokenRequest<'a> {
     pub family: Option<&'a FamilyId>,
     /// The family's sealed metadata (for example an authentication context).
     pub metadata: &'a [u8],
+    /// The `aud` for this token (the client's), instead of the minter's default.
+    pub audience: Option<&'a str>,
 }
 
 /// A minted access token.
@@ -347,6 +349,10 @@ struct Claims {
     sub: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     aud: Option<String>,
+    /// The refresh-token family (session) the token comes from: what
+    /// introspection checks so that a revocation reaches the access token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<String>,
     client_id: String,
     scope: String,
     exp: i64,
@@ -362,8 +368,9 @@ struct Confirmation {
 }
 
 /// Signs JWT access tokens (header `typ: at+jwt`, RFC 9068) with claims
-/// `iss`, `sub`, `aud` (if set), `client_id`, `scope`, `exp`, `iat`, `jti`,
-/// and `cnf.jkt` for DPoP-bound tokens.
+/// `iss`, `sub`, `aud` (the request's, else the minter's, else the issuer),
+/// `sid` (the refresh-token family, if any), `client_id`, `scope`, `exp`,
+/// `iat`, `jti`, and `cnf.jkt` for DPoP-bound tokens.
 ///
 /// ```
 /// use rotoken_http::{AccessTokenMinter, AccessTokenRequest, JwtMinter, SigningKey};
@@ -443,6 +450,7 @@ impl AccessTokenRequest<'_> {
             dpop_jkt: None,
             family: None,
             metadata: &[],
+            audience: None,
         }
     }
 }
@@ -456,7 +464,14 @@ impl AccessTokenMinter for JwtMinter {
         let claims = Claims {
             iss: self.issuer.clone(),
             sub: request.subject.to_owned(),
-            aud: self.audience.clone(),
+            aud: Some(
+                request
+                    .audience
+                    .or(self.audience.as_deref())
+                    .unwrap_or(&self.issuer)
+                    .to_owned(),
+            ),
+            sid: request.family.map(ToString::to_string),
             client_id: request.client_id.to_owned(),
             scope: request.scope.to_string(),
             exp: now.saturating_add(lifetime),
@@ -506,6 +521,9 @@ impl AccessTokenMinter for JwtMinter {
         out.insert("jti".into(), claims.jti.into());
         if let Some(aud) = claims.aud {
             out.insert("aud".into(), aud.into());
+        }
+        if let Some(sid) = claims.sid {
+            out.insert("sid".into(), sid.into());
         }
         let token_type = if claims.cnf.is_some() { "DPoP" } else { "Bearer" };
         out.insert("token_type".into(), token_type.into());

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use rotoken::{Clock, Engine, Grant, RevokeError, RevokeTarget, RotateError, RotateRequest, Scope, SystemClock};
+use rotoken::{
+    Clock, Engine, FamilyId, Grant, RevokeError, RevokeTarget, RotateError, RotateRequest, Scope, SystemClock,
+};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -56,6 +58,9 @@ pub struct Config {
     pub extra_grant_types: Vec<String>,
     /// Scopes published in the metadata (`scopes_supported`), if any.
     pub scopes_supported: Vec<String>,
+    /// The `aud` of access tokens (RFC 9068 §2.2) for clients without an
+    /// audience of their own. Default: the minter's, else the issuer.
+    pub access_token_audience: Option<String>,
     /// Largest request body accepted, in bytes (413 beyond). Default 16 KiB.
     pub max_body_bytes: usize,
     /// How old a DPoP proof's `iat` may be. Default 60 s.
@@ -105,6 +110,7 @@ impl Config {
             authorization_endpoint: None,
             extra_grant_types: Vec::new(),
             scopes_supported: Vec::new(),
+            access_token_audience: None,
             max_body_bytes: 16 * 1024,
             dpop_max_age: Duration::from_secs(60),
             dpop_max_skew: Duration::from_secs(5),
@@ -160,6 +166,11 @@ pub struct TokenResponse {
     /// The refresh token (absent when `offline_access` was not granted).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// Seconds until the refresh token expires unless rotated (the earlier
+    /// of the idle and the absolute expiry;
+    /// draft-ietf-oauth-refresh-token-expiration).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token_expires_in: Option<u64>,
     /// The scope, when it differs from the one requested.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
@@ -172,6 +183,7 @@ impl fmt::Debug for TokenResponse {
             .field("token_type", &self.token_type)
             .field("expires_in", &self.expires_in)
             .field("refresh_token", &self.refresh_token.as_ref().map(|_| ".."))
+            .field("refresh_token_expires_in", &self.refresh_token_expires_in)
             .field("scope", &self.scope)
             .finish()
     }
@@ -439,6 +451,7 @@ impl OAuthServer {
                 dpop_jkt: dpop.as_deref(),
                 family: Some(&rotated.family),
                 metadata: &rotated.grant.metadata,
+                audience: self.audience(&client),
             })
             .map_err(|e| {
                 tracing::error!(error = %e, client_id = %client.id, "minting the access token failed");
@@ -450,31 +463,46 @@ impl OAuthServer {
             token_type: if dpop.is_some() { "DPoP" } else { "Bearer" },
             expires_in: access.expires_in,
             refresh_token: Some(rotated.refresh_token.expose().to_owned()),
+            refresh_token_expires_in: Some(self.seconds_until(rotated.expires_at)),
             scope: (rotated.scope != *requested).then(|| rotated.scope.to_string()),
         })
     }
 
+    /// The OAuth error for a refused refresh. Every `invalid_grant`
+    /// description starts with a stable cause (`refresh_token_reused:`,
+    /// `session_revoked:`...) for the client's operator; none tells more
+    /// than the presented token already does.
     fn rotate_error(&self, e: RotateError, client_id: &str) -> OAuthError {
         let code = e.code();
         let err = match e {
             RotateError::ReuseDetected { family } | RotateError::Diverged { family } => {
                 self.metrics.reuse_detected();
                 tracing::warn!(%family, client_id, reason = code, "refresh token reuse detected; family revoked");
-                return OAuthError::invalid_grant(
-                    "the refresh token was already used; the session is revoked, sign in again",
-                );
+                return OAuthError::invalid_grant(if code == "diverged" {
+                    "refresh_token_diverged: the refresh token disagrees with the session's state, \
+                     as when a copy of the session was used elsewhere; the session is revoked, sign in again"
+                } else {
+                    "refresh_token_reused: the refresh token was already used; \
+                     the session is revoked, sign in again"
+                });
             }
             RotateError::Malformed(_) | RotateError::InvalidToken | RotateError::Unknown => {
-                OAuthError::invalid_grant("the refresh token is invalid")
+                OAuthError::invalid_grant("refresh_token_invalid: the refresh token is invalid")
             }
-            RotateError::Revoked(_) => OAuthError::invalid_grant("the refresh token is revoked"),
-            RotateError::Expired { .. } => OAuthError::invalid_grant("the refresh token has expired"),
-            RotateError::ClientMismatch => OAuthError::invalid_grant("the refresh token was issued to another client"),
+            RotateError::Revoked(_) => {
+                OAuthError::invalid_grant("session_revoked: the refresh token's session is revoked; sign in again")
+            }
+            RotateError::Expired { .. } => {
+                OAuthError::invalid_grant("session_expired: the refresh token has expired; sign in again")
+            }
+            RotateError::ClientMismatch => {
+                OAuthError::invalid_grant("client_mismatch: the refresh token was issued to another client")
+            }
             RotateError::ConfirmationMismatch => OAuthError::invalid_grant(
-                "the refresh token is bound to a DPoP key; send a DPoP proof made with that key",
+                "dpop_key_mismatch: the refresh token is bound to a DPoP key; send a DPoP proof made with that key",
             ),
             RotateError::TooManyGenerations => {
-                OAuthError::invalid_grant("the session reached its refresh limit; sign in again")
+                OAuthError::invalid_grant("refresh_limit_reached: the session reached its refresh limit; sign in again")
             }
             RotateError::ScopeWidened => {
                 OAuthError::new(ErrorCode::InvalidScope, "the requested scope exceeds the granted scope")
@@ -491,6 +519,20 @@ impl OAuthServer {
         };
         tracing::debug!(client_id, reason = code, "refresh refused");
         err
+    }
+
+    /// The `aud` for `client`'s access tokens: its own, else the server's
+    /// (else the minter's default).
+    fn audience<'a>(&'a self, client: &'a RegisteredClient) -> Option<&'a str> {
+        client
+            .audience
+            .as_deref()
+            .or(self.config.access_token_audience.as_deref())
+    }
+
+    /// Whole seconds from now until `at`, 0 if past.
+    fn seconds_until(&self, at: time::OffsetDateTime) -> u64 {
+        u64::try_from((at - self.config.clock.now()).whole_seconds()).unwrap_or(0)
     }
 
     /// The revocation endpoint (RFC 7009): revoking a refresh token revokes
@@ -610,6 +652,20 @@ impl OAuthServer {
         }
         match self.minter.introspect(token) {
             Some(mut m) if visible(m.get("client_id").and_then(Value::as_str)) => {
+                // RFC 7009 §2.1: an access token of a revoked (or expired)
+                // family is inactive at once, not only when it expires.
+                if let Some(sid) = m.get("sid").and_then(Value::as_str) {
+                    let Ok(family) = sid.parse::<FamilyId>() else {
+                        return Ok(inactive);
+                    };
+                    let live = self.engine.family_is_active(&family).map_err(|e| {
+                        tracing::error!(error = %e, "introspection failed: storage error");
+                        OAuthError::server_error()
+                    })?;
+                    if !live {
+                        return Ok(inactive);
+                    }
+                }
                 m.insert("active".into(), true.into());
                 Ok(Value::Object(m))
             }
@@ -632,15 +688,20 @@ impl OAuthServer {
             "revocation_endpoint": c.url(&c.revocation_path),
             "introspection_endpoint": c.url(&c.introspection_path),
             "jwks_uri": c.url(&c.jwks_path),
-            "response_types_supported": ["code"],
             "grant_types_supported": grant_types,
             "token_endpoint_auth_methods_supported": auth,
             "revocation_endpoint_auth_methods_supported": auth,
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "dpop_signing_alg_values_supported": DPOP_ALGORITHMS,
+            // Token responses carry refresh_token_expires_in
+            // (draft-ietf-oauth-refresh-token-expiration).
+            "refresh_token_expires_in_supported": true,
         });
+        // Only what is served: response types belong to an authorization
+        // endpoint, which this server has only if the embedding one does.
         if let Some(a) = &c.authorization_endpoint {
             m["authorization_endpoint"] = a.clone().into();
+            m["response_types_supported"] = json!(["code"]);
         }
         if !c.scopes_supported.is_empty() {
             m["scopes_supported"] = c.scopes_supported.clone().into();
@@ -687,13 +748,22 @@ impl OAuthServer {
             grant = grant.with_confirmation(jkt.clone());
         }
         grant.validate().map_err(rotoken::IssueError::from)?;
-        let (refresh_token, family) = if request.scope.contains(OFFLINE_ACCESS) {
+        let client = self
+            .clients
+            .client(&request.client_id)
+            .map_err(IssueError::Registry)?
+            .ok_or(IssueError::UnknownClient)?;
+        let (refresh_token, family, expires_at) = if request.scope.contains(OFFLINE_ACCESS) {
             let issued = self.engine.issue(&grant)?;
             self.metrics.issued();
             tracing::info!(client_id = %request.client_id, family = %issued.family, "family issued");
-            (Some(issued.refresh_token.expose().to_owned()), Some(issued.family))
+            (
+                Some(issued.refresh_token.expose().to_owned()),
+                Some(issued.family),
+                Some(issued.expires_at),
+            )
         } else {
-            (None, None)
+            (None, None, None)
         };
         let access = self.minter.mint(&AccessTokenRequest {
             subject: &request.subject,
@@ -702,12 +772,14 @@ impl OAuthServer {
             dpop_jkt: request.dpop_jkt.as_deref(),
             family: family.as_ref(),
             metadata: &request.metadata,
+            audience: self.audience(&client),
         })?;
         Ok(TokenResponse {
             access_token: access.value,
             token_type: if request.dpop_jkt.is_some() { "DPoP" } else { "Bearer" },
             expires_in: access.expires_in,
             refresh_token,
+            refresh_token_expires_in: expires_at.map(|at| self.seconds_until(at)),
             scope: None,
         })
     }
