@@ -5,14 +5,14 @@
 //! Public routes (`--bind`): `/oauth/token`, `/oauth/revoke`,
 //! `/oauth/introspect`, `/oauth/jwks`,
 //! `/.well-known/oauth-authorization-server`, `/healthz`. Admin routes
-//! (`--admin-bind`, loopback by default): `/admin/...` (see [`admin`]),
+//! (`--admin-bind`, loopback by default): `/admin/...`
+//! ([`rotoken_http::AdminApi`], mounted by `rotoken_axum::admin_router`),
 //! `/metrics`, `/healthz`.
 //!
 //! When ready it prints one JSON line on standard output (`listening`,
 //! `issuer`, the files in use); logs go to standard error and never hold a
 //! token, a secret, or a request's query string.
 
-mod admin;
 mod bind;
 mod config;
 mod conn;
@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -32,8 +32,8 @@ use axum::routing::get;
 use clap::Args;
 use rotoken::{Engine, Keyring, Options};
 use rotoken_http::{
-    ClientRegistry, Config, FileClients, JwtMinter, MemoryClients, OAuthServer, RegisteredClient, RegistryError,
-    SigningKey,
+    AdminApi, ClientRegistry, Config, FileClients, JwtMinter, MemoryClients, OAuthServer, RegisteredClient,
+    RegistryError, SigningKey,
 };
 use serde::Serialize;
 
@@ -57,6 +57,10 @@ pub(crate) struct ServeArgs {
     /// [default: none].
     #[arg(long, env = "ROTOKEN_TRUSTED_PROXIES", value_name = "LIST")]
     pub(crate) trusted_proxies: Option<String>,
+    /// The `aud` of access tokens, for clients without their own
+    /// (`clients add --audience`) [default: the issuer].
+    #[arg(long, env = "ROTOKEN_ACCESS_TOKEN_AUDIENCE", value_name = "AUDIENCE")]
+    pub(crate) access_token_audience: Option<String>,
     /// Require DPoP proofs to carry a server nonce (RFC 9449 §8).
     #[arg(long, env = "ROTOKEN_DPOP_NONCE")]
     pub(crate) dpop_nonce: bool,
@@ -226,6 +230,7 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
     config.max_body_bytes = s.max_body_bytes;
     config.trusted_proxies = s.trusted_proxies.clone();
     config.dpop_nonce = s.dpop_nonce;
+    config.access_token_audience = s.access_token_audience.clone();
     let oauth = Arc::new(OAuthServer::new(
         engine.clone(),
         Arc::new(Clients { inline, file }),
@@ -454,10 +459,10 @@ fn admin_app(oauth: Arc<OAuthServer>, s: &config::Settings) -> Router {
         }
     };
     let engine = oauth.engine().clone();
-    let router = Router::new()
+    let admin = Arc::new(AdminApi::new(oauth, s.admin_token.clone()));
+    let router = rotoken_axum::admin_router(admin)
         .route("/healthz", get(move || health(engine.clone())))
-        .route("/metrics", get(metrics))
-        .nest("/admin", admin::router(oauth, s.admin_token.clone()));
+        .route("/metrics", get(metrics));
     with_limits(router, s)
 }
 
@@ -484,23 +489,13 @@ pub(crate) fn json(status: StatusCode, body: String) -> Response {
 }
 
 /// Logs method, route, status and latency; never the query string or a
-/// path outside the known routes (either could carry a token).
+/// path outside the routes (either could carry a token).
 async fn log_request(request: Request, next: Next) -> Response {
-    const KNOWN: [&str; 10] = [
-        "/oauth/token",
-        "/oauth/revoke",
-        "/oauth/introspect",
-        "/oauth/jwks",
-        "/.well-known/oauth-authorization-server",
-        "/healthz",
-        "/metrics",
-        "/admin/families",
-        "/admin/revoke",
-        "/admin/sessions",
-    ];
     let method = request.method().clone();
-    let path = request.uri().path();
-    let route = KNOWN.iter().copied().find(|k| *k == path).unwrap_or("(other)");
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "(other)".to_owned(), |p| p.as_str().to_owned());
     let start = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16();

@@ -60,9 +60,11 @@
 
 #![forbid(unsafe_code)]
 
+mod admin;
 mod client;
 mod dpop;
 mod dpop_nonce;
+mod endpoints;
 mod error;
 mod form;
 mod forwarded;
@@ -75,11 +77,14 @@ mod server;
 mod service;
 mod throttle;
 
+pub use admin::{AdminApi, AdminRoute, MAX_ADMIN_BODY};
 pub use client::{
     ClientEntry, ClientRegistry, FileClients, MAX_CLIENT_ID_LEN, MAX_CLIENT_SECRET_LEN, MIN_CLIENT_SECRET_LEN,
     MemoryClients, RegisteredClient, SecretHash, SecretHashError,
 };
 pub use dpop::{DPOP_ALGORITHMS, DpopError, MAX_PROOF_LEN, jwk_thumbprint};
+pub use endpoints::issue::{IssueRequest, issue_rule};
+pub use endpoints::token::TokenResponse;
 pub use error::{
     BoxError, ClientFileError, ErrorCode, IssueError, MintError, OAuthError, RegistryError, SigningKeyError,
 };
@@ -88,7 +93,7 @@ pub use forwarded::client_address;
 pub use ipnet::IpNet;
 pub use metrics::Metrics;
 pub use minter::{AccessToken, AccessTokenMinter, AccessTokenRequest, JwtMinter, SigningKey};
-pub use server::{Config, IssueRequest, METADATA_PATH, OAuthServer, OFFLINE_ACCESS, PeerAddr, Route, TokenResponse};
+pub use server::{Config, METADATA_PATH, OAuthServer, OFFLINE_ACCESS, PeerAddr, Route};
 #[cfg(feature = "tower")]
-pub use service::OAuthService;
+pub use service::{AdminService, OAuthService};
 pub use throttle::{DEFAULT_THROTTLE_CAPACITY, Throttle};

@@ -136,3 +136,15 @@ fn a_reuse_refusal_names_its_cause() {
         .to_owned();
     assert!(d.starts_with("session_revoked:"), "{d}");
 }
+
+#[test]
+fn nothing_is_issued_for_an_unregistered_client() {
+    let f = fixture();
+    let r = f.server.issue(&rotoken_http::IssueRequest::new(
+        "alice",
+        "nobody",
+        rotoken::Scope::parse("offline_access").unwrap(),
+    ));
+    assert!(matches!(r, Err(rotoken_http::IssueError::UnknownClient)), "{r:?}");
+    assert_eq!(f.server.engine().families_count().unwrap(), 0);
+}

@@ -111,6 +111,8 @@ pub(crate) struct Settings {
     pub(crate) trusted_proxies: Vec<IpNet>,
     /// RFC 9449 §8 server nonces.
     pub(crate) dpop_nonce: bool,
+    /// The `aud` of access tokens; `None`: the issuer.
+    pub(crate) access_token_audience: Option<String>,
     /// `None`: `http://` and the bound address.
     pub(crate) issuer: Option<String>,
     pub(crate) db: PathBuf,
@@ -309,6 +311,7 @@ pub(crate) fn resolve(g: &Global, a: &ServeArgs, env: &dyn Fn(&str) -> Option<St
         admin_bind,
         trusted_proxies,
         dpop_nonce: a.dpop_nonce || file.dpop_nonce.unwrap_or(false),
+        access_token_audience: a.access_token_audience.clone().or(file.access_token_audience.clone()),
         issuer,
         db: pick_path(&g.db, DEFAULT_DB, &file.db),
         keys: pick_path(&g.keys, DEFAULT_KEYS, &file.keys),
