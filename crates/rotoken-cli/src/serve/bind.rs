@@ -4,7 +4,7 @@
 //! (IPv4 first) when bound.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::str::FromStr;
 
 use tokio::net::TcpListener;
@@ -56,7 +56,8 @@ impl BindAddr {
     /// True if the host is a loopback address or `localhost`.
     #[cfg(test)]
     pub(crate) fn is_loopback(&self) -> bool {
-        self.host.eq_ignore_ascii_case("localhost") || self.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        self.host.eq_ignore_ascii_case("localhost")
+            || self.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 
     /// `http://host:port` with the port actually bound.

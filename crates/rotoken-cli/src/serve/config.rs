@@ -54,6 +54,7 @@ struct FileConfig {
     #[serde(default)]
     trusted_proxies: Vec<String>,
     dpop_nonce: Option<bool>,
+    access_token_audience: Option<String>,
     issuer: Option<String>,
     db: Option<PathBuf>,
     keys: Option<PathBuf>,
