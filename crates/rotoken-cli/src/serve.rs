@@ -443,17 +443,13 @@ fn admin_app(oauth: Arc<OAuthServer>, s: &config::Settings) -> Router {
                 .await
                 .ok()
                 .flatten();
-            let mut text = oauth.metrics().render();
             if let Some(n) = families {
-                text.push_str(&format!(
-                    "# HELP rotoken_families Families in the database (live, expired and revoked until gc).\n\
-                     # TYPE rotoken_families gauge\nrotoken_families {n}\n"
-                ));
+                oauth.metrics().set_families(n);
             }
-            let mut r = text.into_response();
+            let mut r = oauth.metrics().render().into_response();
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                HeaderValue::from_static(rotoken_http::METRICS_CONTENT_TYPE),
             );
             r
         }

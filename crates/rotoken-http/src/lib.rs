@@ -91,7 +91,7 @@ pub use error::{
 pub use form::{Form, parse_form};
 pub use forwarded::client_address;
 pub use ipnet::IpNet;
-pub use metrics::Metrics;
+pub use metrics::{METRICS_CONTENT_TYPE, Metrics};
 pub use minter::{AccessToken, AccessTokenMinter, AccessTokenRequest, JwtMinter, SigningKey};
 pub use server::{Config, METADATA_PATH, OAuthServer, OFFLINE_ACCESS, PeerAddr, Route};
 #[cfg(feature = "tower")]

@@ -210,6 +210,15 @@ impl SigningKey {
         }
     }
 
+    /// The expanded Ed25519 key, kept by the minter so that signing does
+    /// not derive it again for every token.
+    fn expanded_ed25519(&self) -> Option<ed25519_dalek::SigningKey> {
+        match &self.material {
+            Material::Ed25519(seed) => Some(ed25519_dalek::SigningKey::from_bytes(seed)),
+            Material::Hs256(_) => None,
+        }
+    }
+
     fn keys(&self) -> (EncodingKey, DecodingKey) {
         match &self.material {
             Material::Ed25519(seed) => {
@@ -386,6 +395,10 @@ struct Confirmation {
 /// ```
 pub struct JwtMinter {
     key: SigningKey,
+    /// The expanded Ed25519 key (EdDSA); `None` for HS256.
+    ed25519: Option<ed25519_dalek::SigningKey>,
+    /// The JOSE header, base64url: the same for every token.
+    header_b64: String,
     encoding: EncodingKey,
     decoding: DecodingKey,
     issuer: String,
@@ -409,7 +422,10 @@ impl JwtMinter {
     /// A minter signing with `key`, naming `issuer` in `iss`, whose tokens live `lifetime`.
     pub fn new(key: SigningKey, issuer: impl Into<String>, lifetime: Duration) -> Self {
         let (encoding, decoding) = key.keys();
+        let header = serde_json::json!({"typ": "at+jwt", "alg": key.algorithm_name(), "kid": key.kid});
         Self {
+            ed25519: key.expanded_ed25519(),
+            header_b64: URL_SAFE_NO_PAD.encode(header.to_string()),
             key,
             encoding,
             decoding,
@@ -479,11 +495,28 @@ impl AccessTokenMinter for JwtMinter {
             jti: URL_SAFE_NO_PAD.encode(jti),
             cnf: request.dpop_jkt.map(|j| Confirmation { jkt: j.to_owned() }),
         };
-        let mut header = Header::new(self.key.algorithm());
-        header.typ = Some("at+jwt".to_owned());
-        header.kid = Some(self.key.kid.clone());
-        let value =
-            jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(|e| MintError::Signing(e.to_string()))?;
+        let value = match &self.ed25519 {
+            // EdDSA with the key expanded once (jsonwebtoken would expand it
+            // from its DER form again for every token: a second scalar
+            // multiplication per refresh).
+            Some(key) => {
+                let payload = serde_json::to_vec(&claims).map_err(|e| MintError::Signing(e.to_string()))?;
+                let mut jwt = String::with_capacity(self.header_b64.len() + payload.len() * 4 / 3 + 92);
+                jwt.push_str(&self.header_b64);
+                jwt.push('.');
+                URL_SAFE_NO_PAD.encode_string(&payload, &mut jwt);
+                let signature = ed25519_dalek::Signer::sign(key, jwt.as_bytes());
+                jwt.push('.');
+                URL_SAFE_NO_PAD.encode_string(signature.to_bytes(), &mut jwt);
+                jwt
+            }
+            None => {
+                let mut header = Header::new(self.key.algorithm());
+                header.typ = Some("at+jwt".to_owned());
+                header.kid = Some(self.key.kid.clone());
+                jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(|e| MintError::Signing(e.to_string()))?
+            }
+        };
         Ok(AccessToken::new(value, self.lifetime.as_secs()))
     }
 
