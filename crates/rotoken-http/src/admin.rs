@@ -113,7 +113,7 @@ impl AdminApi {
     /// Answers a request on one admin route.
     pub fn serve<B: AsRef<[u8]>>(&self, route: AdminRoute, request: &Request<B>) -> Response<Bytes> {
         if let Err(r) = self.authorize(request) {
-            return r;
+            return *r;
         }
         if request.method() != Method::POST {
             let mut r = error(
@@ -129,16 +129,17 @@ impl AdminApi {
             AdminRoute::Revoke => body(request).map(|b| self.revoke(b)),
             AdminRoute::Sessions => body(request).map(|b| self.sessions(&b)),
         };
-        result.unwrap_or_else(|r| r)
+        result.unwrap_or_else(|r| *r)
     }
 
-    fn authorize<B>(&self, request: &Request<B>) -> Result<(), Response<Bytes>> {
+    /// `Err`: the refusal to send.
+    fn authorize<B>(&self, request: &Request<B>) -> Result<(), Box<Response<Bytes>>> {
         let Some(token) = &self.token else {
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::NOT_FOUND,
                 "admin_disabled",
                 "the admin API is off; set ROTOKEN_ADMIN_TOKEN or admin.token_hash to enable it",
-            ));
+            )));
         };
         let presented = request
             .headers()
@@ -161,7 +162,7 @@ impl AdminApi {
             );
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
-            return Err(r);
+            return Err(Box::new(r));
         }
         tracing::debug!("admin request refused: bad or missing admin token");
         let mut r = error(
@@ -173,7 +174,7 @@ impl AdminApi {
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"rotoken-admin\""),
         );
-        Err(r)
+        Err(Box::new(r))
     }
 
     fn issue(&self, b: IssueBody) -> Response<Bytes> {
@@ -246,7 +247,7 @@ impl AdminApi {
 }
 
 /// A JSON body of at most [`MAX_ADMIN_BODY`] bytes.
-fn body<T: DeserializeOwned, B: AsRef<[u8]>>(request: &Request<B>) -> Result<T, Response<Bytes>> {
+fn body<T: DeserializeOwned, B: AsRef<[u8]>>(request: &Request<B>) -> Result<T, Box<Response<Bytes>>> {
     let is_json = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -257,26 +258,26 @@ fn body<T: DeserializeOwned, B: AsRef<[u8]>>(request: &Request<B>) -> Result<T, 
                 .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
         });
     if !is_json {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "invalid_request",
             "the body must be application/json",
-        ));
+        )));
     }
     let bytes = request.body().as_ref();
     if bytes.len() > MAX_ADMIN_BODY {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "invalid_request",
             "the body is too large",
-        ));
+        )));
     }
     serde_json::from_slice(bytes).map_err(|_| {
-        error(
+        Box::new(error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "the body is not the expected JSON object",
-        )
+        ))
     })
 }
 

@@ -113,7 +113,8 @@ mod tests {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()];
         let proxy = Some("10.1.2.3".parse().unwrap());
         let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
-        let cases: [(&[(&str, &str)], Option<IpAddr>); 8] = [
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<IpAddr>);
+        let cases: [Case<'_>; 8] = [
             (&[], proxy),
             (&[("x-forwarded-for", "203.0.113.5")], ip("203.0.113.5")),
             (

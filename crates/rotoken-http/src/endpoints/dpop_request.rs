@@ -69,11 +69,10 @@ impl OAuthServer {
         match &self.nonces {
             None => {}
             Some(None) => return Err(DpopError::NonceUnavailable),
-            Some(Some(nonces)) => {
-                if !checked.nonce.as_deref().is_some_and(|n| nonces.accepts(n, now)) {
-                    return Err(DpopError::UseNonce);
-                }
+            Some(Some(nonces)) if !checked.nonce.as_deref().is_some_and(|n| nonces.accepts(n, now)) => {
+                return Err(DpopError::UseNonce);
             }
+            Some(Some(_)) => {}
         }
         Ok(Some(checked))
     }
