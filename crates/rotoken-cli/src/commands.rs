@@ -16,7 +16,6 @@ use zeroize::Zeroizing;
 
 use crate::output::{
     self, CheckJson, CliError, CompactJson, GcJson, IntrospectionJson, IssuedJson, KeysJson, RevokedJson, RotatedJson,
-    SessionJson, SessionsJson,
 };
 use crate::{Cli, Command, DurabilityArg, Global, KeysCommand};
 
@@ -135,9 +134,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
         Command::Sessions(a) => {
             let engine = open(g, false)?;
             let sessions = engine.sessions(&a.subject)?;
-            output::print_json(&SessionsJson {
-                sessions: sessions.into_iter().map(SessionJson::from).collect(),
-            })
+            output::print_json(&rotoken_http::SessionsJson::new(sessions))
         }
         Command::Gc(a) => {
             let engine = open(g, false)?;

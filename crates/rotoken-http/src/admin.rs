@@ -234,9 +234,7 @@ impl AdminApi {
 
     fn sessions(&self, b: &SessionsBody) -> Response<Bytes> {
         match self.oauth.engine().sessions(&b.subject) {
-            Ok(list) => ok_json(&SessionsJson {
-                sessions: list.into_iter().map(SessionJson::from).collect(),
-            }),
+            Ok(list) => ok_json(&SessionsJson::new(list)),
             Err(e) if e.code() == "invalid_input" => error(StatusCode::BAD_REQUEST, "invalid_input", &e.to_string()),
             Err(e) => {
                 tracing::error!(error = %e, "admin sessions failed");
@@ -307,20 +305,32 @@ struct SessionsBody {
     subject: String,
 }
 
-/// One entry of `sessions`.
-#[derive(Serialize)]
-struct SessionJson {
-    family_id: String,
-    client_id: String,
-    scope: String,
-    generation: u32,
-    created_at: String,
-    rotated_at: String,
-    expires_at: String,
-    active: bool,
-    revoked: Option<&'static str>,
+/// One session (family) in a `sessions` answer, as the admin API and
+/// `rotoken sessions` print it.
+#[derive(Debug, Serialize)]
+#[non_exhaustive]
+pub struct SessionJson {
+    /// The family id.
+    pub family_id: String,
+    /// Its client.
+    pub client_id: String,
+    /// Its granted scope.
+    pub scope: String,
+    /// Current generation.
+    pub generation: u32,
+    /// When it was issued (RFC 3339).
+    pub created_at: String,
+    /// When it last rotated (RFC 3339).
+    pub rotated_at: String,
+    /// When it stops working unless rotated (RFC 3339).
+    pub expires_at: String,
+    /// Whether it can still be refreshed.
+    pub active: bool,
+    /// Why it was revoked, if it was.
+    pub revoked: Option<&'static str>,
 }
 
+/// RFC 3339, or the Unix time for a year RFC 3339 cannot hold.
 fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
@@ -342,7 +352,19 @@ impl From<rotoken::Session> for SessionJson {
     }
 }
 
-#[derive(Serialize)]
-struct SessionsJson {
-    sessions: Vec<SessionJson>,
+/// A subject's sessions: `{"sessions": [...]}`.
+#[derive(Debug, Serialize)]
+#[non_exhaustive]
+pub struct SessionsJson {
+    /// The subject's families, revoked ones included until gc removes them.
+    pub sessions: Vec<SessionJson>,
+}
+
+impl SessionsJson {
+    /// The answer for `sessions`.
+    pub fn new(sessions: Vec<rotoken::Session>) -> Self {
+        Self {
+            sessions: sessions.into_iter().map(SessionJson::from).collect(),
+        }
+    }
 }

@@ -77,7 +77,7 @@ mod server;
 mod service;
 mod throttle;
 
-pub use admin::{AdminApi, AdminRoute, MAX_ADMIN_BODY};
+pub use admin::{AdminApi, AdminRoute, MAX_ADMIN_BODY, SessionJson, SessionsJson};
 pub use client::{
     ClientEntry, ClientRegistry, FileClients, MAX_CLIENT_ID_LEN, MAX_CLIENT_SECRET_LEN, MIN_CLIENT_SECRET_LEN,
     MemoryClients, RegisteredClient, SecretHash, SecretHashError,

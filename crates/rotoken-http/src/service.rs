@@ -165,46 +165,34 @@ impl AdminService {
     }
 }
 
-impl<B> tower::Service<Request<B>> for AdminService
-where
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<crate::BoxError>,
-{
-    type Response = Response<Full<Bytes>>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { Ok(this.call_async(request).await) })
-    }
-}
-
 fn full(response: Response<Bytes>) -> Response<Full<Bytes>> {
     response.map(Full::new)
 }
 
-impl<B> tower::Service<Request<B>> for OAuthService
-where
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<crate::BoxError>,
-{
-    type Response = Response<Full<Bytes>>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+/// `tower::Service` for a type with `call_async`: never fails, ready at once.
+macro_rules! tower_service {
+    ($service:ty) => {
+        impl<B> tower::Service<Request<B>> for $service
+        where
+            B: http_body::Body + Send + 'static,
+            B::Data: Send,
+            B::Error: Into<crate::BoxError>,
+        {
+            type Response = Response<Full<Bytes>>;
+            type Error = Infallible;
+            type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
+            fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+                Poll::Ready(Ok(()))
+            }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { Ok(this.call_async(request).await) })
-    }
+            fn call(&mut self, request: Request<B>) -> Self::Future {
+                let this = self.clone();
+                Box::pin(async move { Ok(this.call_async(request).await) })
+            }
+        }
+    };
 }
+
+tower_service!(OAuthService);
+tower_service!(AdminService);
