@@ -7,6 +7,7 @@
 //!
 //! ```text
 //! rotoken keys generate                       # writes ./rotoken.keys (mode 0600)
+//! rotoken clients add --id web-app --public   # issuing needs a registered client
 //! rotoken issue --subject alice --client web-app --scope "openid offline_access"
 //! echo "$TOKEN" | rotoken rotate - --client web-app
 //! rotoken demo                                # a guided walk on a temporary database
