@@ -13,7 +13,6 @@ use rotoken::{Clock, Engine, SystemClock};
 
 use ipnet::IpNet;
 
-use crate::client::ClientRegistry;
 use crate::dpop::DpopVerifier;
 use crate::dpop_nonce::Nonces;
 use crate::error::{ErrorCode, OAuthError};
@@ -21,6 +20,7 @@ use crate::form::{self, Form};
 use crate::forwarded::client_address;
 use crate::metrics::{Endpoint, Metrics};
 use crate::minter::AccessTokenMinter;
+use crate::registry::ClientRegistry;
 use crate::rejections::Rejections;
 use crate::replay::ReplayCache;
 use crate::throttle::{DEFAULT_THROTTLE_CAPACITY, Throttle};

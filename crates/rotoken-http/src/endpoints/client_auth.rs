@@ -3,9 +3,11 @@
 
 use http::Request;
 
-use crate::client::{self, MAX_CLIENT_ID_LEN, MAX_CLIENT_SECRET_LEN, RegisteredClient};
+use crate::credentials;
 use crate::error::OAuthError;
 use crate::form::Form;
+use crate::registry::RegisteredClient;
+use crate::secret_hash::{MAX_CLIENT_ID_LEN, MAX_CLIENT_SECRET_LEN, SecretHash};
 use crate::server::OAuthServer;
 use crate::throttle::retry_after_secs;
 
@@ -25,7 +27,7 @@ impl OAuthServer {
     /// Client authentication: `client_secret_basic`, `client_secret_post`
     /// or `none`, throttled per (peer, client id).
     pub(crate) fn authenticate<B>(&self, request: &Request<B>, form: &Form) -> Result<RegisteredClient, OAuthError> {
-        let presented = client::presented(request.headers(), form)?;
+        let presented = credentials::presented(request.headers(), form)?;
         let Some(id) = presented.id else {
             return Err(OAuthError::invalid_client("client authentication is required"));
         };
@@ -48,7 +50,7 @@ impl OAuthServer {
                 _ => false,
             },
             None => {
-                if let Ok(dummy) = DUMMY_SECRET.parse::<client::SecretHash>() {
+                if let Ok(dummy) = DUMMY_SECRET.parse::<SecretHash>() {
                     let _ = dummy.verify(presented_secret.unwrap_or_default());
                 }
                 false

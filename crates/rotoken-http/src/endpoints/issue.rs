@@ -5,10 +5,10 @@ use std::fmt;
 
 use rotoken::{Grant, Scope};
 
-use crate::client::{ClientRegistry, RegisteredClient};
 use crate::endpoints::token::TokenResponse;
 use crate::error::IssueError;
 use crate::minter::AccessTokenRequest;
+use crate::registry::{ClientRegistry, RegisteredClient};
 use crate::server::{OAuthServer, OFFLINE_ACCESS};
 
 /// A new family for the server's own authorization-code exchange.

@@ -9,12 +9,12 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use rotoken::{RotateError, RotateRequest, Rotated, Scope};
 use serde::Serialize;
 
-use crate::client::RegisteredClient;
 use crate::endpoints::dpop_request::dpop_error;
 use crate::error::{ErrorCode, OAuthError, json_response};
 use crate::form::Form;
 use crate::metrics::Endpoint;
 use crate::minter::AccessTokenRequest;
+use crate::registry::RegisteredClient;
 use crate::server::OAuthServer;
 
 /// A refresh request that passed the checks, ready for the engine.
