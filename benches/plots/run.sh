@@ -19,7 +19,7 @@ SCALING="${SCALING:-10000 1000000 10000000}"
 OUT=docs/benchmarks
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 
-cargo build --release -p rotoken-cli -p rotoken-bench --bins
+cargo build --release -p rotoken-cli --features sqlite -p rotoken-bench --bins
 BIN="$CARGO_TARGET_DIR/release"
 mkdir -p "$OUT"
 

@@ -1,10 +1,11 @@
 //! # rotoken-axum
 //!
-//! One function, [`router`], that returns an axum [`Router`] serving
-//! rotoken's OAuth endpoints: the token endpoint (refresh grant),
-//! revocation, introspection, the RFC 8414 metadata document and the JWK
-//! Set, at the paths in the [`rotoken_http::Config`]. Everything else is
-//! in [`rotoken_http`]; this crate only mounts it.
+//! [`router`] returns an axum [`Router`] serving rotoken's OAuth
+//! endpoints: the token endpoint (refresh grant), revocation,
+//! introspection, the RFC 8414 metadata document and the JWK Set, at the
+//! paths in the [`rotoken_http::Config`]; [`admin_router`] mounts the admin
+//! API ([`rotoken_http::AdminApi`]). Everything else is in
+//! [`rotoken_http`]; this crate only mounts it.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -37,7 +38,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Request};
-use rotoken_http::{METADATA_PATH, OAuthServer, OAuthService, PeerAddr, Route};
+use rotoken_http::{AdminApi, AdminRoute, AdminService, METADATA_PATH, OAuthServer, OAuthService, PeerAddr, Route};
 use tower::util::MapRequestLayer;
 
 /// The OAuth routes of `server`: token, revocation, introspection (POST),
@@ -56,6 +57,17 @@ pub fn router(server: Arc<OAuthServer>) -> Router {
         .into_iter()
         .fold(Router::new(), |r, (path, route)| {
             r.route_service(&path, OAuthService::route(server.clone(), route))
+        })
+        .layer(MapRequestLayer::new(peer_addr))
+}
+
+/// The admin API routes of `api` (`/admin/families`, `/admin/revoke`,
+/// `/admin/sessions`), for a listener only your own servers reach.
+pub fn admin_router(api: Arc<AdminApi>) -> Router {
+    AdminRoute::ALL
+        .into_iter()
+        .fold(Router::new(), |r, (path, route)| {
+            r.route_service(path, AdminService::route(api.clone(), route))
         })
         .layer(MapRequestLayer::new(peer_addr))
 }

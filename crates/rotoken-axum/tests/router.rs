@@ -123,10 +123,15 @@ async fn throttling_is_per_peer_address() {
     for _ in 0..2 {
         assert_eq!(send(&app, from([10, 0, 0, 1], "wrong-secret-000000")).await.0, 401);
     }
-    assert_eq!(send(&app, from([10, 0, 0, 1], SECRET)).await.0, 429);
+    assert_eq!(send(&app, from([10, 0, 0, 1], "wrong-secret-000000")).await.0, 429);
     assert_eq!(
-        send(&app, from([10, 0, 0, 2], SECRET)).await.0,
+        send(&app, from([10, 0, 0, 2], "wrong-secret-000000")).await.0,
+        401,
+        "another peer has its own budget"
+    );
+    assert_eq!(
+        send(&app, from([10, 0, 0, 1], SECRET)).await.0,
         200,
-        "another peer is not locked out"
+        "the right secret is never refused"
     );
 }

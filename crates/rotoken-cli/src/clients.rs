@@ -62,6 +62,9 @@ pub(crate) struct AddArgs {
     /// Let this client introspect any token (a resource server).
     #[arg(long)]
     pub(crate) introspect: bool,
+    /// The `aud` of this client's access tokens [default: the server's].
+    #[arg(long, value_name = "AUDIENCE")]
+    pub(crate) audience: Option<String>,
     /// Replace an existing client with this id.
     #[arg(long)]
     pub(crate) replace: bool,
@@ -85,6 +88,8 @@ struct AddedJson<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     introspect: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audience: Option<&'a str>,
     clients_file: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_secret: Option<&'a str>,
@@ -97,6 +102,8 @@ struct ClientJson {
     kind: &'static str,
     refresh: bool,
     introspect: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audience: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -134,6 +141,7 @@ pub(crate) fn run(command: ClientsCommand) -> Result<(), CliError> {
                         client_id: c.id,
                         refresh: c.refresh,
                         introspect: c.introspect,
+                        audience: c.audience,
                     })
                     .collect(),
             })
@@ -178,11 +186,16 @@ fn add(a: AddArgs) -> Result<(), CliError> {
     } else {
         client
     };
+    let client = match &a.audience {
+        Some(aud) => client.with_audience(aud.clone()),
+        None => client,
+    };
     FileClients::add(&a.file.path, &client, a.replace).map_err(file_error)?;
     output::print_json(&AddedJson {
         client_id: &a.id,
         kind: if a.public { "public" } else { "confidential" },
         introspect: a.introspect,
+        audience: a.audience.as_deref(),
         clients_file: a.file.path.display().to_string(),
         client_secret: generated.as_deref().map(String::as_str),
     })

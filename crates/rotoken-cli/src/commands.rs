@@ -16,7 +16,6 @@ use zeroize::Zeroizing;
 
 use crate::output::{
     self, CheckJson, CliError, CompactJson, GcJson, IntrospectionJson, IssuedJson, KeysJson, RevokedJson, RotatedJson,
-    SessionJson, SessionsJson,
 };
 use crate::{Cli, Command, DurabilityArg, Global, KeysCommand};
 
@@ -42,8 +41,30 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
         Command::Keys(KeysCommand::Rotate) => keys_rotate(&g.keys),
         Command::Keys(KeysCommand::List) => output::print_json(&KeysJson::of(&g.keys, &load_keys(&g.keys)?)),
         Command::Issue(a) => {
+            // The same rule as `serve`'s admin API: a registered client and
+            // offline_access, or no refresh token.
+            let scope = Scope::parse(&a.scope)?;
+            let clients = rotoken_http::FileClients::open(&a.clients.path)
+                .map_err(|e| CliError::refused("clients_invalid", e.to_string()))?;
+            let (_, refresh) = rotoken_http::issue_rule(&clients, &a.client, &scope).map_err(|e| match e {
+                rotoken_http::IssueError::UnknownClient => CliError::refused(
+                    "unknown_client",
+                    format!(
+                        "client `{}` is not registered in {}; add it with `rotoken clients add` first",
+                        a.client,
+                        a.clients.path.display()
+                    ),
+                ),
+                other => CliError::refused(other.code(), other.to_string()),
+            })?;
+            if !refresh {
+                return Err(CliError::refused(
+                    "offline_access_required",
+                    "a refresh token is issued only for a scope that holds offline_access",
+                ));
+            }
             let engine = open(g, true)?;
-            let mut grant = Grant::new(a.subject, a.client, Scope::parse(&a.scope)?);
+            let mut grant = Grant::new(a.subject, a.client, scope);
             if let Some(c) = a.confirmation {
                 grant = grant.with_confirmation(c);
             }
@@ -113,9 +134,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
         Command::Sessions(a) => {
             let engine = open(g, false)?;
             let sessions = engine.sessions(&a.subject)?;
-            output::print_json(&SessionsJson {
-                sessions: sessions.into_iter().map(SessionJson::from).collect(),
-            })
+            output::print_json(&rotoken_http::SessionsJson::new(sessions))
         }
         Command::Gc(a) => {
             let engine = open(g, false)?;
@@ -174,6 +193,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
             })
         }
         Command::Demo => crate::demo::run(&policy(g)),
+        #[cfg(feature = "bench")]
         Command::Bench(a) => crate::bench::run(g, a),
         Command::Serve(a) => crate::serve::run(g, &a),
         Command::Clients(c) => crate::clients::run(c),

@@ -7,6 +7,7 @@
 //!
 //! ```text
 //! rotoken keys generate                       # writes ./rotoken.keys (mode 0600)
+//! rotoken clients add --id web-app --public   # issuing needs a registered client
 //! rotoken issue --subject alice --client web-app --scope "openid offline_access"
 //! echo "$TOKEN" | rotoken rotate - --client web-app
 //! rotoken demo                                # a guided walk on a temporary database
@@ -33,6 +34,7 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "bench")]
 mod bench;
 mod clients;
 mod commands;
@@ -154,6 +156,7 @@ pub(crate) enum Command {
     Compact,
     /// A guided walk through rotation, retries and reuse detection on a temporary database.
     Demo,
+    #[cfg(feature = "bench")]
     /// Benchmark rotation: throughput, latency percentiles and bytes per family
     /// (`--compare sqlite` runs the one-row-per-token SQLite design on the same workload).
     Bench(bench::BenchArgs),
@@ -189,8 +192,9 @@ pub(crate) struct IssueArgs {
     /// The client the family is bound to.
     #[arg(long)]
     pub(crate) client: String,
-    /// The granted scope, space-delimited.
-    #[arg(long, default_value = "")]
+    /// The granted scope, space-delimited; it must hold offline_access, as
+    /// for every refresh token rotoken issues.
+    #[arg(long, default_value = "offline_access")]
     pub(crate) scope: String,
     /// Bind the family to a confirmation key thumbprint (DPoP `jkt` or mTLS).
     #[arg(long, value_name = "JKT")]
@@ -198,6 +202,9 @@ pub(crate) struct IssueArgs {
     /// Opaque metadata, sealed at rest.
     #[arg(long)]
     pub(crate) metadata: Option<String>,
+    /// Where the client must be registered (`rotoken clients add`).
+    #[command(flatten)]
+    pub(crate) clients: clients::FileArg,
 }
 
 /// `rotoken rotate ...`

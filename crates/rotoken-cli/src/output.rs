@@ -297,52 +297,6 @@ pub(crate) struct RevokedJson {
     pub(crate) revoked: usize,
 }
 
-/// One entry of `sessions`.
-#[derive(Debug, Serialize)]
-pub(crate) struct SessionJson {
-    /// The family id.
-    pub(crate) family_id: String,
-    /// Its client.
-    pub(crate) client_id: String,
-    /// Its granted scope.
-    pub(crate) scope: String,
-    /// Current generation.
-    pub(crate) generation: u32,
-    /// When it was issued (RFC 3339).
-    pub(crate) created_at: String,
-    /// When it last rotated (RFC 3339).
-    pub(crate) rotated_at: String,
-    /// When it stops working unless rotated (RFC 3339).
-    pub(crate) expires_at: String,
-    /// Whether it can still be refreshed.
-    pub(crate) active: bool,
-    /// Why it was revoked, if it was.
-    pub(crate) revoked: Option<&'static str>,
-}
-
-impl From<rotoken::Session> for SessionJson {
-    fn from(s: rotoken::Session) -> Self {
-        Self {
-            family_id: s.family.to_string(),
-            client_id: s.client_id,
-            scope: s.scope.to_string(),
-            generation: s.generation,
-            created_at: rfc3339(s.created_at),
-            rotated_at: rfc3339(s.rotated_at),
-            expires_at: rfc3339(s.expires_at),
-            active: s.active,
-            revoked: s.revoked.map(rotoken::RevokeReason::as_str),
-        }
-    }
-}
-
-/// `sessions`' answer.
-#[derive(Debug, Serialize)]
-pub(crate) struct SessionsJson {
-    /// The subject's families, revoked ones included until gc removes them.
-    pub(crate) sessions: Vec<SessionJson>,
-}
-
 /// `rotoken compact`: the database file's size before and after.
 #[derive(Debug, Serialize)]
 pub(crate) struct CompactJson {

@@ -2,19 +2,21 @@
 //! embedded database, health and Prometheus metrics, an authenticated admin
 //! API for sidecar use, structured logs and graceful shutdown.
 //!
-//! Routes: `/oauth/token`, `/oauth/revoke`, `/oauth/introspect`,
-//! `/oauth/jwks`, `/.well-known/oauth-authorization-server`, `/healthz`,
-//! `/metrics`, and `/admin/...` (see [`admin`]).
+//! Public routes (`--bind`): `/oauth/token`, `/oauth/revoke`,
+//! `/oauth/introspect`, `/oauth/jwks`,
+//! `/.well-known/oauth-authorization-server`, `/healthz`. Admin routes
+//! (`--admin-bind`, loopback by default): `/admin/...`
+//! ([`rotoken_http::AdminApi`], mounted by `rotoken_axum::admin_router`),
+//! `/metrics`, `/healthz`.
 //!
 //! When ready it prints one JSON line on standard output (`listening`,
 //! `issuer`, the files in use); logs go to standard error and never hold a
 //! token, a secret, or a request's query string.
 
-mod admin;
+mod bind;
 mod config;
 mod conn;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +24,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -30,8 +32,8 @@ use axum::routing::get;
 use clap::Args;
 use rotoken::{Engine, Keyring, Options};
 use rotoken_http::{
-    ClientRegistry, Config, FileClients, JwtMinter, MemoryClients, OAuthServer, RegisteredClient, RegistryError,
-    SigningKey,
+    AdminApi, ClientRegistry, Config, FileClients, JwtMinter, MemoryClients, OAuthServer, RegisteredClient,
+    RegistryError, SigningKey,
 };
 use serde::Serialize;
 
@@ -42,13 +44,31 @@ pub(crate) use config::LogFormat;
 /// `rotoken serve ...`
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// Address to listen on [default: 127.0.0.1:8080, loopback only].
-    #[arg(long, env = "ROTOKEN_BIND", value_name = "ADDR")]
-    pub(crate) bind: Option<SocketAddr>,
+    /// Address to listen on, host:port; a name such as localhost resolves
+    /// [default: localhost:8080, loopback only].
+    #[arg(long, env = "ROTOKEN_BIND", value_name = "HOST:PORT")]
+    pub(crate) bind: Option<String>,
+    /// Address of the admin API and /metrics, or `off`
+    /// [default: localhost:8081, loopback only].
+    #[arg(long, env = "ROTOKEN_ADMIN_BIND", value_name = "HOST:PORT")]
+    pub(crate) admin_bind: Option<String>,
+    /// Reverse proxies (addresses or networks, comma-separated) whose
+    /// Forwarded / X-Forwarded-For headers name the client address
+    /// [default: none].
+    #[arg(long, env = "ROTOKEN_TRUSTED_PROXIES", value_name = "LIST")]
+    pub(crate) trusted_proxies: Option<String>,
+    /// The `aud` of access tokens, for clients without their own
+    /// (`clients add --audience`) [default: the issuer].
+    #[arg(long, env = "ROTOKEN_ACCESS_TOKEN_AUDIENCE", value_name = "AUDIENCE")]
+    pub(crate) access_token_audience: Option<String>,
+    /// Require DPoP proofs to carry a server nonce (RFC 9449 §8).
+    #[arg(long, env = "ROTOKEN_DPOP_NONCE")]
+    pub(crate) dpop_nonce: bool,
     /// TOML config file [default: ./rotoken.toml if it exists].
     #[arg(long, env = "ROTOKEN_CONFIG", value_name = "PATH")]
     pub(crate) config: Option<PathBuf>,
-    /// Issuer URL, the base of every endpoint URL and of DPoP `htu` [default: http://ADDR].
+    /// Issuer URL, the base of every endpoint URL and of DPoP `htu`
+    /// [default: http://HOST:PORT of --bind, as written].
     #[arg(long, env = "ROTOKEN_ISSUER", value_name = "URL")]
     pub(crate) issuer: Option<String>,
     /// Clients file written by `rotoken clients add` [default: ./rotoken.clients.toml].
@@ -93,6 +113,9 @@ pub(crate) struct ServeArgs {
 #[derive(Serialize)]
 struct ReadyJson<'a> {
     listening: String,
+    /// The admin API and `/metrics`; absent when off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_listening: Option<String>,
     issuer: &'a str,
     token_endpoint: String,
     db: String,
@@ -153,6 +176,12 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
     if let Some(c) = &s.config_file {
         tracing::info!(path = %c.display(), "config file read");
     }
+    // Listen first: a port in use creates no keys and no database.
+    let (listener, addr) = s.bind.listen().await?;
+    let admin_listener = match &s.admin_bind {
+        Some(b) => Some(b.listen().await?),
+        None => None,
+    };
     let keys = load_or_generate_keys(&s.keys)?;
     let (signing, created) = SigningKey::load_or_generate(&s.signing_key)
         .map_err(|e| CliError::refused("signing_key_invalid", e.to_string()))?;
@@ -168,13 +197,13 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
         cache_size: s.cache_bytes,
         ..Options::default()
     };
-    let db = s.db.clone();
+    let store = s.store.clone();
     let engine = Arc::new(
-        tokio::task::spawn_blocking(move || Engine::open(&db, keys, options))
+        tokio::task::spawn_blocking(move || store.open(keys, options))
             .await
             .map_err(|e| CliError::storage("runtime_failed", e.to_string()))??,
     );
-    tracing::info!(path = %s.db.display(), durability = ?s.policy.durability, "database open");
+    tracing::info!(store = %s.store, kind = engine.store_name(), durability = ?s.policy.durability, "database open");
 
     let file = FileClients::open(&s.clients_file).map_err(|e| CliError::refused("clients_invalid", e.to_string()))?;
     let inline = s
@@ -189,13 +218,7 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
         );
     }
 
-    let listener = tokio::net::TcpListener::bind(s.bind)
-        .await
-        .map_err(|e| CliError::refused("bind_failed", format!("could not listen on {}: {e}", s.bind)))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| CliError::refused("bind_failed", e.to_string()))?;
-    let issuer = s.issuer.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let issuer = s.issuer.clone().unwrap_or_else(|| s.bind.http_url(addr.port()));
     if !addr.ip().is_loopback() && issuer.starts_with("http://") {
         tracing::warn!(
             %addr,
@@ -205,19 +228,24 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
     let minter = JwtMinter::new(signing, issuer.clone(), s.access_token_lifetime);
     let mut config = Config::new(issuer.clone());
     config.max_body_bytes = s.max_body_bytes;
+    config.trusted_proxies = s.trusted_proxies.clone();
+    config.dpop_nonce = s.dpop_nonce;
+    config.access_token_audience = s.access_token_audience.clone();
     let oauth = Arc::new(OAuthServer::new(
         engine.clone(),
         Arc::new(Clients { inline, file }),
         Arc::new(minter),
         config,
     ));
-    let app = app(oauth.clone(), &s);
+    let app = public_app(oauth.clone(), &s);
+    let admin_app = admin_app(oauth.clone(), &s);
 
     output::print_json(&ReadyJson {
         listening: addr.to_string(),
+        admin_listening: admin_listener.as_ref().map(|(_, a)| a.to_string()),
         issuer: &issuer,
         token_endpoint: oauth.config().url(&oauth.config().token_path),
-        db: s.db.display().to_string(),
+        db: s.store.to_string(),
         keys: s.keys.display().to_string(),
         signing_key: s.signing_key.display().to_string(),
         clients_file: s.clients_file.display().to_string(),
@@ -225,6 +253,7 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
     })?;
     tracing::info!(
         %addr,
+        admin = ?admin_listener.as_ref().map(|(_, a)| *a),
         %issuer,
         header_read_timeout_secs = s.limits.header_read_timeout.as_secs(),
         keep_alive_secs = s.limits.keep_alive.map_or(0, |k| k.as_secs()),
@@ -236,18 +265,30 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
     let gc = s
         .gc_interval
         .map(|every| tokio::spawn(collect_garbage(engine.clone(), every, stop_rx.clone())));
-    let shutdown = async move {
+    let signal = async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing requests in flight");
         let _ = stop_tx.send(true);
     };
-    let server = conn::serve(listener, app, s.limits, shutdown);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stopped| *stopped).await;
+    };
+    let public = conn::serve(listener, app, s.limits, stopped(stop_rx.clone()));
+    let admin_stop = stop_rx.clone();
+    let admin = async {
+        if let Some((l, _)) = admin_listener {
+            conn::serve(l, admin_app, s.limits, stopped(admin_stop)).await;
+        }
+    };
+    let servers = async {
+        tokio::join!(signal_or_done(signal), public, admin);
+    };
     let deadline = async {
         let _ = stop_rx.wait_for(|stopped| *stopped).await;
         tokio::time::sleep(s.shutdown_timeout).await;
     };
     let finished = tokio::select! {
-        () = server => true,
+        () = servers => true,
         () = deadline => false,
     };
     drop(oauth);
@@ -274,6 +315,11 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
         Err(_) => tracing::warn!("database still in use at exit; it recovers on the next open"),
     }
     Ok(())
+}
+
+/// Waits for the shutdown signal (the servers end on their own after it).
+async fn signal_or_done(signal: impl std::future::Future<Output = ()>) {
+    signal.await;
 }
 
 /// Loads the keyring, or generates a development one if the file is missing.
@@ -367,22 +413,28 @@ async fn shutdown_signal() {
     }
 }
 
-/// Every route, with time limits and request logs.
-fn app(oauth: Arc<OAuthServer>, s: &config::Settings) -> Router {
-    let health = {
-        let engine = oauth.engine().clone();
-        move || async move {
-            let ok = tokio::task::spawn_blocking(move || engine.families_count().is_ok())
-                .await
-                .unwrap_or(false);
-            let (status, text) = if ok {
-                (StatusCode::OK, r#"{"status":"ok"}"#)
-            } else {
-                (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"unavailable"}"#)
-            };
-            json(status, text.to_owned())
-        }
+/// A health check: the database answers.
+async fn health(engine: Arc<Engine>) -> Response {
+    let ok = tokio::task::spawn_blocking(move || engine.families_count().is_ok())
+        .await
+        .unwrap_or(false);
+    let (status, text) = if ok {
+        (StatusCode::OK, r#"{"status":"ok"}"#)
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"unavailable"}"#)
     };
+    json(status, text.to_owned())
+}
+
+/// The public listener: the OAuth endpoints, metadata, JWKS and `/healthz`.
+fn public_app(oauth: Arc<OAuthServer>, s: &config::Settings) -> Router {
+    let engine = oauth.engine().clone();
+    let router = rotoken_axum::router(oauth).route("/healthz", get(move || health(engine.clone())));
+    with_limits(router, s)
+}
+
+/// The admin listener: the admin API, `/metrics` and `/healthz`.
+fn admin_app(oauth: Arc<OAuthServer>, s: &config::Settings) -> Router {
     let metrics = {
         let oauth = oauth.clone();
         move || async move {
@@ -391,25 +443,28 @@ fn app(oauth: Arc<OAuthServer>, s: &config::Settings) -> Router {
                 .await
                 .ok()
                 .flatten();
-            let mut text = oauth.metrics().render();
             if let Some(n) = families {
-                text.push_str(&format!(
-                    "# HELP rotoken_families Families in the database (live, expired and revoked until gc).\n\
-                     # TYPE rotoken_families gauge\nrotoken_families {n}\n"
-                ));
+                oauth.metrics().set_families(n);
             }
-            let mut r = text.into_response();
+            let mut r = oauth.metrics().render().into_response();
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                HeaderValue::from_static(rotoken_http::METRICS_CONTENT_TYPE),
             );
             r
         }
     };
-    rotoken_axum::router(oauth.clone())
-        .route("/healthz", get(health))
-        .route("/metrics", get(metrics))
-        .nest("/admin", admin::router(oauth, s.admin_token.clone()))
+    let engine = oauth.engine().clone();
+    let admin = Arc::new(AdminApi::new(oauth, s.admin_token.clone()));
+    let router = rotoken_axum::admin_router(admin)
+        .route("/healthz", get(move || health(engine.clone())))
+        .route("/metrics", get(metrics));
+    with_limits(router, s)
+}
+
+/// The 404 JSON fallback, request logs and the time limit.
+fn with_limits(router: Router, s: &config::Settings) -> Router {
+    router
         .fallback(|| async { json(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#.to_owned()) })
         .layer(axum::middleware::from_fn(log_request))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -430,29 +485,23 @@ pub(crate) fn json(status: StatusCode, body: String) -> Response {
 }
 
 /// Logs method, route, status and latency; never the query string or a
-/// path outside the known routes (either could carry a token).
+/// path outside the routes (either could carry a token).
 async fn log_request(request: Request, next: Next) -> Response {
-    const KNOWN: [&str; 10] = [
-        "/oauth/token",
-        "/oauth/revoke",
-        "/oauth/introspect",
-        "/oauth/jwks",
-        "/.well-known/oauth-authorization-server",
-        "/healthz",
-        "/metrics",
-        "/admin/families",
-        "/admin/revoke",
-        "/admin/sessions",
-    ];
     let method = request.method().clone();
-    let path = request.uri().path();
-    let route = KNOWN.iter().copied().find(|k| *k == path).unwrap_or("(other)");
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "(other)".to_owned(), |p| p.as_str().to_owned());
     let start = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16();
     let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+    // Rejections are counted and summarized by rotoken-http; one line
+    // each only at debug, so a flood of bad requests cannot flood the log.
     if status >= 500 {
         tracing::error!(%method, route, status, micros, "request");
+    } else if status >= 400 {
+        tracing::debug!(%method, route, status, micros, "request");
     } else {
         tracing::info!(%method, route, status, micros, "request");
     }

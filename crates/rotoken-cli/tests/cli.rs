@@ -54,10 +54,15 @@ fn single_json(s: &str) -> Value {
 }
 
 impl Env {
+    /// A fresh directory whose clients file registers the clients the tests issue to.
     fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        let dir = tempfile::tempdir().unwrap();
+        let clients: String = ["b", "c", "cli", "evil", "mobile", "web"]
+            .iter()
+            .map(|id| format!("[[client]]\nid = \"{id}\"\n"))
+            .collect();
+        std::fs::write(dir.path().join("rotoken.clients.toml"), clients).unwrap();
+        Self { dir }
     }
 
     /// A fresh directory with a generated key file.
@@ -654,8 +659,13 @@ fn demo_runs_to_completion() {
             .split_whitespace()
             .any(|w| w.starts_with("rt1_") && w.len() > 40)
     );
-    // It works without keys and leaves the working directory alone.
-    assert_eq!(std::fs::read_dir(env.dir.path()).unwrap().count(), 0);
+    // It works without keys and leaves the working directory alone (the
+    // clients file the test environment wrote is all there is).
+    let left: Vec<_> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["rotoken.clients.toml"]);
 }
 
 #[test]
@@ -768,4 +778,15 @@ fn usage_errors_never_echo_a_token() {
         );
         assert!(out.stderr.contains("rt1_"), "{}", out.stderr);
     }
+}
+
+#[test]
+fn issue_follows_the_same_rule_as_the_admin_api() {
+    let env = Env::with_keys();
+    env.run(&["issue", "--subject", "a", "--client", "stranger"])
+        .fails_with(1, "unknown_client");
+    env.run(&["issue", "--subject", "a", "--client", "web", "--scope", "openid"])
+        .fails_with(1, "offline_access_required");
+    let v = env.run(&["issue", "--subject", "a", "--client", "web"]).ok();
+    assert!(str_of(&v["refresh_token"]).starts_with("rt1_"));
 }

@@ -75,7 +75,7 @@ fn a_bounded_soak_has_no_5xx_no_lost_rotation_and_flat_memory() {
     );
     let log_path = d.join("serve.log");
     let mut child = Command::new(bin())
-        .args(["serve", "--bind", "127.0.0.1:0"])
+        .args(["serve", "--bind", "127.0.0.1:0", "--admin-bind", "127.0.0.1:0"])
         .current_dir(d)
         .env("ROTOKEN_ADMIN_TOKEN", ADMIN)
         .env_remove("ROTOKEN_LOG")
@@ -94,7 +94,9 @@ fn a_bounded_soak_has_no_5xx_no_lost_rotation_and_flat_memory() {
 
     let seed = env_u64("ROTOKEN_SOAK_SEED").unwrap_or(SOAK_SEED);
     let scale = env_u64("ROTOKEN_SOAK_SCALE").unwrap_or(1).max(1);
+    let admin = ready["admin_listening"].as_str().unwrap();
     let mut config = rotoken_load::Config::new(format!("http://{addr}"), ADMIN, "soak");
+    config.admin_url = Some(format!("http://{admin}"));
     config.connections = 8;
     config.replay_share = 0.05;
     config.revoke_share = 0.02;

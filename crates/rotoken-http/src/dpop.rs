@@ -3,13 +3,12 @@
 //! only then is the key's thumbprint handed to the core to compare with the
 //! family's binding. A thumbprint is never taken from a bare header.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 use sha2::Digest as _;
+
+use crate::replay::{Digest, Remembered, ReplayCache};
 
 /// Largest DPoP proof accepted, in bytes.
 pub const MAX_PROOF_LEN: usize = 4096;
@@ -53,41 +52,25 @@ pub enum DpopError {
     /// The `jti` was seen before for this key within the window.
     #[error("the DPoP proof was already used")]
     Replayed,
-    /// Too many proofs are remembered; refused rather than forgotten.
-    #[error("too many DPoP proofs in the replay window; retry later")]
-    ReplayCacheFull,
+    /// Server nonces are on and the proof carries none, or not a current
+    /// one (RFC 9449 §8): answered `use_dpop_nonce` with a fresh `DPoP-Nonce`.
+    #[error("the DPoP proof must carry the server's current nonce (see the DPoP-Nonce header)")]
+    UseNonce,
+    /// Server nonces are on but no nonce key could be drawn at start-up.
+    #[error("DPoP nonces are unavailable on this server")]
+    NonceUnavailable,
 }
 
-/// Remembers proof ids until their `iat` window has passed.
+/// A proof whose signature, `typ`, `alg`, `htm`, `htu` and `iat` were
+/// checked, not yet remembered against replay.
 #[derive(Debug)]
-pub(crate) struct ReplayCache {
-    seen: Mutex<HashMap<[u8; 32], i64>>,
-    capacity: usize,
-}
-
-impl ReplayCache {
-    pub(crate) fn new(capacity: usize) -> Self {
-        Self {
-            seen: Mutex::new(HashMap::new()),
-            capacity: capacity.max(1),
-        }
-    }
-
-    /// Records `key` until `until` (unix s); `Err(Replayed)` if it is there already.
-    fn insert(&self, key: [u8; 32], now: i64, until: i64) -> Result<(), DpopError> {
-        let mut seen = self.seen.lock().map_err(|_| DpopError::ReplayCacheFull)?;
-        if seen.get(&key).is_some_and(|&t| t >= now) {
-            return Err(DpopError::Replayed);
-        }
-        if seen.len() >= self.capacity {
-            seen.retain(|_, t| *t >= now);
-            if seen.len() >= self.capacity {
-                return Err(DpopError::ReplayCacheFull);
-            }
-        }
-        seen.insert(key, until);
-        Ok(())
-    }
+pub(crate) struct CheckedProof {
+    /// The key's RFC 7638 thumbprint.
+    pub(crate) jkt: String,
+    /// The server nonce the proof carries, if any.
+    pub(crate) nonce: Option<String>,
+    jti: Digest,
+    until: i64,
 }
 
 /// The accepted `iat` window and the replay cache.
@@ -102,8 +85,17 @@ pub(crate) struct DpopVerifier {
 
 impl DpopVerifier {
     /// Verifies `proof` for a request with `method` to `url` at `now`
-    /// (unix seconds) and returns the key's RFC 7638 thumbprint.
+    /// (unix seconds) and remembers it: the key's RFC 7638 thumbprint.
+    #[cfg(test)]
     pub(crate) fn verify(&self, proof: &str, method: &str, url: &str, now: i64) -> Result<String, DpopError> {
+        let checked = self.check(proof, method, url, now)?;
+        self.remember(&checked, now)?;
+        Ok(checked.jkt)
+    }
+
+    /// Checks everything but replay: remember the proof with
+    /// [`DpopVerifier::remember`] once the request is otherwise authenticated.
+    pub(crate) fn check(&self, proof: &str, method: &str, url: &str, now: i64) -> Result<CheckedProof, DpopError> {
         let verified = verify_signature(proof)?;
         let claims = &verified.claims;
         let text = |name: &str| claims.get(name).and_then(Value::as_str);
@@ -130,13 +122,30 @@ impl DpopVerifier {
         if iat < now.saturating_sub(self.max_age) || iat > now.saturating_add(self.max_skew) {
             return Err(DpopError::Stale);
         }
-        let mut h = blake3::Hasher::new();
-        h.update(verified.jkt.as_bytes());
-        h.update(&[0]);
-        h.update(jti.as_bytes());
-        let until = iat.saturating_add(self.max_age).max(now.saturating_add(self.max_skew));
-        self.replay.insert(*h.finalize().as_bytes(), now, until)?;
-        Ok(verified.jkt)
+        let nonce = match claims.get("nonce") {
+            None => None,
+            Some(Value::String(n)) if n.len() <= MAX_JTI_LEN => Some(n.clone()),
+            Some(_) => return Err(DpopError::Malformed("nonce must be a string of at most 256 bytes")),
+        };
+        Ok(CheckedProof {
+            jti: *blake3::hash(jti.as_bytes()).as_bytes(),
+            until: iat.saturating_add(self.max_age).max(now.saturating_add(self.max_skew)),
+            jkt: verified.jkt,
+            nonce,
+        })
+    }
+
+    /// Remembers a checked proof's `jti` for its key.
+    ///
+    /// # Errors
+    ///
+    /// [`DpopError::Replayed`] if the key used it before within the window.
+    pub(crate) fn remember(&self, proof: &CheckedProof, now: i64) -> Result<(), DpopError> {
+        let key = *blake3::hash(proof.jkt.as_bytes()).as_bytes();
+        match self.replay.remember(key, proof.jti, now, proof.until) {
+            Remembered::New => Ok(()),
+            Remembered::Replayed => Err(DpopError::Replayed),
+        }
     }
 }
 
@@ -313,7 +322,7 @@ pub(crate) mod tests {
         DpopVerifier {
             max_age: 60,
             max_skew: 5,
-            replay: ReplayCache::new(4),
+            replay: ReplayCache::new(4, 4),
         }
     }
 
@@ -408,24 +417,6 @@ pub(crate) mod tests {
         assert!(v.verify(&p, "POST", URL, 1000).is_ok());
         let p = k.proof("POST", "https://as.example/oauth/token/", 1000, "r");
         assert_eq!(v.verify(&p, "POST", URL, 1000), Err(DpopError::UriMismatch));
-    }
-
-    #[test]
-    fn the_replay_cache_fails_closed_when_full() {
-        let v = verifier();
-        let k = DpopKey::ed25519(2);
-        for i in 0..4 {
-            assert!(
-                v.verify(&k.proof("POST", URL, 1000, &format!("j{i}")), "POST", URL, 1000)
-                    .is_ok()
-            );
-        }
-        assert_eq!(
-            v.verify(&k.proof("POST", URL, 1000, "j5"), "POST", URL, 1000),
-            Err(DpopError::ReplayCacheFull)
-        );
-        // Once the window has passed, old entries make room.
-        assert!(v.verify(&k.proof("POST", URL, 1100, "j6"), "POST", URL, 1100).is_ok());
     }
 
     #[test]

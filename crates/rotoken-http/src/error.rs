@@ -30,6 +30,9 @@ pub enum ErrorCode {
     UnsupportedTokenType,
     /// The DPoP proof is invalid (RFC 9449 §7).
     InvalidDpopProof,
+    /// The DPoP proof must carry the server's current nonce, sent in
+    /// `DPoP-Nonce` (RFC 9449 §8).
+    UseDpopNonce,
     /// The server failed (storage, or a server-supplied component); the only 5xx.
     ServerError,
 }
@@ -46,6 +49,7 @@ impl ErrorCode {
             Self::InvalidScope => "invalid_scope",
             Self::UnsupportedTokenType => "unsupported_token_type",
             Self::InvalidDpopProof => "invalid_dpop_proof",
+            Self::UseDpopNonce => "use_dpop_nonce",
             Self::ServerError => "server_error",
         }
     }
@@ -315,14 +319,23 @@ pub enum IssueError {
     /// Minting the access token failed.
     #[error(transparent)]
     Mint(#[from] MintError),
+    /// The client is not registered: its refresh would fail for ever with
+    /// `invalid_client`, so nothing is issued.
+    #[error("the client is not registered")]
+    UnknownClient,
+    /// The client registry could not answer.
+    #[error(transparent)]
+    Registry(RegistryError),
 }
 
 impl IssueError {
-    /// A stable code: the core's, or `mint_failed`.
+    /// A stable code: the core's, `mint_failed`, `unknown_client` or `registry_failed`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::Core(e) => e.code().as_str(),
             Self::Mint(_) => "mint_failed",
+            Self::UnknownClient => "unknown_client",
+            Self::Registry(_) => "registry_failed",
         }
     }
 }

@@ -60,27 +60,47 @@
 
 #![forbid(unsafe_code)]
 
-mod client;
+mod admin;
+mod atomic_file;
+mod clients_file;
+mod credentials;
 mod dpop;
+mod dpop_nonce;
+mod endpoints;
 mod error;
 mod form;
+mod forwarded;
+mod jwt;
 mod metrics;
 mod minter;
+mod registry;
+mod rejections;
+mod replay;
+mod secret_hash;
 mod server;
 #[cfg(feature = "tower")]
 mod service;
+mod signing_key;
+mod throttle;
 
-pub use client::{
-    ClientEntry, ClientRegistry, FileClients, MAX_CLIENT_ID_LEN, MAX_CLIENT_SECRET_LEN, MIN_CLIENT_SECRET_LEN,
-    MemoryClients, RegisteredClient, SecretHash, SecretHashError, Throttle,
-};
+pub use admin::{AdminApi, AdminRoute, MAX_ADMIN_BODY, SessionJson, SessionsJson};
+pub use clients_file::{ClientEntry, FileClients};
 pub use dpop::{DPOP_ALGORITHMS, DpopError, MAX_PROOF_LEN, jwk_thumbprint};
+pub use endpoints::issue::{IssueRequest, issue_rule};
+pub use endpoints::token::TokenResponse;
 pub use error::{
     BoxError, ClientFileError, ErrorCode, IssueError, MintError, OAuthError, RegistryError, SigningKeyError,
 };
 pub use form::{Form, parse_form};
-pub use metrics::Metrics;
-pub use minter::{AccessToken, AccessTokenMinter, AccessTokenRequest, JwtMinter, SigningKey};
-pub use server::{Config, IssueRequest, METADATA_PATH, OAuthServer, OFFLINE_ACCESS, PeerAddr, Route, TokenResponse};
+pub use forwarded::client_address;
+pub use ipnet::IpNet;
+pub use jwt::JwtMinter;
+pub use metrics::{METRICS_CONTENT_TYPE, Metrics};
+pub use minter::{AccessToken, AccessTokenMinter, AccessTokenRequest};
+pub use registry::{ClientRegistry, MemoryClients, RegisteredClient};
+pub use secret_hash::{MAX_CLIENT_ID_LEN, MAX_CLIENT_SECRET_LEN, MIN_CLIENT_SECRET_LEN, SecretHash, SecretHashError};
+pub use server::{Config, METADATA_PATH, OAuthServer, OFFLINE_ACCESS, PeerAddr, Route};
 #[cfg(feature = "tower")]
-pub use service::OAuthService;
+pub use service::{AdminService, OAuthService};
+pub use signing_key::SigningKey;
+pub use throttle::{DEFAULT_THROTTLE_CAPACITY, Throttle};

@@ -1,8 +1,15 @@
-//! Counters and a latency histogram, rendered in the Prometheus text format.
+//! Counters and a latency histogram per endpoint, rendered by the
+//! `prometheus-client` crate in the OpenMetrics text format.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fmt;
 use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::ErrorCode;
 
@@ -10,6 +17,9 @@ use crate::ErrorCode;
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
+
+/// The content type of [`Metrics::render`]'s text.
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The endpoints counted separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,8 +30,6 @@ pub(crate) enum Endpoint {
 }
 
 impl Endpoint {
-    const ALL: [Endpoint; 3] = [Endpoint::Token, Endpoint::Revoke, Endpoint::Introspect];
-
     fn name(self) -> &'static str {
         match self {
             Self::Token => "token",
@@ -31,93 +39,174 @@ impl Endpoint {
     }
 }
 
-const OUTCOMES: [&str; 10] = [
-    "ok",
-    "invalid_request",
-    "invalid_client",
-    "invalid_grant",
-    "unauthorized_client",
-    "unsupported_grant_type",
-    "invalid_scope",
-    "unsupported_token_type",
-    "invalid_dpop_proof",
-    "server_error",
-];
-
-fn outcome_index(code: Option<ErrorCode>) -> usize {
-    let name = code.map_or("ok", ErrorCode::as_str);
-    OUTCOMES.iter().position(|o| *o == name).unwrap_or(OUTCOMES.len() - 1)
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    endpoint: &'static str,
+    outcome: &'static str,
 }
 
-#[derive(Debug, Default)]
-struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: &'static str,
 }
 
-impl Histogram {
-    fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        for (i, le) in BUCKETS.iter().enumerate() {
-            if secs <= *le {
-                self.buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
-    }
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
 }
 
 /// What the endpoints count. Shared by every request; read with [`Metrics::render`].
-#[derive(Debug, Default)]
 pub struct Metrics {
-    requests: [[AtomicU64; OUTCOMES.len()]; 3],
-    latency: [Histogram; 3],
-    rotations: AtomicU64,
-    grace_retries: AtomicU64,
-    reuse_detections: AtomicU64,
-    revocations: AtomicU64,
-    families_issued: AtomicU64,
-    client_auth_failures: AtomicU64,
-    throttled: AtomicU64,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    rotations: Counter,
+    grace_retries: Counter,
+    reuse_detections: Counter,
+    revocations: Counter,
+    families_issued: Counter,
+    client_auth_failures: Counter,
+    throttled: Counter,
+    families: Gauge,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics")
+            .field("rotations", &self.rotations.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<EndpointLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let counters: [(&str, &str, Counter); 7] = [
+            (
+                "rotoken_rotations",
+                "Refresh token rotations that minted a new token.",
+                Counter::default(),
+            ),
+            (
+                "rotoken_grace_retries",
+                "Refreshes answered within the grace window with the existing successor.",
+                Counter::default(),
+            ),
+            (
+                "rotoken_reuse_detections",
+                "Retired or diverged tokens presented; each revoked its family.",
+                Counter::default(),
+            ),
+            (
+                "rotoken_revocations",
+                "Families revoked by request.",
+                Counter::default(),
+            ),
+            ("rotoken_families_issued", "Token families issued.", Counter::default()),
+            (
+                "rotoken_client_auth_failures",
+                "Failed client authentications.",
+                Counter::default(),
+            ),
+            (
+                "rotoken_client_auth_throttled",
+                "Failed client authentications past the failure budget (answered 429).",
+                Counter::default(),
+            ),
+        ];
+        for (name, help, c) in &counters {
+            registry.register(*name, *help, c.clone());
+        }
+        registry.register(
+            "rotoken_http_requests",
+            "OAuth endpoint requests by outcome.",
+            requests.clone(),
+        );
+        registry.register(
+            "rotoken_http_request_duration_seconds",
+            "OAuth endpoint latency.",
+            latency.clone(),
+        );
+        let families = Gauge::default();
+        registry.register(
+            "rotoken_families",
+            "Families in the database (live, expired and revoked until gc), when the server reports it.",
+            families.clone(),
+        );
+        let [
+            rotations,
+            grace_retries,
+            reuse_detections,
+            revocations,
+            families_issued,
+            client_auth_failures,
+            throttled,
+        ] = counters.map(|(_, _, c)| c);
+        Self {
+            registry,
+            requests,
+            latency,
+            rotations,
+            grace_retries,
+            reuse_detections,
+            revocations,
+            families_issued,
+            client_auth_failures,
+            throttled,
+            families,
+        }
+    }
+}
+
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 impl Metrics {
     pub(crate) fn request(&self, endpoint: Endpoint, code: Option<ErrorCode>, latency: Duration) {
-        let e = endpoint as usize;
-        self.requests[e][outcome_index(code)].fetch_add(1, Ordering::Relaxed);
-        self.latency[e].observe(latency);
+        let outcome = code.map_or("ok", ErrorCode::as_str);
+        self.requests
+            .get_or_create(&RequestLabels {
+                endpoint: endpoint.name(),
+                outcome,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.name(),
+            })
+            .observe(latency.as_secs_f64());
     }
 
     pub(crate) fn rotation(&self, retried: bool) {
         if retried {
-            self.grace_retries.fetch_add(1, Ordering::Relaxed);
+            self.grace_retries.inc();
         } else {
-            self.rotations.fetch_add(1, Ordering::Relaxed);
+            self.rotations.inc();
         }
     }
 
     pub(crate) fn reuse_detected(&self) {
-        self.reuse_detections.fetch_add(1, Ordering::Relaxed);
+        self.reuse_detections.inc();
     }
 
     pub(crate) fn revoked(&self, families: usize) {
-        self.revocations
-            .fetch_add(u64::try_from(families).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.revocations.inc_by(count(families));
     }
 
     pub(crate) fn issued(&self) {
-        self.families_issued.fetch_add(1, Ordering::Relaxed);
+        self.families_issued.inc();
     }
 
     pub(crate) fn auth_failure(&self) {
-        self.client_auth_failures.fetch_add(1, Ordering::Relaxed);
+        self.client_auth_failures.inc();
     }
 
     pub(crate) fn throttle(&self) {
-        self.throttled.fetch_add(1, Ordering::Relaxed);
+        self.throttled.inc();
     }
 
     /// Counts families revoked outside the endpoints (for example by an admin API).
@@ -130,120 +219,36 @@ impl Metrics {
         self.issued();
     }
 
+    /// Sets the `rotoken_families` gauge (the server counts them when scraped).
+    pub fn set_families(&self, families: u64) {
+        self.families.set(i64::try_from(families).unwrap_or(i64::MAX));
+    }
+
     /// Rotations that minted a new token (grace retries not included).
     pub fn rotations(&self) -> u64 {
-        self.rotations.load(Ordering::Relaxed)
+        self.rotations.get()
     }
 
     /// Refreshes answered from the grace window with the existing successor.
     pub fn grace_retries(&self) -> u64 {
-        self.grace_retries.load(Ordering::Relaxed)
+        self.grace_retries.get()
     }
 
     /// Reuse (and divergence) detections, each of which revoked a family.
     pub fn reuse_detections(&self) -> u64 {
-        self.reuse_detections.load(Ordering::Relaxed)
+        self.reuse_detections.get()
     }
 
     /// Families revoked through the revocation endpoint or [`Metrics::record_revocations`].
     pub fn revocations(&self) -> u64 {
-        self.revocations.load(Ordering::Relaxed)
+        self.revocations.get()
     }
 
-    /// The metrics in the Prometheus text exposition format (version 0.0.4).
+    /// The metrics in the OpenMetrics text format ([`METRICS_CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
-        };
-        counter(
-            &mut out,
-            "rotoken_rotations_total",
-            "Refresh token rotations that minted a new token.",
-            &self.rotations,
-        );
-        counter(
-            &mut out,
-            "rotoken_grace_retries_total",
-            "Refreshes answered within the grace window with the existing successor.",
-            &self.grace_retries,
-        );
-        counter(
-            &mut out,
-            "rotoken_reuse_detections_total",
-            "Retired or diverged tokens presented; each revoked its family.",
-            &self.reuse_detections,
-        );
-        counter(
-            &mut out,
-            "rotoken_revocations_total",
-            "Families revoked by request.",
-            &self.revocations,
-        );
-        counter(
-            &mut out,
-            "rotoken_families_issued_total",
-            "Token families issued.",
-            &self.families_issued,
-        );
-        counter(
-            &mut out,
-            "rotoken_client_auth_failures_total",
-            "Failed client authentications.",
-            &self.client_auth_failures,
-        );
-        counter(
-            &mut out,
-            "rotoken_client_auth_throttled_total",
-            "Client authentications refused by throttling.",
-            &self.throttled,
-        );
-        let _ = writeln!(
-            out,
-            "# HELP rotoken_http_requests_total OAuth endpoint requests by outcome.\n# TYPE rotoken_http_requests_total counter"
-        );
-        for e in Endpoint::ALL {
-            for (i, outcome) in OUTCOMES.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "rotoken_http_requests_total{{endpoint=\"{}\",outcome=\"{outcome}\"}} {}",
-                    e.name(),
-                    self.requests[e as usize][i].load(Ordering::Relaxed)
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP rotoken_http_request_duration_seconds OAuth endpoint latency.\n# TYPE rotoken_http_request_duration_seconds histogram"
-        );
-        for e in Endpoint::ALL {
-            let h = &self.latency[e as usize];
-            for (i, le) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "rotoken_http_request_duration_seconds_bucket{{endpoint=\"{}\",le=\"{le}\"}} {}",
-                    e.name(),
-                    h.buckets[i].load(Ordering::Relaxed)
-                );
-            }
-            let count = h.count.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "rotoken_http_request_duration_seconds_bucket{{endpoint=\"{}\",le=\"+Inf\"}} {count}",
-                e.name()
-            );
-            let _ = writeln!(
-                out,
-                "rotoken_http_request_duration_seconds_sum{{endpoint=\"{}\"}} {}",
-                e.name(),
-                h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-            );
-            let _ = writeln!(
-                out,
-                "rotoken_http_request_duration_seconds_count{{endpoint=\"{}\"}} {count}",
-                e.name()
-            );
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
         }
         out
     }
@@ -265,13 +270,25 @@ mod tests {
         m.rotation(false);
         m.rotation(true);
         m.reuse_detected();
+        m.set_families(3);
         let text = m.render();
-        assert!(text.contains("rotoken_rotations_total 1\n"));
+        assert!(text.contains("rotoken_rotations_total 1\n"), "{text}");
         assert!(text.contains("rotoken_grace_retries_total 1\n"));
         assert!(text.contains("rotoken_reuse_detections_total 1\n"));
-        assert!(text.contains("rotoken_http_requests_total{endpoint=\"token\",outcome=\"invalid_grant\"} 1\n"));
-        assert!(text.contains("rotoken_http_request_duration_seconds_bucket{endpoint=\"token\",le=\"0.001\"} 1\n"));
-        assert!(text.contains("rotoken_http_request_duration_seconds_bucket{endpoint=\"token\",le=\"0.05\"} 2\n"));
-        assert!(text.contains("rotoken_http_request_duration_seconds_count{endpoint=\"token\"} 2\n"));
+        assert!(text.contains("rotoken_families 3\n"));
+        assert!(
+            text.contains("rotoken_http_requests_total{endpoint=\"token\",outcome=\"invalid_grant\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rotoken_http_request_duration_seconds_bucket{le=\"0.001\",endpoint=\"token\"} 1\n")
+                || text.contains("rotoken_http_request_duration_seconds_bucket{endpoint=\"token\",le=\"0.001\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rotoken_http_request_duration_seconds_count{endpoint=\"token\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
     }
 }

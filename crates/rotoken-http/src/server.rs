@@ -1,7 +1,6 @@
-//! The endpoints: token (refresh grant), revocation, introspection,
-//! metadata and JWKS, plus the issue entry point for a server's own
-//! authorization-code exchange. Each translates a request into one core
-//! call and the core's answer into an RFC response.
+//! The OAuth server's configuration and shared state, and routing; each
+//! endpoint lives in its own file under `endpoints/` and translates a
+//! request into one core call and the core's answer into an RFC response.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -9,17 +8,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use rotoken::{Clock, Engine, Grant, RevokeError, RevokeTarget, RotateError, RotateRequest, Scope, SystemClock};
-use serde::Serialize;
-use serde_json::{Map, Value, json};
+use http::{HeaderValue, Method, Request, Response, header};
+use rotoken::{Clock, Engine, SystemClock};
 
-use crate::client::{self, ClientRegistry, MAX_CLIENT_ID_LEN, MAX_CLIENT_SECRET_LEN, RegisteredClient, Throttle};
-use crate::dpop::{DPOP_ALGORITHMS, DpopError, DpopVerifier, ReplayCache};
-use crate::error::{ErrorCode, IssueError, OAuthError, json_response};
+use ipnet::IpNet;
+
+use crate::dpop::DpopVerifier;
+use crate::dpop_nonce::Nonces;
+use crate::error::{ErrorCode, OAuthError};
 use crate::form::{self, Form};
+use crate::forwarded::client_address;
 use crate::metrics::{Endpoint, Metrics};
-use crate::minter::{AccessTokenMinter, AccessTokenRequest};
+use crate::minter::AccessTokenMinter;
+use crate::registry::ClientRegistry;
+use crate::rejections::Rejections;
+use crate::replay::ReplayCache;
+use crate::throttle::{DEFAULT_THROTTLE_CAPACITY, Throttle};
 
 /// The path of the authorization server metadata document (RFC 8414 §3).
 pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
@@ -49,19 +53,42 @@ pub struct Config {
     pub extra_grant_types: Vec<String>,
     /// Scopes published in the metadata (`scopes_supported`), if any.
     pub scopes_supported: Vec<String>,
+    /// The `aud` of access tokens (RFC 9068 §2.2) for clients without an
+    /// audience of their own. Default: the minter's, else the issuer.
+    pub access_token_audience: Option<String>,
     /// Largest request body accepted, in bytes (413 beyond). Default 16 KiB.
     pub max_body_bytes: usize,
     /// How old a DPoP proof's `iat` may be. Default 60 s.
     pub dpop_max_age: Duration,
     /// How far ahead of this server's clock a DPoP proof's `iat` may be. Default 5 s.
     pub dpop_max_skew: Duration,
-    /// Most DPoP proof ids remembered for replay detection. Default 100,000.
+    /// Most DPoP proof ids remembered for replay detection; when full, the
+    /// oldest is forgotten (a valid proof is never refused). Default 100,000.
     pub dpop_replay_capacity: usize,
-    /// Failed client authentications allowed per (peer, client id) in a
-    /// window before further attempts are refused unchecked (429). Default 10.
+    /// Most proof ids remembered per DPoP key: a key's new proofs push out
+    /// its own oldest, never another key's. Default 32.
+    pub dpop_replay_per_key: usize,
+    /// Require DPoP proofs at the token endpoint to carry a server nonce
+    /// (RFC 9449 §8): `use_dpop_nonce` and a `DPoP-Nonce` header otherwise.
+    /// Default off.
+    pub dpop_nonce: bool,
+    /// How often the DPoP nonce changes; a nonce is accepted for one to two
+    /// of these. Default 300 s.
+    pub dpop_nonce_lifetime: Duration,
+    /// Failed client authentications per (address, client id) before
+    /// further failures are answered 429 with `Retry-After`; the budget
+    /// comes back over `auth_failure_window`. A correct credential is
+    /// always accepted. Default 10.
     pub auth_max_failures: u32,
-    /// The throttling window. Default 60 s.
+    /// The time over which a spent failure budget comes back. Default 60 s.
     pub auth_failure_window: Duration,
+    /// Most (address, client id) budgets remembered; a full table never
+    /// forgets an active penalty. Default 65,536.
+    pub auth_throttle_capacity: usize,
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` header names the
+    /// client address that failures are counted under. Empty by default:
+    /// the peer address is the client.
+    pub trusted_proxies: Vec<IpNet>,
     /// Where time comes from (share the engine's in tests).
     pub clock: Arc<dyn Clock>,
 }
@@ -78,12 +105,18 @@ impl Config {
             authorization_endpoint: None,
             extra_grant_types: Vec::new(),
             scopes_supported: Vec::new(),
+            access_token_audience: None,
             max_body_bytes: 16 * 1024,
             dpop_max_age: Duration::from_secs(60),
             dpop_max_skew: Duration::from_secs(5),
             dpop_replay_capacity: 100_000,
+            dpop_replay_per_key: 32,
+            dpop_nonce: false,
+            dpop_nonce_lifetime: Duration::from_secs(300),
             auth_max_failures: 10,
             auth_failure_window: Duration::from_secs(60),
+            auth_throttle_capacity: DEFAULT_THROTTLE_CAPACITY,
+            trusted_proxies: Vec::new(),
             clock: Arc::new(SystemClock),
         }
     }
@@ -115,99 +148,23 @@ pub enum Route {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub IpAddr);
 
-/// A successful token response (RFC 6749 §5.1).
-#[derive(Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct TokenResponse {
-    /// The access token.
-    pub access_token: String,
-    /// `Bearer`, or `DPoP` for a DPoP-bound access token.
-    pub token_type: &'static str,
-    /// Lifetime of the access token in seconds.
-    pub expires_in: u64,
-    /// The refresh token (absent when `offline_access` was not granted).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<String>,
-    /// The scope, when it differs from the one requested.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
-}
-
-impl fmt::Debug for TokenResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenResponse")
-            .field("access_token", &"..")
-            .field("token_type", &self.token_type)
-            .field("expires_in", &self.expires_in)
-            .field("refresh_token", &self.refresh_token.as_ref().map(|_| ".."))
-            .field("scope", &self.scope)
-            .finish()
-    }
-}
-
-impl TokenResponse {
-    /// The HTTP response: 200, JSON, `Cache-Control: no-store`.
-    pub fn into_response(self) -> Response<Bytes> {
-        let body = serde_json::to_vec(&self).unwrap_or_default();
-        json_response(StatusCode::OK, Bytes::from(body))
-    }
-}
-
-/// A new family for the server's own authorization-code exchange.
-#[derive(Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct IssueRequest {
-    /// The resource owner.
-    pub subject: String,
-    /// The client the code was issued to.
-    pub client_id: String,
-    /// The granted scope. A refresh token is issued only if it holds `offline_access`.
-    pub scope: Scope,
-    /// The DPoP key thumbprint to bind the family and access token to (from
-    /// [`OAuthServer::dpop_thumbprint`] on the exchange request).
-    pub dpop_jkt: Option<String>,
-    /// Opaque data sealed with the family (for example the authentication context).
-    pub metadata: Vec<u8>,
-}
-
-impl fmt::Debug for IssueRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IssueRequest")
-            .field("subject", &self.subject)
-            .field("client_id", &self.client_id)
-            .field("scope", &self.scope.to_string())
-            .field("dpop_bound", &self.dpop_jkt.is_some())
-            .field("metadata_len", &self.metadata.len())
-            .finish()
-    }
-}
-
-impl IssueRequest {
-    /// A request for `subject` and `client_id` with `scope`, unbound, without metadata.
-    pub fn new(subject: impl Into<String>, client_id: impl Into<String>, scope: Scope) -> Self {
-        Self {
-            subject: subject.into(),
-            client_id: client_id.into(),
-            scope,
-            dpop_jkt: None,
-            metadata: Vec::new(),
-        }
-    }
-}
-
 /// The OAuth endpoints over one [`Engine`]. `Send + Sync`: share it behind an `Arc`.
 ///
 /// Every method that takes a request is synchronous and may block on the
 /// engine's durable commit: call it from a blocking context (the
 /// [`OAuthService`](crate::OAuthService) does so on tokio's blocking pool).
 pub struct OAuthServer {
-    engine: Arc<Engine>,
-    clients: Arc<dyn ClientRegistry>,
-    minter: Arc<dyn AccessTokenMinter>,
-    config: Config,
-    throttle: Throttle,
-    dpop: DpopVerifier,
-    metrics: Arc<Metrics>,
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) clients: Arc<dyn ClientRegistry>,
+    pub(crate) minter: Arc<dyn AccessTokenMinter>,
+    pub(crate) config: Config,
+    pub(crate) throttle: Throttle,
+    pub(crate) dpop: DpopVerifier,
+    /// `None`: nonces off; `Some(None)`: on, but no key could be drawn
+    /// (every DPoP request then fails closed with `server_error`).
+    pub(crate) nonces: Option<Option<Nonces>>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) rejections: Rejections,
 }
 
 impl fmt::Debug for OAuthServer {
@@ -219,10 +176,6 @@ impl fmt::Debug for OAuthServer {
     }
 }
 
-/// A secret hash nobody's secret matches, verified for unknown clients so
-/// that they take as long as known ones.
-const DUMMY_SECRET: &str = "blake3-v1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
-
 impl OAuthServer {
     /// The endpoints over `engine`, authenticating clients with `clients`
     /// and minting access tokens with `minter`.
@@ -233,18 +186,30 @@ impl OAuthServer {
         config: Config,
     ) -> Self {
         let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        let nonces = config.dpop_nonce.then(|| {
+            Nonces::new(config.dpop_nonce_lifetime.as_secs())
+                .inspect_err(|e| tracing::error!(error = %e, "no key for DPoP nonces: DPoP requests will fail"))
+                .ok()
+        });
         Self {
-            throttle: Throttle::new(config.auth_max_failures, config.auth_failure_window),
+            throttle: Throttle::new(
+                config.auth_max_failures,
+                config.auth_failure_window,
+                config.auth_throttle_capacity,
+                config.clock.clone(),
+            ),
             dpop: DpopVerifier {
                 max_age: secs(config.dpop_max_age),
                 max_skew: secs(config.dpop_max_skew),
-                replay: ReplayCache::new(config.dpop_replay_capacity),
+                replay: ReplayCache::new(config.dpop_replay_capacity, config.dpop_replay_per_key),
             },
+            nonces,
             engine,
             clients,
             minter,
             config,
             metrics: Arc::new(Metrics::default()),
+            rejections: Rejections::default(),
         }
     }
 
@@ -261,6 +226,15 @@ impl OAuthServer {
     /// The counters, for a `/metrics` endpoint.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Counts a request in the metrics, and a rejection in the log summary.
+    pub(crate) fn count(&self, endpoint: Endpoint, error: Option<&OAuthError>, start: Instant) {
+        let code = error.map(OAuthError::code);
+        self.metrics.request(endpoint, code, start.elapsed());
+        if let Some(code) = code.filter(|c| *c != ErrorCode::ServerError) {
+            self.rejections.record(code, self.config.clock.now());
+        }
     }
 
     /// Which route a path is, if any.
@@ -300,387 +274,15 @@ impl OAuthServer {
         }
     }
 
-    /// The token endpoint: `grant_type=refresh_token` (RFC 6749 §6).
-    pub fn token<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Response<Bytes> {
-        let start = Instant::now();
-        let result = self.token_inner(request);
-        self.metrics.request(
-            Endpoint::Token,
-            result.as_ref().err().map(OAuthError::code),
-            start.elapsed(),
-        );
-        match result {
-            Ok(r) => r.into_response(),
-            Err(e) => e.into_response(),
-        }
-    }
-
-    fn token_inner<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Result<TokenResponse, OAuthError> {
-        let form = self.read_form(request)?;
-        let grant_type = form
-            .get("grant_type")
-            .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?;
-        if grant_type != "refresh_token" {
-            return Err(OAuthError::new(
-                ErrorCode::UnsupportedGrantType,
-                "this endpoint supports grant_type=refresh_token only",
-            ));
-        }
-        let client = self.authenticate(request, &form)?;
-        if !client.refresh {
-            return Err(OAuthError::new(
-                ErrorCode::UnauthorizedClient,
-                "this client may not use the refresh_token grant",
-            ));
-        }
-        let token = form
-            .get("refresh_token")
-            .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
-        let scope = match form.get("scope") {
-            Some(s) => {
-                Some(Scope::parse(s).map_err(|_| OAuthError::new(ErrorCode::InvalidScope, "the scope is malformed"))?)
-            }
-            None => None,
-        };
-        let url = self.config.url(&self.config.token_path);
-        let dpop = self.dpop_from(request.headers(), request.method().as_str(), &url)?;
-        let mut rotate = RotateRequest::new(client.id.clone());
-        rotate.scope = scope.clone();
-        rotate.confirmation = dpop.clone();
-        let rotated = self
-            .engine
-            .rotate(token, &rotate)
-            .map_err(|e| self.rotate_error(e, &client.id))?;
-        self.metrics.rotation(rotated.retried);
-        tracing::debug!(
-            client_id = %client.id,
-            family = %rotated.family,
-            generation = rotated.generation,
-            retried = rotated.retried,
-            dpop = dpop.is_some(),
-            "refresh token rotated"
-        );
-        let access = self
-            .minter
-            .mint(&AccessTokenRequest {
-                subject: &rotated.grant.subject,
-                client_id: &client.id,
-                scope: &rotated.scope,
-                dpop_jkt: dpop.as_deref(),
-                family: Some(&rotated.family),
-                metadata: &rotated.grant.metadata,
-            })
-            .map_err(|e| {
-                tracing::error!(error = %e, client_id = %client.id, "minting the access token failed");
-                OAuthError::server_error()
-            })?;
-        let requested = scope.as_ref().unwrap_or(&rotated.grant.scope);
-        Ok(TokenResponse {
-            access_token: access.value,
-            token_type: if dpop.is_some() { "DPoP" } else { "Bearer" },
-            expires_in: access.expires_in,
-            refresh_token: Some(rotated.refresh_token.expose().to_owned()),
-            scope: (rotated.scope != *requested).then(|| rotated.scope.to_string()),
-        })
-    }
-
-    fn rotate_error(&self, e: RotateError, client_id: &str) -> OAuthError {
-        let code = e.code().as_str();
-        let err = match e {
-            RotateError::ReuseDetected { family } | RotateError::Diverged { family } => {
-                self.metrics.reuse_detected();
-                tracing::warn!(%family, client_id, reason = code, "refresh token reuse detected; family revoked");
-                return OAuthError::invalid_grant(
-                    "the refresh token was already used; the session is revoked, sign in again",
-                );
-            }
-            RotateError::Malformed(_) | RotateError::InvalidToken | RotateError::Unknown => {
-                OAuthError::invalid_grant("the refresh token is invalid")
-            }
-            RotateError::Revoked(_) => OAuthError::invalid_grant("the refresh token is revoked"),
-            RotateError::Expired { .. } => OAuthError::invalid_grant("the refresh token has expired"),
-            RotateError::ClientMismatch => OAuthError::invalid_grant("the refresh token was issued to another client"),
-            RotateError::ConfirmationMismatch => OAuthError::invalid_grant(
-                "the refresh token is bound to a DPoP key; send a DPoP proof made with that key",
-            ),
-            RotateError::TooManyGenerations => {
-                OAuthError::invalid_grant("the session reached its refresh limit; sign in again")
-            }
-            RotateError::ScopeWidened => {
-                OAuthError::new(ErrorCode::InvalidScope, "the requested scope exceeds the granted scope")
-            }
-            RotateError::InvalidInput(_) => OAuthError::invalid_request("a request parameter is invalid"),
-            RotateError::Store(e) => {
-                tracing::error!(error = %e, client_id, "refresh failed: storage error");
-                return OAuthError::server_error();
-            }
-            other => {
-                tracing::error!(error = %other, client_id, "refresh failed");
-                return OAuthError::server_error();
-            }
-        };
-        tracing::info!(client_id, reason = code, "refresh refused");
-        err
-    }
-
-    /// The revocation endpoint (RFC 7009): revoking a refresh token revokes
-    /// its family; unknown and invalid tokens answer 200.
-    pub fn revoke<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Response<Bytes> {
-        let start = Instant::now();
-        let result = self.revoke_inner(request);
-        self.metrics.request(
-            Endpoint::Revoke,
-            result.as_ref().err().map(OAuthError::code),
-            start.elapsed(),
-        );
-        match result {
-            Ok(()) => {
-                // RFC 7009 §2.2: 200 with an empty body.
-                let mut r = json_response(StatusCode::OK, Bytes::new());
-                r.headers_mut().remove(header::CONTENT_TYPE);
-                r
-            }
-            Err(e) => e.into_response(),
-        }
-    }
-
-    fn revoke_inner<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Result<(), OAuthError> {
-        let form = self.read_form(request)?;
-        let client = self.authenticate(request, &form)?;
-        let token = form
-            .get("token")
-            .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
-        // RFC 7009 §2.1: a client revokes only tokens issued to it; the core
-        // checks the family's owner inside the revoking transaction, for
-        // every generation of the family, not just the current token.
-        let target = RevokeTarget::TokenOfClient {
-            token,
-            client_id: &client.id,
-        };
-        match self.engine.revoke(target) {
-            Ok(n) => {
-                self.metrics.revoked(n);
-                tracing::info!(client_id = %client.id, families = n, "revocation");
-                Ok(())
-            }
-            Err(RevokeError::ClientMismatch) => {
-                tracing::info!(client_id = %client.id, "revocation refused: the token belongs to another client");
-                Err(OAuthError::new(
-                    ErrorCode::UnauthorizedClient,
-                    "the token was issued to another client",
-                ))
-            }
-            // Not a refresh token: an access token is refused as RFC 7009
-            // §2.2.1 allows, anything else is not an error (§2.2).
-            Err(RevokeError::Malformed(_)) if self.minter.introspect(token).is_some() => Err(OAuthError::new(
-                ErrorCode::UnsupportedTokenType,
-                "access tokens are self-contained and expire on their own; revoke the refresh token",
-            )),
-            Err(RevokeError::Malformed(_) | RevokeError::InvalidToken | RevokeError::InvalidInput(_)) => Ok(()),
-            Err(e) => {
-                tracing::error!(error = %e, "revocation failed");
-                Err(OAuthError::server_error())
-            }
-        }
-    }
-
-    /// The introspection endpoint (RFC 7662), for authenticated
-    /// (confidential) clients. A client registered with `introspect` sees
-    /// every token; any other sees only tokens issued to itself.
-    pub fn introspect<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Response<Bytes> {
-        let start = Instant::now();
-        let result = self.introspect_inner(request);
-        self.metrics.request(
-            Endpoint::Introspect,
-            result.as_ref().err().map(OAuthError::code),
-            start.elapsed(),
-        );
-        match result {
-            Ok(v) => json_response(StatusCode::OK, Bytes::from(v.to_string())),
-            Err(e) => e.into_response(),
-        }
-    }
-
-    fn introspect_inner<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Result<Value, OAuthError> {
-        let form = self.read_form(request)?;
-        let client = self.authenticate(request, &form)?;
-        if !client.is_confidential() {
-            return Err(OAuthError::invalid_client(
-                "introspection requires client authentication with a secret",
-            ));
-        }
-        let token = form
-            .get("token")
-            .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
-        let inactive = json!({ "active": false });
-        let visible = |owner: Option<&str>| client.introspect || owner == Some(client.id.as_str());
-        let i = self.engine.introspect(token).map_err(|e| {
-            tracing::error!(error = %e, "introspection failed: storage error");
-            OAuthError::server_error()
-        })?;
-        if i.active {
-            if !visible(i.client_id.as_deref()) {
-                return Ok(inactive);
-            }
-            let mut m = Map::new();
-            m.insert("active".into(), true.into());
-            if let Some(s) = i.scope {
-                m.insert("scope".into(), s.to_string().into());
-            }
-            if let Some(c) = i.client_id {
-                m.insert("client_id".into(), c.into());
-            }
-            if let Some(s) = i.sub {
-                m.insert("sub".into(), s.into());
-            }
-            if let Some(e) = i.exp {
-                m.insert("exp".into(), e.into());
-            }
-            if let Some(t) = i.iat {
-                m.insert("iat".into(), t.into());
-            }
-            m.insert("iss".into(), self.config.issuer.clone().into());
-            m.insert("token_type".into(), "refresh_token".into());
-            if let Some(j) = i.cnf_jkt {
-                m.insert("cnf".into(), json!({ "jkt": j }));
-            }
-            return Ok(Value::Object(m));
-        }
-        match self.minter.introspect(token) {
-            Some(mut m) if visible(m.get("client_id").and_then(Value::as_str)) => {
-                m.insert("active".into(), true.into());
-                Ok(Value::Object(m))
-            }
-            _ => Ok(inactive),
-        }
-    }
-
-    /// The authorization server metadata (RFC 8414).
-    pub fn metadata<B>(&self, request: &Request<B>) -> Response<Bytes> {
-        if request.method() != Method::GET && request.method() != Method::HEAD {
-            return OAuthError::method_not_allowed("GET").into_response();
-        }
-        let c = &self.config;
-        let auth = ["client_secret_basic", "client_secret_post", "none"];
-        let mut grant_types = vec!["refresh_token".to_owned()];
-        grant_types.extend(c.extra_grant_types.iter().cloned());
-        let mut m = json!({
-            "issuer": c.issuer,
-            "token_endpoint": c.url(&c.token_path),
-            "revocation_endpoint": c.url(&c.revocation_path),
-            "introspection_endpoint": c.url(&c.introspection_path),
-            "jwks_uri": c.url(&c.jwks_path),
-            "response_types_supported": ["code"],
-            "grant_types_supported": grant_types,
-            "token_endpoint_auth_methods_supported": auth,
-            "revocation_endpoint_auth_methods_supported": auth,
-            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-            "dpop_signing_alg_values_supported": DPOP_ALGORITHMS,
-        });
-        if let Some(a) = &c.authorization_endpoint {
-            m["authorization_endpoint"] = a.clone().into();
-        }
-        if !c.scopes_supported.is_empty() {
-            m["scopes_supported"] = c.scopes_supported.clone().into();
-        }
-        let mut r = json_response(StatusCode::OK, Bytes::from(m.to_string()));
-        r.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
-        r.headers_mut().remove(header::PRAGMA);
-        r
-    }
-
-    /// The JWK Set of the access-token signing keys.
-    pub fn jwks<B>(&self, request: &Request<B>) -> Response<Bytes> {
-        if request.method() != Method::GET && request.method() != Method::HEAD {
-            return OAuthError::method_not_allowed("GET").into_response();
-        }
-        let mut r = json_response(StatusCode::OK, Bytes::from(self.minter.jwks().to_string()));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/jwk-set+json"),
-        );
-        r.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
-        r.headers_mut().remove(header::PRAGMA);
-        r
-    }
-
-    /// Issues tokens for the server's own authorization-code exchange: an
-    /// access token always, and a new refresh-token family only when the
-    /// granted scope holds `offline_access`.
-    ///
-    /// # Errors
-    ///
-    /// [`IssueError::Core`] for an invalid grant or a storage failure,
-    /// [`IssueError::Mint`] if the access token could not be minted.
-    pub fn issue(&self, request: &IssueRequest) -> Result<TokenResponse, IssueError> {
-        let mut grant = Grant::new(
-            request.subject.clone(),
-            request.client_id.clone(),
-            request.scope.clone(),
-        )
-        .with_metadata(request.metadata.clone());
-        if let Some(jkt) = &request.dpop_jkt {
-            grant = grant.with_confirmation(jkt.clone());
-        }
-        grant.validate().map_err(rotoken::IssueError::from)?;
-        let (refresh_token, family) = if request.scope.contains(OFFLINE_ACCESS) {
-            let issued = self.engine.issue(&grant)?;
-            self.metrics.issued();
-            tracing::info!(client_id = %request.client_id, family = %issued.family, "family issued");
-            (Some(issued.refresh_token.expose().to_owned()), Some(issued.family))
-        } else {
-            (None, None)
-        };
-        let access = self.minter.mint(&AccessTokenRequest {
-            subject: &request.subject,
-            client_id: &request.client_id,
-            scope: &request.scope,
-            dpop_jkt: request.dpop_jkt.as_deref(),
-            family: family.as_ref(),
-            metadata: &request.metadata,
-        })?;
-        Ok(TokenResponse {
-            access_token: access.value,
-            token_type: if request.dpop_jkt.is_some() { "DPoP" } else { "Bearer" },
-            expires_in: access.expires_in,
-            refresh_token,
-            scope: None,
-        })
-    }
-
-    /// Verifies the `DPoP` header of a request with `method` to `url` (for
-    /// a server's own token endpoint) and returns the proven key's
-    /// thumbprint; `None` without a header.
-    ///
-    /// # Errors
-    ///
-    /// [`DpopError`] for a bad, stale or replayed proof, or several headers.
-    pub fn dpop_thumbprint(&self, headers: &HeaderMap, method: &str, url: &str) -> Result<Option<String>, DpopError> {
-        let mut values = headers.get_all("dpop").iter();
-        let Some(value) = values.next() else {
-            return Ok(None);
-        };
-        if values.next().is_some() {
-            return Err(DpopError::MultipleHeaders);
-        }
-        let proof = value
-            .to_str()
-            .map_err(|_| DpopError::Malformed("the header is not ASCII"))?;
-        let now = self.config.clock.now().unix_timestamp();
-        self.dpop.verify(proof, method, url, now).map(Some)
-    }
-
-    fn dpop_from(&self, headers: &HeaderMap, method: &str, url: &str) -> Result<Option<String>, OAuthError> {
-        self.dpop_thumbprint(headers, method, url).map_err(|e| {
-            tracing::info!(reason = %e, "DPoP proof refused");
-            OAuthError::new(ErrorCode::InvalidDpopProof, e.to_string())
-        })
+    /// The client's address: the peer, or behind a trusted proxy the
+    /// address it forwarded for (see [`Config::trusted_proxies`]).
+    pub fn client_address<B>(&self, request: &Request<B>) -> Option<IpAddr> {
+        let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
+        client_address(peer, request.headers(), &self.config.trusted_proxies)
     }
 
     /// Method, size and content type, then the strict form parse.
-    fn read_form<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Result<Form, OAuthError> {
+    pub(crate) fn read_form<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Result<Form, OAuthError> {
         if request.method() != Method::POST {
             return Err(OAuthError::method_not_allowed("POST"));
         }
@@ -701,73 +303,10 @@ impl OAuthServer {
         }
         form::parse_form(body)
     }
-
-    /// Client authentication: `client_secret_basic`, `client_secret_post`
-    /// or `none`, throttled per (peer, client id).
-    fn authenticate<B>(&self, request: &Request<B>, form: &Form) -> Result<RegisteredClient, OAuthError> {
-        let presented = client::presented(request.headers(), form)?;
-        let Some(id) = presented.id else {
-            return Err(OAuthError::invalid_client("client authentication is required"));
-        };
-        let secret = presented.secret.filter(|s| !s.is_empty());
-        let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
-        let now = self.config.clock.now();
-        if let Some(wait) = self.throttle.locked(peer, &id, now) {
-            self.metrics.throttle();
-            tracing::info!(client_id = ?truncate(&id), "client authentication throttled");
-            return Err(OAuthError::throttled(wait));
-        }
-        let well_formed =
-            id.len() <= MAX_CLIENT_ID_LEN && secret.as_ref().is_none_or(|s| s.len() <= MAX_CLIENT_SECRET_LEN);
-        let client = if well_formed {
-            self.clients.client(&id).map_err(|e| {
-                tracing::error!(error = %e, "client registry failed");
-                OAuthError::server_error()
-            })?
-        } else {
-            None
-        };
-        let presented_secret = secret.as_ref().map(|s| s.as_bytes());
-        let ok = match &client {
-            Some(c) => match (&c.secret, presented_secret) {
-                (Some(hash), Some(s)) => hash.verify(s),
-                (None, None) => true,
-                _ => false,
-            },
-            None => {
-                if let Ok(dummy) = DUMMY_SECRET.parse::<client::SecretHash>() {
-                    let _ = dummy.verify(presented_secret.unwrap_or_default());
-                }
-                false
-            }
-        };
-        match client {
-            Some(c) if ok => {
-                if c.secret.is_some() {
-                    self.throttle.succeed(peer, &id);
-                }
-                Ok(c)
-            }
-            _ => {
-                self.throttle.fail(peer, &id, now);
-                self.metrics.auth_failure();
-                tracing::info!(client_id = ?truncate(&id), basic = presented.basic, "client authentication failed");
-                Err(OAuthError::invalid_client("client authentication failed"))
-            }
-        }
-    }
-}
-
-/// At most 64 characters of an unauthenticated client id, for logs.
-fn truncate(s: &str) -> &str {
-    match s.char_indices().nth(64) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
 }
 
 /// `application/x-www-form-urlencoded`, with any parameters (charset...).
-fn is_form(value: &HeaderValue) -> bool {
+pub(crate) fn is_form(value: &HeaderValue) -> bool {
     let Ok(s) = value.to_str() else {
         return false;
     };

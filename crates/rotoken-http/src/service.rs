@@ -1,6 +1,7 @@
 //! A `tower::Service` over [`OAuthServer`]: buffers the body under the size
-//! limit (413 beyond, without reading the rest) and runs the blocking engine
-//! call on tokio's blocking pool.
+//! limit (413 beyond, without reading the rest), answers the token endpoint
+//! with [`OAuthServer::token_async`] (the engine's commit thread serves the
+//! rotation) and runs revocation and introspection on tokio's blocking pool.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,6 +13,7 @@ use bytes::Bytes;
 use http::{Request, Response, header};
 use http_body_util::{BodyExt as _, Full, Limited};
 
+use crate::admin::{AdminApi, AdminRoute, MAX_ADMIN_BODY};
 use crate::{OAuthError, OAuthServer, Route};
 
 /// Serves one route of an [`OAuthServer`], or all of them by path.
@@ -52,31 +54,18 @@ impl OAuthService {
         B::Data: Send,
         B::Error: Into<crate::BoxError>,
     {
-        let (parts, body) = request.into_parts();
         let limit = self.server.config().max_body_bytes;
-        let declared = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return full(OAuthError::payload_too_large().into_response());
-        }
-        let bytes = match Limited::new(body, limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return full(OAuthError::payload_too_large().into_response());
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "reading the request body failed");
-                return full(OAuthError::invalid_request("the request body could not be read").into_response());
-            }
+        let request = match buffered(request, limit, || OAuthError::payload_too_large().into_response()).await {
+            Ok(r) => r,
+            Err(response) => return full(response),
         };
-        let request = Request::from_parts(parts, bytes);
         let route = self.route.or_else(|| self.server.route(request.uri().path()));
         let server = self.server;
         let response = match route {
             Some(route @ (Route::Metadata | Route::Jwks)) => server.serve(route, &request),
+            // The rotation waits for the engine's commit thread; nothing
+            // here blocks, so no blocking-pool thread is parked per request.
+            Some(Route::Token) => server.token_async(&request).await,
             Some(route) => match tokio::task::spawn_blocking(move || server.serve(route, &request)).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -90,26 +79,120 @@ impl OAuthService {
     }
 }
 
-fn full(response: Response<Bytes>) -> Response<Full<Bytes>> {
-    response.map(Full::new)
-}
-
-impl<B> tower::Service<Request<B>> for OAuthService
+/// Reads the body up to `limit` bytes; `too_large()` beyond it (by
+/// `Content-Length`, without reading, or as soon as the limit is crossed).
+async fn buffered<B>(
+    request: Request<B>,
+    limit: usize,
+    too_large: impl Fn() -> Response<Bytes>,
+) -> Result<Request<Bytes>, Response<Bytes>>
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<crate::BoxError>,
 {
-    type Response = Response<Full<Bytes>>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        Err(e) => {
+            tracing::debug!(error = %e, "reading the request body failed");
+            return Err(OAuthError::invalid_request("the request body could not be read").into_response());
+        }
+    };
+    Ok(Request::from_parts(parts, bytes))
+}
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+/// Serves one route of an [`AdminApi`] (or all of them by path), on
+/// tokio's blocking pool.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    api: Arc<AdminApi>,
+    route: Option<AdminRoute>,
+}
+
+impl AdminService {
+    /// Serves every admin route, chosen by the request path.
+    pub fn new(api: Arc<AdminApi>) -> Self {
+        Self { api, route: None }
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { Ok(this.call_async(request).await) })
+    /// Serves `route` whatever the path.
+    pub fn route(api: Arc<AdminApi>, route: AdminRoute) -> Self {
+        Self {
+            api,
+            route: Some(route),
+        }
+    }
+
+    /// Answers one request.
+    pub async fn call_async<B>(self, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<crate::BoxError>,
+    {
+        let too_large = || {
+            let mut r = OAuthError::payload_too_large().into_response();
+            *r.body_mut() =
+                Bytes::from_static(br#"{"error":"invalid_request","error_description":"the body is too large"}"#);
+            r
+        };
+        let request = match buffered(request, MAX_ADMIN_BODY, too_large).await {
+            Ok(r) => r,
+            Err(response) => return full(response),
+        };
+        let api = self.api;
+        let route = self.route;
+        let response = tokio::task::spawn_blocking(move || match route {
+            Some(route) => api.serve(route, &request),
+            None => api.handle(&request),
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "admin task failed");
+            OAuthError::server_error().into_response()
+        });
+        full(response)
     }
 }
+
+fn full(response: Response<Bytes>) -> Response<Full<Bytes>> {
+    response.map(Full::new)
+}
+
+/// `tower::Service` for a type with `call_async`: never fails, ready at once.
+macro_rules! tower_service {
+    ($service:ty) => {
+        impl<B> tower::Service<Request<B>> for $service
+        where
+            B: http_body::Body + Send + 'static,
+            B::Data: Send,
+            B::Error: Into<crate::BoxError>,
+        {
+            type Response = Response<Full<Bytes>>;
+            type Error = Infallible;
+            type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+            fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+                Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, request: Request<B>) -> Self::Future {
+                let this = self.clone();
+                Box::pin(async move { Ok(this.call_async(request).await) })
+            }
+        }
+    };
+}
+
+tower_service!(OAuthService);
+tower_service!(AdminService);

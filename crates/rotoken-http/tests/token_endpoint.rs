@@ -110,17 +110,25 @@ fn failed_client_authentication_is_throttled() {
     for _ in 0..3 {
         assert_error(&f.server.handle(&wrong()), 401, "invalid_client");
     }
-    // Locked: even the right secret is refused unchecked.
-    let r = f.server.handle(&basic(post("/oauth/token", &body), "web", WEB_SECRET));
+    // Past the budget the guesser is told to slow down: one failure comes
+    // back every window / max_failures.
+    let r = f.server.handle(&wrong());
     assert_error(&r, 429, "invalid_client");
-    assert_eq!(r.headers()["retry-after"], "60");
+    assert_eq!(r.headers()["retry-after"], "20");
+    // The right secret is never refused for failures it did not make.
+    let r = f.server.handle(&basic(post("/oauth/token", &body), "web", WEB_SECRET));
+    assert_eq!(r.status(), 200, "{}", String::from_utf8_lossy(r.body()));
+    let rt = json(&r)["refresh_token"].as_str().unwrap().to_owned();
+    let body = format!("grant_type=refresh_token&refresh_token={rt}");
     // Another client is not affected.
     let spa = f.issue("spa", "offline_access");
     assert_eq!(f.refresh_spa(&spa).status(), 200);
-    // After the window, the right secret works again.
-    f.clock.advance(Duration::from_secs(61));
-    let r = f.server.handle(&basic(post("/oauth/token", &body), "web", WEB_SECRET));
-    assert_eq!(r.status(), 200, "{}", String::from_utf8_lossy(r.body()));
+    // Once a failure has come back, a wrong secret is answered 401 again.
+    f.clock.advance(Duration::from_secs(20));
+    let r = f
+        .server
+        .handle(&basic(post("/oauth/token", &body), "web", "wrong-secret-0123456789"));
+    assert_error(&r, 401, "invalid_client");
     assert!(
         f.server
             .metrics()

@@ -36,6 +36,7 @@
 //! // `rotoken clients add --id load --public`, then
 //! // `ROTOKEN_ADMIN_TOKEN=... rotoken serve` on 127.0.0.1:8080.
 //! let mut config = rotoken_load::Config::new("http://127.0.0.1:8080", "the-admin-token", "load");
+//! config.admin_url = Some("http://127.0.0.1:8081".into());
 //! config.connections = 8;
 //! config.duration = std::time::Duration::from_secs(10);
 //! config.replay_share = 0.02;
@@ -89,6 +90,9 @@ pub struct Config {
     /// Base URL of the running `rotoken serve`, `http://host:port` (plain
     /// HTTP only: this tool is for loopback runs).
     pub base_url: String,
+    /// Base URL of the server's admin listener (`/admin/families`,
+    /// `/metrics`): `rotoken serve --admin-bind`. `None`: the base URL.
+    pub admin_url: Option<String>,
     /// The admin bearer token (`ROTOKEN_ADMIN_TOKEN` of the server).
     pub admin_token: String,
     /// The client the families are issued to and that refreshes.
@@ -129,6 +133,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("base_url", &self.base_url)
+            .field("admin_url", &self.admin_url)
             .field("admin_token", &"<hidden>")
             .field("client", &self.client)
             .field("scope", &self.scope)
@@ -150,6 +155,7 @@ impl Config {
     pub fn new(base_url: impl Into<String>, admin_token: impl Into<String>, client_id: impl Into<String>) -> Self {
         Self {
             base_url: base_url.into(),
+            admin_url: None,
             admin_token: admin_token.into(),
             client: ClientCredentials {
                 id: client_id.into(),
@@ -238,7 +244,10 @@ pub fn run(config: &Config) -> Result<Report, LoadError> {
     if let Some(pid) = config.server_pid {
         procfs::rss_kib(pid).map_err(LoadError::Process)?;
     }
-    let urls = Urls::new(&config.base_url);
+    let urls = Urls::new(
+        &config.base_url,
+        config.admin_url.as_deref().unwrap_or(&config.base_url),
+    );
     let rotations_before = worker::server_rotations(&urls, config.request_timeout);
 
     // Latency in microseconds, 3 significant digits.

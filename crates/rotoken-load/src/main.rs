@@ -22,6 +22,10 @@ struct Args {
     /// Base URL of the server (plain HTTP, loopback).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
+    /// Base URL of the server's admin listener (`--admin-bind`), for
+    /// `/admin/families` and `/metrics`.
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    admin_url: String,
     /// The server's admin token, to create families.
     #[arg(long, env = "ROTOKEN_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: String,
@@ -81,6 +85,7 @@ struct Args {
 fn main() -> ExitCode {
     let a = Args::parse();
     let mut config = Config::new(a.url, a.admin_token, a.client_id);
+    config.admin_url = Some(a.admin_url);
     config.client = ClientCredentials {
         id: config.client.id,
         secret: a.client_secret,

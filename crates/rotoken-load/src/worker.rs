@@ -21,13 +21,14 @@ pub(crate) struct Urls {
 }
 
 impl Urls {
-    pub(crate) fn new(base: &str) -> Self {
+    pub(crate) fn new(base: &str, admin: &str) -> Self {
         let base = base.trim_end_matches('/');
+        let admin = admin.trim_end_matches('/');
         Self {
             token: format!("{base}/oauth/token"),
             revoke: format!("{base}/oauth/revoke"),
-            families: format!("{base}/admin/families"),
-            metrics: format!("{base}/metrics"),
+            families: format!("{admin}/admin/families"),
+            metrics: format!("{admin}/metrics"),
         }
     }
 }

@@ -1,22 +1,25 @@
 //! `rotoken serve` settings: command-line flags, then `ROTOKEN_*`
 //! environment variables, then the TOML config file, then defaults.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::ValueEnum;
 use rotoken::{Durability, Policy};
-use rotoken_http::{ClientEntry, RegisteredClient, SecretHash};
+use rotoken_http::{ClientEntry, IpNet, RegisteredClient, SecretHash};
+use rotoken_postgres::StoreLocation;
 use serde::Deserialize;
 
 use super::ServeArgs;
+use super::bind::BindAddr;
 use super::conn::Limits;
 use crate::output::CliError;
 use crate::{DurabilityArg, Global};
 
-/// The default listening address: loopback only.
-pub(crate) const DEFAULT_BIND: &str = "127.0.0.1:8080";
+/// The default listening address: loopback only, and the default issuer's host.
+pub(crate) const DEFAULT_BIND: &str = "localhost:8080";
+/// The default address of the admin API and `/metrics`: loopback only.
+pub(crate) const DEFAULT_ADMIN_BIND: &str = "localhost:8081";
 /// The config file read when `--config` is not given, if it exists.
 pub(crate) const DEFAULT_CONFIG: &str = "./rotoken.toml";
 /// The default access-token signing key file.
@@ -47,9 +50,16 @@ pub(crate) enum LogFormat {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    bind: Option<SocketAddr>,
+    bind: Option<String>,
+    admin_bind: Option<String>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+    dpop_nonce: Option<bool>,
+    access_token_audience: Option<String>,
     issuer: Option<String>,
     db: Option<PathBuf>,
+    /// A redb file path or a `postgres://` URL; wins over `db`.
+    store: Option<String>,
     keys: Option<PathBuf>,
     signing_key: Option<PathBuf>,
     clients_file: Option<PathBuf>,
@@ -98,10 +108,20 @@ struct AdminConfig {
 /// Everything `serve` needs, resolved.
 #[derive(Debug)]
 pub(crate) struct Settings {
-    pub(crate) bind: SocketAddr,
+    pub(crate) bind: BindAddr,
+    /// The admin API and `/metrics`; `None`: off.
+    pub(crate) admin_bind: Option<BindAddr>,
+    /// Proxies whose forwarded-for headers are believed.
+    pub(crate) trusted_proxies: Vec<IpNet>,
+    /// RFC 9449 §8 server nonces.
+    pub(crate) dpop_nonce: bool,
+    /// The `aud` of access tokens; `None`: the issuer.
+    pub(crate) access_token_audience: Option<String>,
     /// `None`: `http://` and the bound address.
     pub(crate) issuer: Option<String>,
-    pub(crate) db: PathBuf,
+    /// Where the families live: `--store` / `ROTOKEN_STORE`, else `store`
+    /// in the file, else the database file (`--db`, `db`, the default).
+    pub(crate) store: StoreLocation,
     pub(crate) keys: PathBuf,
     pub(crate) signing_key: PathBuf,
     pub(crate) clients_file: PathBuf,
@@ -228,10 +248,42 @@ pub(crate) fn resolve(g: &Global, a: &ServeArgs, env: &dyn Fn(&str) -> Option<St
             _ => flag.to_path_buf(),
         }
     };
-    let bind = match (a.bind, file.bind) {
-        (Some(b), _) | (None, Some(b)) => b,
-        (None, None) => DEFAULT_BIND.parse().map_err(|_| invalid("bad default bind address"))?,
+    let bind: BindAddr = a
+        .bind
+        .clone()
+        .or(file.bind.clone())
+        .unwrap_or_else(|| DEFAULT_BIND.to_owned())
+        .parse()
+        .map_err(|e| invalid(format!("bind: {e}")))?;
+    let admin_bind = match a.admin_bind.clone().or(file.admin_bind.clone()) {
+        Some(v) if v.trim().eq_ignore_ascii_case("off") => None,
+        v => Some(
+            v.unwrap_or_else(|| DEFAULT_ADMIN_BIND.to_owned())
+                .parse::<BindAddr>()
+                .map_err(|e| invalid(format!("admin_bind: {e}")))?,
+        ),
     };
+    let proxies = match &a.trusted_proxies {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => file.trusted_proxies.clone(),
+    };
+    let trusted_proxies = proxies
+        .iter()
+        .map(|p| {
+            p.parse::<IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    invalid(format!(
+                        "trusted_proxies: {p:?} is not an address or a network (10.0.0.0/8)"
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let max_body_bytes = a.max_body_bytes.or(file.max_body_bytes).unwrap_or(16 * 1024);
     if !(1024..=1024 * 1024).contains(&max_body_bytes) {
         return Err(invalid("max_body_bytes must be between 1024 and 1048576"));
@@ -262,8 +314,15 @@ pub(crate) fn resolve(g: &Global, a: &ServeArgs, env: &dyn Fn(&str) -> Option<St
     }
     Ok(Settings {
         bind,
+        admin_bind,
+        trusted_proxies,
+        dpop_nonce: a.dpop_nonce || file.dpop_nonce.unwrap_or(false),
+        access_token_audience: a.access_token_audience.clone().or(file.access_token_audience.clone()),
         issuer,
-        db: pick_path(&g.db, DEFAULT_DB, &file.db),
+        store: match (&g.store, &file.store) {
+            (Some(s), _) | (None, Some(s)) => StoreLocation::parse(s),
+            (None, None) => StoreLocation::File(pick_path(&g.db, DEFAULT_DB, &file.db)),
+        },
         keys: pick_path(&g.keys, DEFAULT_KEYS, &file.keys),
         signing_key: a
             .signing_key
@@ -386,7 +445,10 @@ mod tests {
         let (g, a) = parse(&["serve"]);
         let s = resolve(&g, &a, &env(&[])).unwrap();
         assert_eq!(s.bind.to_string(), DEFAULT_BIND);
-        assert!(s.bind.ip().is_loopback());
+        assert!(s.bind.is_loopback());
+        assert_eq!(s.admin_bind.map(|b| b.to_string()).as_deref(), Some(DEFAULT_ADMIN_BIND));
+        assert!(s.trusted_proxies.is_empty());
+        assert!(!s.dpop_nonce);
         assert_eq!(s.policy, Policy::default());
         assert_eq!(s.access_token_lifetime, Duration::from_secs(300));
         assert!(s.admin_token.is_none());
@@ -400,7 +462,7 @@ mod tests {
         std::fs::write(
             &cfg,
             format!(
-                "bind = \"127.0.0.1:9000\"\ndb = \"/tmp/x.redb\"\naccess_token_secs = 600\n\
+                "bind = \"127.0.0.1:9000\"\nadmin_bind = \"off\"\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.1\"]\ndpop_nonce = true\ndb = \"/tmp/x.redb\"\naccess_token_secs = 600\n\
                  [policy]\ngrace_secs = 5\nidle_days = 7\ndurability = \"relaxed\"\n\
                  [admin]\ntoken_hash = \"{hash}\"\n[[client]]\nid = \"spa\"\n"
             ),
@@ -409,8 +471,11 @@ mod tests {
         let c = cfg.to_str().unwrap();
         let (g, a) = parse(&["serve", "--config", c]);
         let s = resolve(&g, &a, &env(&[])).unwrap();
-        assert_eq!(s.bind.port(), 9000);
-        assert_eq!(s.db, PathBuf::from("/tmp/x.redb"));
+        assert_eq!(s.bind.port, 9000);
+        assert!(s.admin_bind.is_none());
+        assert_eq!(s.trusted_proxies.len(), 2);
+        assert!(s.dpop_nonce);
+        assert_eq!(s.store, StoreLocation::File("/tmp/x.redb".into()));
         assert_eq!(s.policy.grace, Duration::from_secs(5));
         assert_eq!(s.policy.idle_lifetime, Duration::from_secs(7 * DAY));
         assert_eq!(s.policy.durability, Durability::Relaxed);
@@ -441,8 +506,22 @@ mod tests {
         ]);
         let s = resolve(&g, &a, &e).unwrap();
         assert_eq!(s.policy.grace, Duration::from_secs(20));
-        assert_eq!(s.db, PathBuf::from("/tmp/y.redb"));
-        assert_eq!(s.bind.port(), 7000);
+        assert_eq!(s.store, StoreLocation::File("/tmp/y.redb".into()));
+        assert_eq!(s.bind.port, 7000);
+    }
+
+    #[test]
+    fn a_store_url_in_the_file_or_on_the_command_line_wins_over_db() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("rotoken.toml");
+        std::fs::write(&cfg, "db = \"/tmp/x.redb\"\nstore = \"postgres://rt@db/rotoken\"\n").unwrap();
+        let c = cfg.to_str().unwrap();
+        let (g, a) = parse(&["serve", "--config", c]);
+        let s = resolve(&g, &a, &env(&[])).unwrap();
+        assert_eq!(s.store, StoreLocation::Postgres("postgres://rt@db/rotoken".into()));
+        let (g, a) = parse(&["--store", "/tmp/z.redb", "serve", "--config", c]);
+        let s = resolve(&g, &a, &env(&[])).unwrap();
+        assert_eq!(s.store, StoreLocation::File("/tmp/z.redb".into()));
     }
 
     #[test]
@@ -455,6 +534,8 @@ mod tests {
             "[policy]\nidle_days = 0",
             "access_token_secs = 0",
             "issuer = \"ftp://x\"",
+            "bind = \"nope\"",
+            "trusted_proxies = [\"10.0.0.0/33\"]",
             "[admin]\ntoken_hash = \"plain\"",
             "[[client]]\nid = \"\"",
             "not toml [",

@@ -57,6 +57,18 @@ impl DpopKey {
         )
     }
 
+    /// A proof carrying a server-provided `nonce` (RFC 9449 §8).
+    pub fn proof_with_nonce(&self, htm: &str, htu: &str, iat: i64, jti: &str, nonce: &str) -> String {
+        let alg = match self {
+            Self::Es256(_) => "ES256",
+            Self::Ed25519(_) => "EdDSA",
+        };
+        self.sign_raw(
+            &json!({"typ": "dpop+jwt", "alg": alg, "jwk": self.jwk()}),
+            &json!({"jti": jti, "htm": htm, "htu": htu, "iat": iat, "nonce": nonce}),
+        )
+    }
+
     /// Any header and claims, signed with this key whatever `alg` says.
     pub fn sign_raw(&self, header: &Value, claims: &Value) -> String {
         let signed = format!(

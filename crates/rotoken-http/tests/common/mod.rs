@@ -25,6 +25,8 @@ pub const TOKEN_URL: &str = "https://as.example/oauth/token";
 pub const WEB_SECRET: &str = "web-secret-0123456789";
 pub const RS_SECRET: &str = "rs-secret-0123456789";
 pub const OTHER_SECRET: &str = "other-secret-0123456789";
+/// The audience of the `api-spa` client's access tokens.
+pub const API_AUDIENCE: &str = "https://api.example";
 /// 2023-11-14T22:13:20Z
 pub const START_MS: i64 = 1_700_000_000_000;
 
@@ -57,7 +59,8 @@ pub fn fixture_with(tweak: impl FnOnce(&mut Config)) -> Fixture {
             SecretHash::new(OTHER_SECRET.as_bytes()).unwrap(),
         ))
         .with(RegisteredClient::confidential("rs", SecretHash::new(RS_SECRET.as_bytes()).unwrap()).with_introspection())
-        .with(RegisteredClient::public("no-refresh").without_refresh());
+        .with(RegisteredClient::public("no-refresh").without_refresh())
+        .with(RegisteredClient::public("api-spa").with_audience(API_AUDIENCE));
     let minter = JwtMinter::new(
         SigningKey::ed25519_from_seed([42; 32]),
         ISSUER,

@@ -1,0 +1,225 @@
+//! Two `rotoken serve` processes on one PostgreSQL database (issue 11,
+//! reliability checklist rows 24 and 25): two tabs whose refreshes land on
+//! different servers get the identical successor; a replay on one server
+//! revokes the family on the other at once; SIGKILL of one server under
+//! load loses no acknowledged rotation, and `rotoken check` passes after.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const ADMIN: &str = "admin-token-for-tests-0123456789";
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rotoken")
+}
+
+/// Runs `rotoken` in `dir`; its JSON answer and whether it succeeded.
+fn rotoken(dir: &Path, args: &[&str]) -> (bool, Value) {
+    let out = Command::new(bin()).args(args).current_dir(dir).output().unwrap();
+    let text = if out.status.success() { &out.stdout } else { &out.stderr };
+    let v = serde_json::from_slice(text).unwrap_or_else(|_| panic!("not JSON: {out:?}"));
+    (out.status.success(), v)
+}
+
+/// One `rotoken serve` over the shared store, in the shared directory
+/// (same keys, same signing key, same clients file).
+struct Server {
+    child: Child,
+    base: String,
+    admin: String,
+}
+
+impl Server {
+    fn start(dir: &Path, store: &str, name: &str) -> Self {
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+        let mut child = Command::new(bin())
+            .args(["serve", "--bind", "127.0.0.1:0", "--admin-bind", "127.0.0.1:0"])
+            .current_dir(dir)
+            .env("ROTOKEN_STORE", store)
+            .env("ROTOKEN_ADMIN_TOKEN", ADMIN)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(120)).expect("serve did not start");
+        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+            let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+            panic!("{name}: no ready line: {line:?}; log: {log}")
+        });
+        Self {
+            child,
+            base: format!("http://{}", ready["listening"].as_str().unwrap()),
+            admin: format!("http://{}", ready["admin_listening"].as_str().unwrap()),
+        }
+    }
+
+    fn issue(&self, subject: &str) -> String {
+        let (status, v) = post(
+            &format!("{}/admin/families", self.admin),
+            Some(ADMIN),
+            "application/json",
+            json!({"subject": subject, "client_id": "spa", "scope": "openid offline_access"}).to_string(),
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{v}");
+        v["refresh_token"].as_str().unwrap().to_owned()
+    }
+
+    /// A refresh: the status and the answer, or a transport error.
+    fn refresh(&self, token: &str) -> Result<(u16, Value), String> {
+        post(
+            &format!("{}/oauth/token", self.base),
+            None,
+            "application/x-www-form-urlencoded",
+            format!("grant_type=refresh_token&client_id=spa&refresh_token={token}"),
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn post(url: &str, bearer: Option<&str>, content_type: &str, body: String) -> Result<(u16, Value), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut req = http::Request::post(url).header("content-type", content_type);
+    if let Some(b) = bearer {
+        req = req.header("authorization", format!("Bearer {b}"));
+    }
+    let mut resp = agent.run(req.body(body).unwrap()).map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().map_err(|e| e.to_string())?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+fn refreshed(answer: &(u16, Value)) -> String {
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    answer.1["refresh_token"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn two_servers_on_one_postgres_share_every_family() {
+    let Some(db) = rotoken_postgres::testing::database() else {
+        return;
+    };
+    let url = db.url();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(rotoken(d, &["keys", "generate"]).0);
+    assert!(rotoken(d, &["clients", "add", "--id", "spa", "--public"]).0);
+    // The first server writes the signing key; the second reads it.
+    let a = Server::start(d, &url, "a");
+    let b = Server::start(d, &url, "b");
+
+    // Two tabs, one on each server, with the same token at the same moment.
+    let t0 = a.issue("alice");
+    let barrier = Barrier::new(2);
+    let (ra, rb) = std::thread::scope(|s| {
+        let ha = s.spawn(|| {
+            barrier.wait();
+            a.refresh(&t0).unwrap()
+        });
+        let hb = s.spawn(|| {
+            barrier.wait();
+            b.refresh(&t0).unwrap()
+        });
+        (ha.join().unwrap(), hb.join().unwrap())
+    });
+    let t1 = refreshed(&ra);
+    assert_eq!(t1, refreshed(&rb), "both tabs get the identical successor");
+
+    // A replay on one server revokes the family on the other at once.
+    let t2 = refreshed(&a.refresh(&t1).unwrap());
+    let replay = b.refresh(&t0).unwrap();
+    assert_eq!((replay.0, replay.1["error"].as_str()), (400, Some("invalid_grant")));
+    let after = a.refresh(&t2).unwrap();
+    assert_eq!((after.0, after.1["error"].as_str()), (400, Some("invalid_grant")), "revoked on A too");
+
+    // Load on both servers, then SIGKILL of A in the middle of it.
+    let a = Arc::new(std::sync::Mutex::new(Some(a)));
+    let b = Arc::new(b);
+    let families: Vec<String> = (0..8).map(|i| b.issue(&format!("load-{i}"))).collect();
+    let acked = AtomicUsize::new(0);
+    let last: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = families
+            .iter()
+            .enumerate()
+            .map(|(i, first)| {
+                let (a, b, acked) = (&a, &b, &acked);
+                s.spawn(move || {
+                    let mut current = first.clone();
+                    for step in 0..40 {
+                        // Even steps go to A while it lives, the rest to B.
+                        let on_a = step % 2 == i % 2;
+                        let answer = if on_a {
+                            let guard = a.lock().unwrap().as_ref().map(|s| s.base.clone());
+                            match guard {
+                                Some(base) => post(
+                                    &format!("{base}/oauth/token"),
+                                    None,
+                                    "application/x-www-form-urlencoded",
+                                    format!("grant_type=refresh_token&client_id=spa&refresh_token={current}"),
+                                ),
+                                None => b.refresh(&current),
+                            }
+                        } else {
+                            b.refresh(&current)
+                        };
+                        match answer {
+                            // Acknowledged: this is now the family's token.
+                            Ok((200, v)) => {
+                                current = v["refresh_token"].as_str().unwrap().to_owned();
+                                acked.fetch_add(1, Ordering::SeqCst);
+                            }
+                            // A died before answering: the rotation may or may
+                            // not have committed; keep presenting the last
+                            // acknowledged token (a retry gets the grace answer).
+                            Err(_) => {}
+                            Ok((status, v)) => panic!("family {i} step {step}: {status} {v}"),
+                        }
+                    }
+                    current
+                })
+            })
+            .collect();
+        // Kill A once the load is well under way.
+        while acked.load(Ordering::SeqCst) < 100 {
+            std::thread::yield_now();
+        }
+        if let Some(mut server) = a.lock().unwrap().take() {
+            server.child.kill().unwrap();
+            server.child.wait().unwrap();
+        }
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // Every acknowledged token is still the family's: B rotates each one.
+    for (i, t) in last.iter().enumerate() {
+        let answer = b.refresh(t).unwrap();
+        assert_eq!(answer.0, 200, "family {i}: an acknowledged rotation was lost: {}", answer.1);
+    }
+    let (ok, report) = rotoken(d, &["--store", &url, "check"]);
+    assert!(ok && report["ok"] == true, "{report}");
+}

@@ -1,0 +1,374 @@
+//! The admin API, for servers in any language that run `rotoken serve` as
+//! a sidecar, on plain `http` types. Every route needs `Authorization:
+//! Bearer <admin token>`; without a configured token the API is off (404
+//! `admin_disabled`). Bodies are JSON; subjects never appear in URLs (and
+//! so not in logs).
+//!
+//! | route | body | answer |
+//! |---|---|---|
+//! | `POST /admin/families` | `{"subject", "client_id", "scope", "dpop_jkt"?, "metadata"?}` | the token response: a refresh token only with `offline_access`, for a registered client |
+//! | `POST /admin/revoke` | exactly one of `{"subject"}`, `{"client_id"}`, `{"family_id"}`, `{"token"}` | `{"revoked": n}` |
+//! | `POST /admin/sessions` | `{"subject"}` | `{"sessions": [...]}` |
+//!
+//! Bad admin tokens spend the client address's failure budget (the OAuth
+//! server's `auth_max_failures` over `auth_failure_window`); past it they
+//! are answered 429. The right token is always checked and accepted.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use rotoken::{Code, FamilyId, RevokeTarget, Scope};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::json_response;
+use crate::throttle::retry_after_secs;
+use crate::{IssueRequest, OAuthServer, SecretHash, Throttle};
+
+/// Largest admin request body, in bytes.
+pub const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+/// The identity under which failed admin authentications are counted.
+const THROTTLE_ID: &str = "admin";
+
+/// The admin routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AdminRoute {
+    /// `POST /admin/families`: issue.
+    Families,
+    /// `POST /admin/revoke`.
+    Revoke,
+    /// `POST /admin/sessions`: a subject's families.
+    Sessions,
+}
+
+impl AdminRoute {
+    /// Every route with its path.
+    pub const ALL: [(&'static str, AdminRoute); 3] = [
+        ("/admin/families", AdminRoute::Families),
+        ("/admin/revoke", AdminRoute::Revoke),
+        ("/admin/sessions", AdminRoute::Sessions),
+    ];
+}
+
+/// The admin API over an [`OAuthServer`]. `Send + Sync`.
+///
+/// Every method may block on the engine's durable commit: call it from a
+/// blocking context.
+pub struct AdminApi {
+    oauth: Arc<OAuthServer>,
+    token: Option<SecretHash>,
+    throttle: Throttle,
+}
+
+impl std::fmt::Debug for AdminApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminApi")
+            .field("enabled", &self.token.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn error(status: StatusCode, code: &str, description: &str) -> Response<Bytes> {
+    let body = serde_json::json!({ "error": code, "error_description": description }).to_string();
+    json_response(status, Bytes::from(body))
+}
+
+fn ok_json(value: &impl Serialize) -> Response<Bytes> {
+    match serde_json::to_vec(value) {
+        Ok(body) => json_response(StatusCode::OK, Bytes::from(body)),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "encoding failed"),
+    }
+}
+
+impl AdminApi {
+    /// The admin API of `oauth`, enabled by `token` (the hash of the admin
+    /// bearer token); `None`: every route answers 404 `admin_disabled`.
+    pub fn new(oauth: Arc<OAuthServer>, token: Option<SecretHash>) -> Self {
+        let c = oauth.config();
+        let throttle = Throttle::new(
+            c.auth_max_failures,
+            c.auth_failure_window,
+            c.auth_throttle_capacity,
+            c.clock.clone(),
+        );
+        Self { oauth, token, throttle }
+    }
+
+    /// Which route a path is, if any.
+    pub fn route(path: &str) -> Option<AdminRoute> {
+        AdminRoute::ALL.iter().find(|(p, _)| *p == path).map(|(_, r)| *r)
+    }
+
+    /// Answers a request on any admin route, chosen by its path (404 JSON for others).
+    pub fn handle<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Response<Bytes> {
+        match Self::route(request.uri().path()) {
+            Some(route) => self.serve(route, request),
+            None => error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+        }
+    }
+
+    /// Answers a request on one admin route.
+    pub fn serve<B: AsRef<[u8]>>(&self, route: AdminRoute, request: &Request<B>) -> Response<Bytes> {
+        if let Err(r) = self.authorize(request) {
+            return *r;
+        }
+        if request.method() != Method::POST {
+            let mut r = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request",
+                "this endpoint accepts only POST",
+            );
+            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return r;
+        }
+        let result = match route {
+            AdminRoute::Families => body(request).map(|b| self.issue(b)),
+            AdminRoute::Revoke => body(request).map(|b| self.revoke(b)),
+            AdminRoute::Sessions => body(request).map(|b| self.sessions(&b)),
+        };
+        result.unwrap_or_else(|r| *r)
+    }
+
+    /// `Err`: the refusal to send.
+    fn authorize<B>(&self, request: &Request<B>) -> Result<(), Box<Response<Bytes>>> {
+        let Some(token) = &self.token else {
+            return Err(Box::new(error(
+                StatusCode::NOT_FOUND,
+                "admin_disabled",
+                "the admin API is off; set ROTOKEN_ADMIN_TOKEN or admin.token_hash to enable it",
+            )));
+        };
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim());
+        // Always checked: the right token is never refused for others' failures.
+        if presented.is_some_and(|t| token.verify(t.as_bytes())) {
+            return Ok(());
+        }
+        let client = self.oauth.client_address(request);
+        if let Err(wait) = self.throttle.fail(client, THROTTLE_ID) {
+            tracing::debug!(?client, "bad admin token past the failure budget");
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "too many bad admin tokens from this address; retry later",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
+            return Err(Box::new(r));
+        }
+        tracing::debug!("admin request refused: bad or missing admin token");
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "a valid admin bearer token is required",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"rotoken-admin\""),
+        );
+        Err(Box::new(r))
+    }
+
+    fn issue(&self, b: IssueBody) -> Response<Bytes> {
+        let Ok(scope) = Scope::parse(&b.scope) else {
+            return error(StatusCode::BAD_REQUEST, "invalid_scope", "the scope is malformed");
+        };
+        let mut req = IssueRequest::new(b.subject, b.client_id, scope);
+        req.dpop_jkt = b.dpop_jkt;
+        req.metadata = b.metadata.map(String::into_bytes).unwrap_or_default();
+        match self.oauth.issue(&req) {
+            Ok(tokens) => tokens.into_response(),
+            Err(e) if e.code() == "invalid_input" => error(StatusCode::BAD_REQUEST, "invalid_input", &e.to_string()),
+            Err(e) if e.code() == "unknown_client" => error(
+                StatusCode::BAD_REQUEST,
+                "unknown_client",
+                "the client is not registered; add it with `rotoken clients add` first",
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "admin issue failed");
+                error(StatusCode::INTERNAL_SERVER_ERROR, e.code(), "issuing failed")
+            }
+        }
+    }
+
+    fn revoke(&self, b: RevokeBody) -> Response<Bytes> {
+        let family = match b.family_id.as_deref().map(str::parse::<FamilyId>).transpose() {
+            Ok(f) => f,
+            Err(_) => return error(StatusCode::BAD_REQUEST, "invalid_input", "family_id is not a family id"),
+        };
+        let target = match (&b.subject, &b.client_id, family, &b.token) {
+            (Some(s), None, None, None) => RevokeTarget::Subject(s),
+            (None, Some(c), None, None) => RevokeTarget::Client(c),
+            (None, None, Some(f), None) => RevokeTarget::Family(f),
+            (None, None, None, Some(t)) => RevokeTarget::Token(t),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "give exactly one of subject, client_id, family_id, token",
+                );
+            }
+        };
+        match self.oauth.engine().revoke(target) {
+            Ok(n) => {
+                self.oauth.metrics().record_revocations(n);
+                tracing::info!(families = n, "admin revocation");
+                ok_json(&serde_json::json!({ "revoked": n }))
+            }
+            Err(e) if e.code() == Code::InvalidToken => ok_json(&serde_json::json!({ "revoked": 0 })),
+            Err(e) if e.code() == Code::InvalidInput => {
+                error(StatusCode::BAD_REQUEST, "invalid_input", &e.to_string())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "admin revocation failed");
+                error(StatusCode::INTERNAL_SERVER_ERROR, e.code().as_str(), "revocation failed")
+            }
+        }
+    }
+
+    fn sessions(&self, b: &SessionsBody) -> Response<Bytes> {
+        match self.oauth.engine().sessions(&b.subject) {
+            Ok(list) => ok_json(&SessionsJson::new(list)),
+            Err(e) if e.code() == Code::InvalidInput => {
+                error(StatusCode::BAD_REQUEST, "invalid_input", &e.to_string())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "admin sessions failed");
+                error(StatusCode::INTERNAL_SERVER_ERROR, e.code().as_str(), "listing sessions failed")
+            }
+        }
+    }
+}
+
+/// A JSON body of at most [`MAX_ADMIN_BODY`] bytes.
+fn body<T: DeserializeOwned, B: AsRef<[u8]>>(request: &Request<B>) -> Result<T, Box<Response<Bytes>>> {
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !is_json {
+        return Err(Box::new(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request",
+            "the body must be application/json",
+        )));
+    }
+    let bytes = request.body().as_ref();
+    if bytes.len() > MAX_ADMIN_BODY {
+        return Err(Box::new(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            "the body is too large",
+        )));
+    }
+    serde_json::from_slice(bytes).map_err(|_| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the body is not the expected JSON object",
+        ))
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssueBody {
+    subject: String,
+    client_id: String,
+    #[serde(default)]
+    scope: String,
+    dpop_jkt: Option<String>,
+    metadata: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    subject: Option<String>,
+    client_id: Option<String>,
+    family_id: Option<String>,
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionsBody {
+    subject: String,
+}
+
+/// One session (family) in a `sessions` answer, as the admin API and
+/// `rotoken sessions` print it.
+#[derive(Debug, Serialize)]
+#[non_exhaustive]
+pub struct SessionJson {
+    /// The family id.
+    pub family_id: String,
+    /// Its client.
+    pub client_id: String,
+    /// Its granted scope.
+    pub scope: String,
+    /// Current generation.
+    pub generation: u32,
+    /// When it was issued (RFC 3339).
+    pub created_at: String,
+    /// When it last rotated (RFC 3339).
+    pub rotated_at: String,
+    /// When it stops working unless rotated (RFC 3339).
+    pub expires_at: String,
+    /// Whether it can still be refreshed.
+    pub active: bool,
+    /// Why it was revoked, if it was.
+    pub revoked: Option<&'static str>,
+}
+
+/// RFC 3339, or the Unix time for a year RFC 3339 cannot hold.
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+impl From<rotoken::Session> for SessionJson {
+    fn from(s: rotoken::Session) -> Self {
+        Self {
+            family_id: s.family.to_string(),
+            client_id: s.client_id,
+            scope: s.scope.to_string(),
+            generation: s.generation,
+            created_at: rfc3339(s.created_at),
+            rotated_at: rfc3339(s.rotated_at),
+            expires_at: rfc3339(s.expires_at),
+            active: s.active,
+            revoked: s.revoked.map(rotoken::RevokeReason::as_str),
+        }
+    }
+}
+
+/// A subject's sessions: `{"sessions": [...]}`.
+#[derive(Debug, Serialize)]
+#[non_exhaustive]
+pub struct SessionsJson {
+    /// The subject's families, revoked ones included until gc removes them.
+    pub sessions: Vec<SessionJson>,
+}
+
+impl SessionsJson {
+    /// The answer for `sessions`.
+    pub fn new(sessions: Vec<rotoken::Session>) -> Self {
+        Self {
+            sessions: sessions.into_iter().map(SessionJson::from).collect(),
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The revocation endpoint (RFC 7009).
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use rotoken::{RevokeError, RevokeTarget};
+
+use crate::error::{ErrorCode, OAuthError, json_response};
+use crate::metrics::Endpoint;
+use crate::server::OAuthServer;
+
+impl OAuthServer {
+    /// The revocation endpoint (RFC 7009): revoking a refresh token revokes
+    /// its family; unknown and invalid tokens answer 200.
+    pub fn revoke<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Response<Bytes> {
+        let start = Instant::now();
+        let result = self.revoke_inner(request);
+        self.count(Endpoint::Revoke, result.as_ref().err(), start);
+        match result {
+            Ok(()) => {
+                // RFC 7009 §2.2: 200 with an empty body.
+                let mut r = json_response(StatusCode::OK, Bytes::new());
+                r.headers_mut().remove(header::CONTENT_TYPE);
+                r
+            }
+            Err(e) => e.into_response(),
+        }
+    }
+
+    fn revoke_inner<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Result<(), OAuthError> {
+        let form = self.read_form(request)?;
+        let client = self.authenticate(request, &form)?;
+        let token = form
+            .get("token")
+            .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
+        // RFC 7009 §2.1: a client revokes only tokens issued to it; the core
+        // checks the family's owner inside the revoking transaction, for
+        // every generation of the family, not just the current token.
+        let target = RevokeTarget::TokenOfClient {
+            token,
+            client_id: &client.id,
+        };
+        match self.engine.revoke(target) {
+            Ok(n) => {
+                self.metrics.revoked(n);
+                tracing::info!(client_id = %client.id, families = n, "revocation");
+                Ok(())
+            }
+            Err(RevokeError::ClientMismatch) => {
+                tracing::debug!(client_id = %client.id, "revocation refused: the token belongs to another client");
+                Err(OAuthError::new(
+                    ErrorCode::UnauthorizedClient,
+                    "the token was issued to another client",
+                ))
+            }
+            // Not a refresh token: an access token is refused as RFC 7009
+            // §2.2.1 allows, anything else is not an error (§2.2).
+            Err(RevokeError::Malformed(_)) if self.minter.introspect(token).is_some() => Err(OAuthError::new(
+                ErrorCode::UnsupportedTokenType,
+                "access tokens are self-contained and expire on their own; revoke the refresh token",
+            )),
+            Err(RevokeError::Malformed(_) | RevokeError::InvalidToken | RevokeError::InvalidInput(_)) => Ok(()),
+            Err(e) => {
+                tracing::error!(error = %e, "revocation failed");
+                Err(OAuthError::server_error())
+            }
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! The token endpoint: `grant_type=refresh_token` (RFC 6749 §6), blocking
+//! or async, and its answers (RFC 6749 §5.1, §5.2).
+
+use std::fmt;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use rotoken::{RotateError, RotateRequest, Rotated, Scope};
+use serde::Serialize;
+
+use crate::endpoints::dpop_request::dpop_error;
+use crate::error::{ErrorCode, OAuthError, json_response};
+use crate::form::Form;
+use crate::metrics::Endpoint;
+use crate::minter::AccessTokenRequest;
+use crate::registry::RegisteredClient;
+use crate::server::OAuthServer;
+
+/// A refresh request that passed the checks, ready for the engine.
+pub(crate) struct Refresh<'f> {
+    client: RegisteredClient,
+    token: &'f str,
+    rotate: RotateRequest,
+}
+
+/// A successful token response (RFC 6749 §5.1).
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct TokenResponse {
+    /// The access token.
+    pub access_token: String,
+    /// `Bearer`, or `DPoP` for a DPoP-bound access token.
+    pub token_type: &'static str,
+    /// Lifetime of the access token in seconds.
+    pub expires_in: u64,
+    /// The refresh token (absent when `offline_access` was not granted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// Seconds until the refresh token expires unless rotated (the earlier
+    /// of the idle and the absolute expiry;
+    /// draft-ietf-oauth-refresh-token-expiration).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token_expires_in: Option<u64>,
+    /// The scope, when it differs from the one requested.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+impl fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("access_token", &"..")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| ".."))
+            .field("refresh_token_expires_in", &self.refresh_token_expires_in)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+impl TokenResponse {
+    /// The HTTP response: 200, JSON, `Cache-Control: no-store`.
+    pub fn into_response(self) -> Response<Bytes> {
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        json_response(StatusCode::OK, Bytes::from(body))
+    }
+}
+
+impl OAuthServer {
+    /// The token endpoint: `grant_type=refresh_token` (RFC 6749 §6).
+    pub fn token<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Response<Bytes> {
+        let start = Instant::now();
+        let result = self.read_form(request).and_then(|form| {
+            let refresh = self.token_checks(request, &form)?;
+            let rotated = self.engine.rotate(refresh.token, &refresh.rotate);
+            self.token_answer(&refresh, rotated)
+        });
+        self.token_response(result, start)
+    }
+
+    /// [`OAuthServer::token`] for async callers: the checks and the access
+    /// token run on the caller's task, and the rotation waits for the
+    /// engine's commit thread (`Engine::rotate_async`) without holding a
+    /// blocking-pool thread.
+    pub async fn token_async<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Response<Bytes> {
+        let start = Instant::now();
+        let result = match self.read_form(request) {
+            Ok(form) => match self.token_checks(request, &form) {
+                Ok(refresh) => {
+                    let rotated = self.engine.rotate_async(refresh.token, &refresh.rotate).await;
+                    self.token_answer(&refresh, rotated)
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        self.token_response(result, start)
+    }
+
+    /// Counts the answer and adds the DPoP nonce, if nonces are on.
+    fn token_response(&self, result: Result<TokenResponse, OAuthError>, start: Instant) -> Response<Bytes> {
+        self.count(Endpoint::Token, result.as_ref().err(), start);
+        let mut response = match result {
+            Ok(r) => r.into_response(),
+            Err(e) => e.into_response(),
+        };
+        if let Some(nonce) = self.dpop_nonce()
+            && let Ok(v) = HeaderValue::try_from(nonce)
+        {
+            response.headers_mut().insert("dpop-nonce", v);
+        }
+        response
+    }
+
+    /// Everything a refresh checks before the engine sees the token: the
+    /// grant type, the client, the parameters, the DPoP proof.
+    fn token_checks<'f, B>(&self, request: &Request<B>, form: &'f Form) -> Result<Refresh<'f>, OAuthError> {
+        let grant_type = form
+            .get("grant_type")
+            .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?;
+        if grant_type != "refresh_token" {
+            return Err(OAuthError::new(
+                ErrorCode::UnsupportedGrantType,
+                "this endpoint supports grant_type=refresh_token only",
+            ));
+        }
+        let client = self.authenticate(request, form)?;
+        if !client.refresh {
+            return Err(OAuthError::new(
+                ErrorCode::UnauthorizedClient,
+                "this client may not use the refresh_token grant",
+            ));
+        }
+        let token = form
+            .get("refresh_token")
+            .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
+        let scope = match form.get("scope") {
+            Some(s) => {
+                Some(Scope::parse(s).map_err(|_| OAuthError::new(ErrorCode::InvalidScope, "the scope is malformed"))?)
+            }
+            None => None,
+        };
+        let proof = if request.headers().contains_key("dpop") {
+            let url = self.config.url(&self.config.token_path);
+            self.dpop_from(request.headers(), request.method().as_str(), &url)?
+        } else {
+            None
+        };
+        if let Some(proof) = &proof {
+            // Remembered only for a request that could be honest: an
+            // authenticated client and a refresh token whose authenticator
+            // verifies (no storage read), so garbage cannot fill the cache.
+            if !self.authenticates(token) {
+                return Err(self.rotate_error(RotateError::InvalidToken, &client.id));
+            }
+            let now = self.config.clock.now().unix_timestamp();
+            self.dpop.remember(proof, now).map_err(dpop_error)?;
+        }
+        let mut rotate = RotateRequest::new(client.id.clone());
+        rotate.scope = scope;
+        rotate.confirmation = proof.map(|p| p.jkt);
+        Ok(Refresh { client, token, rotate })
+    }
+
+    /// The token response for the engine's answer: the access token and
+    /// the new refresh token, or the refusal.
+    fn token_answer(
+        &self,
+        refresh: &Refresh<'_>,
+        rotated: Result<Rotated, RotateError>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let client = &refresh.client;
+        let rotated = rotated.map_err(|e| self.rotate_error(e, &client.id))?;
+        let dpop = refresh.rotate.confirmation.as_deref();
+        self.metrics.rotation(rotated.retried);
+        tracing::debug!(
+            client_id = %client.id,
+            family = %rotated.family,
+            generation = rotated.generation,
+            retried = rotated.retried,
+            dpop = dpop.is_some(),
+            "refresh token rotated"
+        );
+        let access = self
+            .minter
+            .mint(&AccessTokenRequest {
+                subject: &rotated.grant.subject,
+                client_id: &client.id,
+                scope: &rotated.scope,
+                dpop_jkt: dpop,
+                family: Some(&rotated.family),
+                metadata: &rotated.grant.metadata,
+                audience: self.audience(client),
+            })
+            .map_err(|e| {
+                tracing::error!(error = %e, client_id = %client.id, "minting the access token failed");
+                OAuthError::server_error()
+            })?;
+        let requested = refresh.rotate.scope.as_ref().unwrap_or(&rotated.grant.scope);
+        Ok(TokenResponse {
+            access_token: access.value,
+            token_type: if dpop.is_some() { "DPoP" } else { "Bearer" },
+            expires_in: access.expires_in,
+            refresh_token: Some(rotated.refresh_token.expose().to_owned()),
+            refresh_token_expires_in: Some(self.seconds_until(rotated.expires_at)),
+            scope: (rotated.scope != *requested).then(|| rotated.scope.to_string()),
+        })
+    }
+
+    /// The OAuth error for a refused refresh. Every `invalid_grant`
+    /// description starts with a stable cause (`refresh_token_reused:`,
+    /// `session_revoked:`...) for the client's operator; none tells more
+    /// than the presented token already does.
+    pub(crate) fn rotate_error(&self, e: RotateError, client_id: &str) -> OAuthError {
+        let code = e.code().as_str();
+        let err = match e {
+            RotateError::ReuseDetected { family } | RotateError::Diverged { family } => {
+                self.metrics.reuse_detected();
+                tracing::warn!(%family, client_id, reason = code, "refresh token reuse detected; family revoked");
+                return OAuthError::invalid_grant(if code == "diverged" {
+                    "refresh_token_diverged: the refresh token disagrees with the session's state, \
+                     as when a copy of the session was used elsewhere; the session is revoked, sign in again"
+                } else {
+                    "refresh_token_reused: the refresh token was already used; \
+                     the session is revoked, sign in again"
+                });
+            }
+            RotateError::Malformed(_) | RotateError::InvalidToken | RotateError::Unknown => {
+                OAuthError::invalid_grant("refresh_token_invalid: the refresh token is invalid")
+            }
+            RotateError::Revoked(_) => {
+                OAuthError::invalid_grant("session_revoked: the refresh token's session is revoked; sign in again")
+            }
+            RotateError::Expired { .. } => {
+                OAuthError::invalid_grant("session_expired: the refresh token has expired; sign in again")
+            }
+            RotateError::ClientMismatch => {
+                OAuthError::invalid_grant("client_mismatch: the refresh token was issued to another client")
+            }
+            RotateError::ConfirmationMismatch => OAuthError::invalid_grant(
+                "dpop_key_mismatch: the refresh token is bound to a DPoP key; send a DPoP proof made with that key",
+            ),
+            RotateError::TooManyGenerations => {
+                OAuthError::invalid_grant("refresh_limit_reached: the session reached its refresh limit; sign in again")
+            }
+            RotateError::ScopeWidened => {
+                OAuthError::new(ErrorCode::InvalidScope, "the requested scope exceeds the granted scope")
+            }
+            RotateError::InvalidInput(_) => OAuthError::invalid_request("a request parameter is invalid"),
+            RotateError::Store(e) => {
+                tracing::error!(error = %e, client_id, "refresh failed: storage error");
+                return OAuthError::server_error();
+            }
+            other => {
+                tracing::error!(error = %other, client_id, "refresh failed");
+                return OAuthError::server_error();
+            }
+        };
+        tracing::debug!(client_id, reason = code, "refresh refused");
+        err
+    }
+
+    /// The `aud` for `client`'s access tokens: its own, else the server's
+    /// (else the minter's default).
+    pub(crate) fn audience<'a>(&'a self, client: &'a RegisteredClient) -> Option<&'a str> {
+        client
+            .audience
+            .as_deref()
+            .or(self.config.access_token_audience.as_deref())
+    }
+
+    /// Whole seconds from now until `at`, 0 if past.
+    pub(crate) fn seconds_until(&self, at: time::OffsetDateTime) -> u64 {
+        u64::try_from((at - self.config.clock.now()).whole_seconds()).unwrap_or(0)
+    }
+}
