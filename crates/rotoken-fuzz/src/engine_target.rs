@@ -4,8 +4,8 @@
 //! reference model, comparing every answer and checking the invariants
 //! after each step.
 //!
-//! The model is the one `crates/rotoken/tests/model.rs` uses, included from
-//! `crates/rotoken/tests/support/reference.rs` (one copy for both); this
+//! The model is the one the conformance suite's model test uses, included from
+//! `crates/rotoken-conformance/src/reference.rs` (one copy for both); this
 //! target adds confirmation-key binding and concurrent rotations of one token.
 
 use std::collections::HashSet;
@@ -22,7 +22,7 @@ use rotoken::{
 use crate::backend::SharedMemory;
 use crate::fixture::{self, ABSOLUTE, EVENT_RETENTION, GRACE, IDLE, T0};
 
-#[path = "../../rotoken/tests/support/reference.rs"]
+#[path = "../../rotoken-conformance/src/reference.rs"]
 mod reference;
 
 use reference::{Answer, Expect, JKT, Model, answer, claims, client, millis, session_rows, subject};

@@ -303,3 +303,97 @@ impl<Done> Future for Wait<Done> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Echoes each operation, records batch sizes, holds its first batch
+    /// until `gate` opens, and panics on the operation `u32::MAX`.
+    #[derive(Default)]
+    struct Recorder {
+        sizes: Mutex<Vec<usize>>,
+        gate: AtomicBool,
+    }
+
+    impl Apply<u32, u32> for Recorder {
+        fn apply_batch(&self, ops: Vec<u32>) -> Vec<u32> {
+            let first = {
+                let mut sizes = lock(&self.sizes);
+                sizes.push(ops.len());
+                sizes.len() == 1
+            };
+            while first && !self.gate.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            assert!(!ops.contains(&u32::MAX), "a batch leader panics");
+            ops
+        }
+
+        fn failed(&self, _why: &'static str) -> u32 {
+            1_000_000
+        }
+
+        fn panicked(&self) -> u32 {
+            2_000_000
+        }
+    }
+
+    fn wait_until(mut ready: impl FnMut() -> bool) {
+        while !ready() {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Callers that arrive while a batch commits form the next batch, all
+    /// of them together, each getting its own result.
+    #[test]
+    fn callers_queued_behind_a_batch_share_the_next_one() {
+        let batcher = Arc::new(Batcher::<u32, u32>::new(GroupCommit::default()));
+        let rec = Arc::new(Recorder::default());
+        std::thread::scope(|s| {
+            let first = s.spawn(|| batcher.submit(0, &*rec));
+            wait_until(|| lock(&rec.sizes).len() == 1);
+            let rest: Vec<_> = (1..=7)
+                .map(|i| {
+                    let (batcher, rec) = (&batcher, &rec);
+                    s.spawn(move || batcher.submit(i, &**rec))
+                })
+                .collect();
+            wait_until(|| lock(&batcher.state).pending.len() == 7);
+            rec.gate.store(true, Ordering::SeqCst);
+            assert_eq!(first.join().unwrap(), 0);
+            let mut got: Vec<u32> = rest.into_iter().map(|h| h.join().unwrap()).collect();
+            got.sort_unstable();
+            assert_eq!(got, (1..=7).collect::<Vec<_>>());
+        });
+        assert_eq!(*lock(&rec.sizes), vec![1, 7]);
+    }
+
+    /// A leader that panics fails its own batch (every caller in it gets
+    /// the `panicked` answer) and hangs nobody; the next batch runs.
+    #[test]
+    fn a_panicking_batch_fails_its_callers_and_the_batcher_goes_on() {
+        let batcher = Arc::new(Batcher::<u32, u32>::new(GroupCommit::default()));
+        let rec = Arc::new(Recorder::default());
+        rec.gate.store(true, Ordering::SeqCst);
+        let answers: Vec<u32> = std::thread::scope(|s| {
+            let hs: Vec<_> = [5, u32::MAX, 6]
+                .into_iter()
+                .map(|op| {
+                    let (batcher, rec) = (&batcher, &rec);
+                    s.spawn(move || batcher.submit(op, &**rec))
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        // The panicking operation's batch answered `panicked`; others may
+        // have been in other batches and got their echo.
+        assert_eq!(answers[1], 2_000_000);
+        for (op, got) in [(5, answers[0]), (6, answers[2])] {
+            assert!(got == op || got == 2_000_000, "{op} -> {got}");
+        }
+        assert_eq!(batcher.submit(9, &*rec), 9, "the batcher still works");
+    }
+}

@@ -158,6 +158,26 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
+/// A boxed store is a store: an engine can be opened over a store chosen
+/// at run time.
+impl<S: Store + ?Sized> Store for Box<S> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn begin_read(&self) -> Result<Box<dyn ReadTxn + '_>, StoreError> {
+        (**self).begin_read()
+    }
+
+    fn begin_write(&self, commit: Commit) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
+        (**self).begin_write(commit)
+    }
+
+    fn compact(&mut self) -> Result<(), StoreError> {
+        (**self).compact()
+    }
+}
+
 /// Reads, inside a read or a write transaction.
 pub trait ReadTxn {
     /// A meta value.

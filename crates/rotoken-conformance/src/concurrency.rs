@@ -6,18 +6,14 @@
 //! back. When the current token and an older one arrive together, the
 //! family ends revoked whichever is first, and no token survives.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::collections::HashSet;
 use std::sync::Barrier;
 
-use common::{Harness, active, grant, small_policy};
+use crate::{Backend, Harness, active, grant, small_policy};
 use rotoken::{Engine, RevokeReason, RotateError, RotateRequest, Rotated};
 
-fn harness() -> Harness {
-    Harness::new(small_policy(1_000_000))
+fn harness(backend: &dyn Backend) -> Harness {
+    Harness::new(backend, small_policy(1_000_000))
 }
 
 /// Runs `tokens[i]` through `rotate` on one thread each, all released at once.
@@ -40,8 +36,8 @@ fn race(engine: &Engine, tokens: &[String], client: &str) -> Vec<Result<Rotated,
 }
 
 /// `threads` threads rotate the same current token, `rounds` times in a row.
-fn same_token_rounds(threads: usize, rounds: usize) {
-    let h = harness();
+fn same_token_rounds(backend: &dyn Backend, threads: usize, rounds: usize) {
+    let h = harness(backend);
     let engine = h.open();
     let issued = engine.issue(&grant("alice", "web")).unwrap();
     let mut current = issued.refresh_token.expose().to_owned();
@@ -80,7 +76,7 @@ fn same_token_rounds(threads: usize, rounds: usize) {
         current = successor;
     }
     assert_eq!(engine.events(0, 10).unwrap(), vec![]);
-    common::assert_check(&engine);
+    crate::assert_check(&engine);
 }
 
 /// Rounds for the 16-thread race: 50 by default; set `ROTOKEN_STRESS_ROUNDS`
@@ -92,15 +88,15 @@ fn rounds() -> usize {
         .unwrap_or(50)
 }
 
-#[test]
-fn sixteen_threads_one_winner_fifty_rounds() {
-    same_token_rounds(16, rounds());
+/// Sixteen threads one winner fifty rounds.
+pub fn sixteen_threads_one_winner_fifty_rounds(backend: &dyn Backend) {
+    same_token_rounds(backend, 16, rounds());
 }
 
-#[test]
-fn from_two_to_sixty_four_threads_one_winner() {
+/// From two to sixty four threads one winner.
+pub fn from_two_to_sixty_four_threads_one_winner(backend: &dyn Backend) {
     for threads in [2, 3, 4, 8, 32, 64] {
-        same_token_rounds(threads, 5);
+        same_token_rounds(backend, threads, 5);
     }
 }
 
@@ -134,7 +130,7 @@ fn assert_revoked_and_dead(
         engine.rotate(all.last().unwrap(), &RotateRequest::new("web")),
         Err(RotateError::Revoked(RevokeReason::ReuseDetected))
     ));
-    common::assert_check(engine);
+    crate::assert_check(engine);
     minted == 1
 }
 
@@ -155,8 +151,13 @@ fn chain(engine: &Engine, n: usize) -> Vec<String> {
 /// `advance_ms` pass, and races the tokens `pick(thread, round, chain)`
 /// chooses; every round must end with the family revoked and no live token,
 /// whichever token arrives first.
-fn race_to_revocation(rotations: usize, advance_ms: i64, pick: impl Fn(usize, usize, &[String]) -> String) {
-    let h = harness();
+fn race_to_revocation(
+    backend: &dyn Backend,
+    rotations: usize,
+    advance_ms: i64,
+    pick: impl Fn(usize, usize, &[String]) -> String,
+) {
+    let h = harness(backend);
     let engine = h.open();
     let mut orders = [0usize; 2];
     for threads in 2..=8 {
@@ -176,11 +177,11 @@ fn race_to_revocation(rotations: usize, advance_ms: i64, pick: impl Fn(usize, us
     );
 }
 
-#[test]
-fn current_and_older_token_at_once_revoke_the_family() {
+/// Current and older token at once revoke the family.
+pub fn current_and_older_token_at_once_revoke_the_family(backend: &dyn Backend) {
     // Even threads present the current token; odd ones alternate between the
     // two tokens older than the predecessor.
-    race_to_revocation(3, 0, |i, round, tokens| {
+    race_to_revocation(backend, 3, 0, |i, round, tokens| {
         if i % 2 == 0 {
             tokens[3].clone()
         } else {
@@ -189,10 +190,10 @@ fn current_and_older_token_at_once_revoke_the_family() {
     });
 }
 
-#[test]
-fn current_and_predecessor_after_the_window_at_once_revoke_the_family() {
+/// Current and predecessor after the window at once revoke the family.
+pub fn current_and_predecessor_after_the_window_at_once_revoke_the_family(backend: &dyn Backend) {
     // Past the 30 s grace window of the last rotation, the predecessor is reuse.
-    race_to_revocation(2, 31 * common::SECOND, |i, round, tokens| {
+    race_to_revocation(backend, 2, 31 * crate::SECOND, |i, round, tokens| {
         tokens[if (i + round) % 2 == 0 { 2 } else { 1 }].clone()
     });
 }

@@ -8,37 +8,27 @@
 //!
 //! Run with `--nocapture` to see the measured sizes.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
-use common::{Harness, grant, relaxed_policy};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use crate::{Backend, Harness, grant, relaxed_policy};
 use rotoken::{RevokeReason, RotateError, RotateRequest};
 
-/// redb's page size: the allocation granularity of the file.
+/// redb's page size: the allocation granularity of the file (PostgreSQL's
+/// is 8 KiB, but one family's row never moves a table across a page).
 const PAGE: u64 = 4096;
 
-/// The engine's family table, read directly to measure the stored value.
-/// This is an implementation detail of the core (see `engine.rs`); if the
-/// table is renamed the measurement below is skipped with a message, and
-/// the file-size comparison still holds the property.
-const FAMILIES: TableDefinition<'_, [u8; 16], &[u8]> = TableDefinition::new("families");
-
 struct Measured {
-    file_len: u64,
-    record_len: Option<usize>,
+    footprint: u64,
+    record_len: usize,
     /// The first and the last token of the family.
     first: String,
     last: String,
     harness: Harness,
 }
 
-/// Issues one family, rotates it `rotations` times, compacts, closes, and
-/// measures the file and the stored record.
-fn build(rotations: u32) -> Measured {
-    let h = Harness::new(relaxed_policy());
-    let mut engine = h.open();
+/// Issues one family, rotates it `rotations` times, closes, and measures
+/// the store once compacted and the stored record.
+fn build(backend: &dyn Backend, rotations: u32) -> Measured {
+    let h = Harness::new(backend, relaxed_policy());
+    let engine = h.open();
     let issued = engine.issue(&grant("alice", "web-app")).unwrap();
     let first = issued.refresh_token.expose().to_owned();
     let request = RotateRequest::new("web-app");
@@ -49,76 +39,57 @@ fn build(rotations: u32) -> Measured {
         assert!(!r.retried);
         current = r.refresh_token.expose().to_owned();
     }
-    common::assert_check(&engine);
-    let before = std::fs::metadata(&h.path).unwrap().len();
-    engine.compact().unwrap();
+    crate::assert_check(&engine);
     drop(engine);
-    let file_len = std::fs::metadata(&h.path).unwrap().len();
-    println!("{rotations} rotation(s): file {before} bytes before compaction, {file_len} after");
-
-    let db = redb::Database::open(&h.path).unwrap();
-    let read = db.begin_read().unwrap();
-    let record_len = match read.open_table(FAMILIES) {
-        Ok(t) => {
-            let lens: Vec<usize> = t.iter().unwrap().map(|e| e.unwrap().1.value().len()).collect();
-            assert_eq!(lens.len(), 1, "exactly one family stored");
-            Some(lens[0])
-        }
-        Err(e) => {
-            println!("cannot read the families table directly ({e}); record size not measured");
-            None
-        }
-    };
-    drop(read);
-    drop(db);
+    let footprint = h.db.footprint();
+    let records = h.db.records();
+    assert_eq!(records.len(), 1, "exactly one family stored");
+    println!(
+        "{} store, {rotations} rotation(s): {footprint} bytes once compacted, record {} bytes",
+        backend.name(),
+        records[0].len()
+    );
     Measured {
-        file_len,
-        record_len,
+        footprint,
+        record_len: records[0].len(),
         first,
         last: current,
         harness: h,
     }
 }
 
-#[test]
-fn ten_thousand_rotations_take_no_more_space_than_one() {
-    let once = build(1);
-    let many = build(10_000);
-    println!(
-        "rotated once:         file {} bytes, family record {:?} bytes",
-        once.file_len, once.record_len
-    );
-    println!(
-        "rotated 10,000 times: file {} bytes, family record {:?} bytes",
-        many.file_len, many.record_len
-    );
+/// Ten thousand rotations take no more space than one.
+pub fn ten_thousand_rotations_take_no_more_space_than_one(backend: &dyn Backend) {
+    let once = build(backend, 1);
+    let many = build(backend, 10_000);
 
     // The record is a fixed layout (current generation, current token hash,
     // one sealed successor, the sealed grant): not one byte more after 10,000
     // rotations.
-    if let (Some(a), Some(b)) = (once.record_len, many.record_len) {
-        assert_eq!(a, b, "the family record grew with rotations");
-    }
-    // The file after compaction holds the same tables with the same entries;
+    assert_eq!(
+        once.record_len, many.record_len,
+        "the family record grew with rotations"
+    );
+    // The compacted store holds the same tables with the same entries;
     // page allocation may round differently (a freed-page list, a region
     // header), so allow at most one page of difference, never growth with
     // the number of rotations.
     assert!(
-        many.file_len <= once.file_len + PAGE,
-        "file grew with rotations: {} bytes after 10,000 vs {} after 1",
-        many.file_len,
-        once.file_len
+        many.footprint <= once.footprint + PAGE,
+        "the store grew with rotations: {} bytes after 10,000 vs {} after 1",
+        many.footprint,
+        once.footprint
     );
 
     // Yet the oldest token is still recognised as reuse, and revokes the family.
     let engine = many.harness.open();
-    assert!(common::active(&engine, &many.last));
+    assert!(crate::active(&engine, &many.last));
     let request = RotateRequest::new("web-app");
     match engine.rotate(&many.first, &request) {
         Err(RotateError::ReuseDetected { .. }) => {}
         other => panic!("generation 0 after 10,000 rotations: {other:?}"),
     }
-    assert!(!common::active(&engine, &many.last));
+    assert!(!crate::active(&engine, &many.last));
     assert!(matches!(
         engine.rotate(&many.last, &request),
         Err(RotateError::Revoked(RevokeReason::ReuseDetected))
@@ -127,14 +98,13 @@ fn ten_thousand_rotations_take_no_more_space_than_one() {
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0].revoked, Some(RevokeReason::ReuseDetected));
     assert_eq!(sessions[0].generation, 10_000);
-    common::assert_check(&engine);
+    crate::assert_check(&engine);
 }
 
 /// Every intermediate generation, not only the first, is detected: sample
 /// some of a long family's tokens, each in a fresh copy of the database.
-#[test]
-fn every_earlier_generation_is_detected() {
-    let h = Harness::new(relaxed_policy());
+pub fn every_earlier_generation_is_detected(backend: &dyn Backend) {
+    let h = Harness::new(backend, relaxed_policy());
     let engine = h.open();
     let issued = engine.issue(&grant("bob", "web-app")).unwrap();
     let request = RotateRequest::new("web-app");
@@ -144,20 +114,19 @@ fn every_earlier_generation_is_detected() {
         tokens.push(r.refresh_token.expose().to_owned());
     }
     drop(engine);
-    let backup = h.dir.path().join("backup.redb");
-    std::fs::copy(&h.path, &backup).unwrap();
+    h.db.backup("long-family");
     // 199 is the predecessor: within the (stopped) clock's grace window it
     // is a retry, not reuse; every older one is reuse.
     for g in [0usize, 1, 17, 100, 198] {
-        std::fs::copy(&backup, &h.path).unwrap();
+        h.db.restore("long-family");
         let engine = h.open();
         match engine.rotate(&tokens[g], &request) {
             Err(RotateError::ReuseDetected { .. }) => {}
             other => panic!("generation {g} of 200: {other:?}"),
         }
-        assert!(!common::active(&engine, &tokens[200]));
+        assert!(!crate::active(&engine, &tokens[200]));
     }
-    std::fs::copy(&backup, &h.path).unwrap();
+    h.db.restore("long-family");
     let engine = h.open();
     let retry = engine.rotate(&tokens[199], &request).unwrap();
     assert!(retry.retried);

@@ -10,18 +10,12 @@
 //!
 //! On failure proptest shrinks the sequence to a minimal one.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-#[path = "support/reference.rs"]
-mod reference;
-
 use std::collections::HashSet;
 
-use common::{HOUR, Harness, MINUTE, SECOND, forge, grant, ms, scope, small_policy};
+use crate::reference::{Answer, Expect, Model, answer, claims, client, session_rows, subject};
+use crate::{Backend, HOUR, Harness, MINUTE, SECOND, forge, grant, ms, scope, small_policy};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use reference::{Answer, Expect, Model, answer, claims, client, session_rows, subject};
 use rotoken::{Engine, RevokeError, RevokeReason, RevokeTarget, RotateRequest};
 
 const SUBJECTS: usize = 3;
@@ -197,14 +191,14 @@ struct World {
 impl World {
     /// A fresh world; `relaxed` selects relaxed durability (with a durable
     /// commit every third one), which must lose nothing across a clean reopen.
-    fn new(relaxed: bool) -> Self {
+    fn new(backend: &dyn Backend, relaxed: bool) -> Self {
         let mut policy = small_policy(MAX_GENERATIONS);
         if relaxed {
             policy.durability = rotoken::Durability::Relaxed;
             policy.relaxed_flush_every = 3;
         }
         let model = Model::new(&policy);
-        let h = Harness::new(policy);
+        let h = Harness::new(backend, policy);
         let engine = Some(h.open());
         Self {
             h,
@@ -249,7 +243,7 @@ impl World {
                 let new = got.unwrap().refresh_token.expose().to_owned();
                 prop_assert!(self.seen.insert(new.clone()), "a rotation returned a token seen before");
                 let g = self.model.fams[i].generation();
-                prop_assert_eq!(common::generation_of(&new), g + 1, "generation inside the token");
+                prop_assert_eq!(crate::generation_of(&new), g + 1, "generation inside the token");
                 self.model.rotated(i, new, now);
             }
         }
@@ -438,8 +432,8 @@ impl World {
     }
 }
 
-fn run(relaxed: bool, ops: &[Op]) -> Result<(), TestCaseError> {
-    let mut w = World::new(relaxed);
+fn run(backend: &dyn Backend, relaxed: bool, ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut w = World::new(backend, relaxed);
     w.invariants()?;
     for op in ops {
         w.step(op)?;
@@ -448,19 +442,36 @@ fn run(relaxed: bool, ops: &[Op]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
-
-    #[test]
-    fn engine_matches_model(relaxed in any::<bool>(), ops in proptest::collection::vec(op(), 1..40)) {
-        run(relaxed, &ops)?;
+/// Random sequences of up to 39 operations, [`Backend::model_cases`] of
+/// them, each in a fresh database, from a fixed seed (the same cases every
+/// run; `ROTOKEN_MODEL_SEED=N` draws others); a failure is shrunk to a
+/// minimal sequence and printed with the seed.
+pub fn engine_matches_model(backend: &dyn Backend) {
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let seed: u64 = std::env::var("ROTOKEN_MODEL_SEED")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0x5eed_0f40_404e_1000);
+    let mut seed_bytes = [0u8; 32];
+    seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let config = Config {
+        cases: backend.model_cases(),
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes));
+    let strategy = (any::<bool>(), proptest::collection::vec(op(), 1..40));
+    if let Err(e) = runner.run(&strategy, |(relaxed, ops)| run(backend, relaxed, &ops)) {
+        panic!(
+            "{} store, model seed {seed} (ROTOKEN_MODEL_SEED replays it): {e}",
+            backend.name()
+        );
     }
 }
 
 /// A fixed sequence through every path of the model, so a change that
 /// makes random generation miss a path still exercises it.
-#[test]
-fn scripted_sequence_matches_model() {
+pub fn scripted_sequence_matches_model(backend: &dyn Backend) {
     let ix = Sel;
     let ops = vec![
         Op::Issue { subject: 0, client: 0 },
@@ -528,17 +539,17 @@ fn scripted_sequence_matches_model() {
             by: None,
         },
     ];
-    run(false, &ops).unwrap();
-    run(true, &ops).unwrap();
+    run(backend, false, &ops).unwrap();
+    run(backend, true, &ops).unwrap();
 }
 
-#[test]
-fn generation_limit_is_reached() {
+/// Generation limit is reached.
+pub fn generation_limit_is_reached(backend: &dyn Backend) {
     let ops: Vec<Op> = std::iter::once(Op::Issue { subject: 0, client: 0 })
         .chain((0..MAX_GENERATIONS + 1).map(|_| Op::RotateCurrent {
             fam: Sel(0),
             scope: ScopeReq::Full,
         }))
         .collect();
-    run(false, &ops).unwrap();
+    run(backend, false, &ops).unwrap();
 }

@@ -2,13 +2,7 @@
 //! and introspection, all with a [`rotoken::ManualClock`] (reliability
 //! checklist rows 10, 17 and 19).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
-use std::collections::HashSet;
-
-use common::{HOUR, Harness, MINUTE, SECOND, T0, active, assert_check, grant, key_id_of, ms, small_policy};
+use crate::{Backend, HOUR, Harness, MINUTE, SECOND, T0, active, assert_check, grant, key_id_of, ms, small_policy};
 use rotoken::{
     Engine, EventKind, ExpiryKind, FamilyId, Keyring, OpenError, RevokeReason, RevokeTarget, RotateError,
     RotateRequest, Rotated,
@@ -18,8 +12,8 @@ const ABSOLUTE: i64 = 3 * HOUR;
 const IDLE: i64 = HOUR;
 const GRACE: i64 = 30 * SECOND;
 
-fn harness() -> Harness {
-    Harness::new(small_policy(1_000))
+fn harness(backend: &dyn Backend) -> Harness {
+    Harness::new(backend, small_policy(1_000))
 }
 
 fn rotate(engine: &Engine, token: &str) -> Result<Rotated, RotateError> {
@@ -31,9 +25,9 @@ fn issue(engine: &Engine, subject: &str) -> (FamilyId, String) {
     (issued.family, issued.refresh_token.expose().to_owned())
 }
 
-#[test]
-fn rotation_never_extends_the_absolute_expiry() {
-    let h = harness();
+/// Rotation never extends the absolute expiry.
+pub fn rotation_never_extends_the_absolute_expiry(backend: &dyn Backend) {
+    let h = harness(backend);
     let engine = h.open();
     let issued = engine.issue(&grant("alice", "web")).unwrap();
     assert_eq!(ms(issued.expires_at), T0 + IDLE);
@@ -77,9 +71,9 @@ fn rotation_never_extends_the_absolute_expiry() {
     assert_check(&engine);
 }
 
-#[test]
-fn an_idle_family_expires() {
-    let h = harness();
+/// An idle family expires.
+pub fn an_idle_family_expires(backend: &dyn Backend) {
+    let h = harness(backend);
     let engine = h.open();
     let (_, t0) = issue(&engine, "alice");
     h.advance_ms(IDLE - 1);
@@ -102,9 +96,9 @@ fn an_idle_family_expires() {
     assert!(!s[0].active);
 }
 
-#[test]
-fn a_grace_retry_extends_nothing() {
-    let h = harness();
+/// A grace retry extends nothing.
+pub fn a_grace_retry_extends_nothing(backend: &dyn Backend) {
+    let h = harness(backend);
     let engine = h.open();
     let (_, t0) = issue(&engine, "alice");
     h.advance_ms(5 * MINUTE);
@@ -131,9 +125,9 @@ fn a_grace_retry_extends_nothing() {
     ));
 }
 
-#[test]
-fn the_grace_window_ends_exactly_at_its_length() {
-    let h = harness();
+/// The grace window ends exactly at its length.
+pub fn the_grace_window_ends_exactly_at_its_length(backend: &dyn Backend) {
+    let h = harness(backend);
     let engine = h.open();
     let (family, t0) = issue(&engine, "alice");
     let r1 = rotate(&engine, &t0).unwrap();
@@ -147,9 +141,9 @@ fn the_grace_window_ends_exactly_at_its_length() {
     assert!(!active(&engine, r1.refresh_token.expose()));
 }
 
-#[test]
-fn the_generation_limit_is_enforced_without_revoking() {
-    let h = Harness::new(small_policy(5));
+/// The generation limit is enforced without revoking.
+pub fn the_generation_limit_is_enforced_without_revoking(backend: &dyn Backend) {
+    let h = Harness::new(backend, small_policy(5));
     let engine = h.open();
     let (_, t0) = issue(&engine, "alice");
     let mut tokens = vec![t0];
@@ -180,9 +174,8 @@ fn the_generation_limit_is_enforced_without_revoking() {
 /// not data). A family that has more generations than a lowered limit is
 /// simply at its limit: `check` verifies the database's integrity and must
 /// not report it as a problem.
-#[test]
-fn lowering_the_generation_limit_is_not_corruption() {
-    let mut h = Harness::new(small_policy(1_000));
+pub fn lowering_the_generation_limit_is_not_corruption(backend: &dyn Backend) {
+    let mut h = Harness::new(backend, small_policy(1_000));
     let engine = h.open();
     let (_, t0) = issue(&engine, "alice");
     let mut current = t0;
@@ -200,9 +193,9 @@ fn lowering_the_generation_limit_is_not_corruption() {
     assert_check(&engine);
 }
 
-#[test]
-fn keys_rotate_without_invalidating_live_families() {
-    let h = harness();
+/// Keys rotate without invalidating live families.
+pub fn keys_rotate_without_invalidating_live_families(backend: &dyn Backend) {
+    let h = harness(backend);
     let k1 = h.keys.clone();
     assert_eq!(k1.active_id(), 1);
     let engine = h.open();
@@ -275,9 +268,8 @@ fn keys_rotate_without_invalidating_live_families() {
 /// longest absolute lifetime has passed since a newer key became active)
 /// must not break listing a subject's sessions, even before gc has removed
 /// the expired key-1 families.
-#[test]
-fn retiring_a_key_after_the_absolute_lifetime_keeps_sessions_listable() {
-    let h = harness();
+pub fn retiring_a_key_after_the_absolute_lifetime_keeps_sessions_listable(backend: &dyn Backend) {
+    let h = harness(backend);
     let engine = h.open();
     let (_, old) = issue(&engine, "alice");
     drop(engine);
@@ -302,45 +294,9 @@ fn retiring_a_key_after_the_absolute_lifetime_keeps_sessions_listable() {
     assert_eq!(sessions.unwrap().iter().filter(|s| s.active).count(), 1);
 }
 
-#[test]
-fn opening_with_other_keys_twice_or_a_foreign_file_fails_clearly() {
-    let h = harness();
-    let engine = h.open();
-    let (_, t0) = issue(&engine, "alice");
-    // A second handle in the same process.
-    assert!(matches!(h.try_open(h.keys.clone()), Err(OpenError::Locked)));
-    drop(engine);
-    // Other keys.
-    let other = Keyring::generate().unwrap();
-    assert!(matches!(h.try_open(other), Err(OpenError::WrongKeys)));
-    // The right keys still work and nothing was lost.
-    let engine = h.open();
-    assert!(active(&engine, &t0));
-    drop(engine);
-
-    // A redb file that is not a rotoken database.
-    let foreign = h.dir.path().join("other.redb");
-    {
-        const T: redb::TableDefinition<'_, &str, u64> = redb::TableDefinition::new("accounts");
-        let db = redb::Database::create(&foreign).unwrap();
-        let txn = db.begin_write().unwrap();
-        txn.open_table(T).unwrap().insert("alice", 1).unwrap();
-        txn.commit().unwrap();
-    }
-    let got = rotoken::Engine::open(&foreign, h.keys.clone(), h.options());
-    assert!(matches!(got, Err(OpenError::NotRotoken)), "{got:?}");
-    // Not a redb file at all: an error, not a panic.
-    let garbage = h.dir.path().join("garbage.redb");
-    std::fs::write(&garbage, vec![0x5a; 64 * 1024]).unwrap();
-    assert!(rotoken::Engine::open(&garbage, h.keys.clone(), h.options()).is_err());
-    let text = h.dir.path().join("text.redb");
-    std::fs::write(&text, b"hello, this is not a database\n").unwrap();
-    assert!(rotoken::Engine::open(&text, h.keys.clone(), h.options()).is_err());
-}
-
-#[test]
-fn gc_removes_expired_and_revoked_families_in_bounded_steps() {
-    let h = harness();
+/// Gc removes expired and revoked families in bounded steps.
+pub fn gc_removes_expired_and_revoked_families_in_bounded_steps(backend: &dyn Backend) {
+    let h = harness(backend);
     let engine = h.open();
     let mut fams = Vec::new();
     for i in 0..10 {
@@ -408,9 +364,8 @@ fn gc_removes_expired_and_revoked_families_in_bounded_steps() {
 /// `Event::seq` is documented as increasing and `events(after, ..)` reads
 /// "events after a sequence number": a consumer tailing the log must never
 /// see a number reused, even after gc emptied the log.
-#[test]
-fn event_sequence_numbers_never_repeat_after_gc() {
-    let h = harness();
+pub fn event_sequence_numbers_never_repeat_after_gc(backend: &dyn Backend) {
+    let h = harness(backend);
     let engine = h.open();
     let (f1, _) = issue(&engine, "alice");
     engine.revoke(RevokeTarget::Family(f1)).unwrap();
@@ -428,13 +383,13 @@ fn event_sequence_numbers_never_repeat_after_gc() {
     assert!(tail[0].seq > cursor);
 }
 
-#[test]
-fn sessions_list_a_subjects_families() {
-    let h = harness();
+/// Sessions list a subjects families.
+pub fn sessions_list_a_subjects_families(backend: &dyn Backend) {
+    let h = harness(backend);
     let engine = h.open();
     let (fa, ta) = issue(&engine, "alice");
     let mut g = grant("alice", "mobile");
-    g.scope = common::scope("openid offline_access");
+    g.scope = crate::scope("openid offline_access");
     let ib = engine.issue(&g).unwrap();
     let (fc, _) = issue(&engine, "alice");
     let (_, _) = issue(&engine, "bob");
@@ -460,7 +415,7 @@ fn sessions_list_a_subjects_families() {
     assert_eq!(s[0].expires_at, ra.expires_at);
     assert!(s[0].active);
     assert_eq!(s[1].client_id, "mobile");
-    assert_eq!(s[1].scope, common::scope("openid offline_access"));
+    assert_eq!(s[1].scope, crate::scope("openid offline_access"));
     assert_eq!(s[1].generation, 0);
     assert!(s[1].active);
     assert!(!s[2].active);
@@ -474,9 +429,9 @@ fn sessions_list_a_subjects_families() {
     assert!(engine.sessions("bob").unwrap()[0].active);
 }
 
-#[test]
-fn the_event_sink_receives_reuse_and_revocation_events() {
-    let h = harness();
+/// The event sink receives reuse and revocation events.
+pub fn the_event_sink_receives_reuse_and_revocation_events(backend: &dyn Backend) {
+    let h = harness(backend);
     let engine = h.open();
     let (fa, a0) = issue(&engine, "alice");
     let a1 = rotate(&engine, &a0).unwrap();
@@ -517,9 +472,9 @@ fn the_event_sink_receives_reuse_and_revocation_events() {
     assert_eq!(h.sunk().len(), before);
 }
 
-#[test]
-fn introspection_never_changes_state() {
-    let h = harness();
+/// Introspection never changes state.
+pub fn introspection_never_changes_state(backend: &dyn Backend) {
+    let h = harness(backend);
     let engine = h.open();
     let (family, t0) = issue(&engine, "alice");
     let i = engine.introspect(&t0).unwrap();
@@ -553,87 +508,4 @@ fn introspection_never_changes_state() {
     ));
     assert_eq!(h.now(), rotated_at + IDLE);
     assert!(engine.events(0, 10).unwrap().is_empty());
-}
-
-/// Issues `n` families through the engine and checks that no family id,
-/// secret or authenticator repeats.
-fn issued_tokens_are_distinct(n: usize) {
-    let h = Harness::new(common::relaxed_policy());
-    let engine =
-        Engine::open_with_backend(redb::backends::InMemoryBackend::new(), h.keys.clone(), h.options()).unwrap();
-    let mut families = HashSet::with_capacity(n);
-    let mut secrets = HashSet::with_capacity(n);
-    let mut authenticators = HashSet::with_capacity(n);
-    let g = grant("alice", "web");
-    for _ in 0..n {
-        let issued = engine.issue(&g).unwrap();
-        let t = rotoken::token::parse(issued.refresh_token.expose().as_bytes()).unwrap();
-        assert_eq!(t.family, issued.family);
-        assert!(families.insert(issued.family), "duplicate family id");
-        assert!(secrets.insert(*t.secret.expose()), "duplicate secret");
-        assert!(authenticators.insert(t.authenticator), "duplicate authenticator");
-    }
-    assert_eq!(engine.families_count().unwrap(), u64::try_from(n).unwrap());
-    // The secrets look random: every byte value appears as a first byte
-    // (missing one by chance among 10,000 has probability below 1e-14).
-    let first: HashSet<u8> = secrets.iter().map(|s| s[0]).collect();
-    assert_eq!(first.len(), 256);
-}
-
-/// Reliability checklist row 17 at 10^5 (dependencies are optimised in the
-/// dev profile, so this takes seconds, not minutes).
-#[test]
-fn a_hundred_thousand_issued_tokens_are_all_distinct() {
-    issued_tokens_are_distinct(100_000);
-}
-
-#[test]
-fn compaction_keeps_every_answer_and_shrinks_the_file() {
-    let h = harness();
-    let mut engine = h.open();
-    // Families of several subjects, some rotated, one revoked by reuse, one
-    // by subject: every table (families, indexes, expiry, events) has rows.
-    let mut live = Vec::new();
-    let mut dead = Vec::new();
-    for i in 0..300 {
-        let (_, t0) = issue(&engine, &format!("user-{}", i % 7));
-        let t1 = rotate(&engine, &t0).unwrap().refresh_token.expose().to_owned();
-        dead.push(t0);
-        live.push(t1);
-    }
-    let reused = live.pop().unwrap();
-    let t2 = rotate(&engine, &reused).unwrap().refresh_token.expose().to_owned();
-    h.advance_ms(GRACE + SECOND);
-    assert!(matches!(
-        rotate(&engine, &reused),
-        Err(RotateError::ReuseDetected { .. })
-    ));
-    dead.extend([reused, t2]);
-    let user6 = engine.revoke(RevokeTarget::Subject("user-6")).unwrap();
-    assert!(user6 > 0);
-    let (live, revoked): (Vec<String>, Vec<String>) = live.into_iter().partition(|t| active(&engine, t));
-    assert_eq!(revoked.len(), user6);
-    let events = engine.events(0, 1_000).unwrap();
-    let sessions = engine.sessions("user-3").unwrap();
-    let before = std::fs::metadata(&h.path).unwrap().len();
-
-    engine.compact().unwrap();
-    let after = std::fs::metadata(&h.path).unwrap().len();
-    assert!(after < before, "compaction must shrink the file: {before} -> {after}");
-    assert_check(&engine);
-    assert_eq!(engine.events(0, 1_000).unwrap(), events);
-    assert_eq!(engine.sessions("user-3").unwrap(), sessions);
-    assert_eq!(engine.families_count().unwrap(), 300);
-    for t in dead.iter().chain(&revoked) {
-        assert!(!active(&engine, t));
-    }
-    // Compacting again changes nothing; the database still works after a reopen.
-    engine.compact().unwrap();
-    drop(engine);
-    let engine = h.open();
-    for t in &live {
-        assert!(active(&engine, t));
-        rotate(&engine, t).unwrap();
-    }
-    assert_check(&engine);
 }

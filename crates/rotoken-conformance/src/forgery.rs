@@ -2,16 +2,12 @@
 //! strangers cannot log users out, bindings hold, and malformed input is
 //! rejected cheaply.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
-use common::{Harness, active, forge, grant, scope, small_policy};
+use crate::{Backend, Harness, active, forge, grant, scope, small_policy};
 use rotoken::token::{self, FamilyId, ParseError};
 use rotoken::{Engine, EventKind, Grant, RevokeError, RevokeReason, RevokeTarget, RotateError, RotateRequest};
 
-fn harness() -> Harness {
-    Harness::new(small_policy(1_000))
+fn harness(backend: &dyn Backend) -> Harness {
+    Harness::new(backend, small_policy(1_000))
 }
 
 /// Issues a family for `client` and rotates it `n` times; returns all tokens.
@@ -38,12 +34,12 @@ fn assert_untouched(engine: &Engine, tokens: &[String], client: &str) {
     assert_eq!(engine.events(0, 100).unwrap(), vec![], "no event may be recorded");
     let r = engine.rotate(last, &RotateRequest::new(client)).unwrap();
     assert!(!r.retried);
-    common::assert_check(engine);
+    crate::assert_check(engine);
 }
 
-#[test]
-fn forged_authenticator_is_invalid_and_changes_nothing() {
-    let h = harness();
+/// Forged authenticator is invalid and changes nothing.
+pub fn forged_authenticator_is_invalid_and_changes_nothing(backend: &dyn Backend) {
+    let h = harness(backend);
     let engine = h.open();
     let tokens = chain(&engine, "web", 3);
     let request = RotateRequest::new("web");
@@ -67,9 +63,9 @@ fn forged_authenticator_is_invalid_and_changes_nothing() {
     assert_untouched(&engine, &tokens, "web");
 }
 
-#[test]
-fn tampered_fields_with_the_old_authenticator_are_invalid() {
-    let h = harness();
+/// Tampered fields with the old authenticator are invalid.
+pub fn tampered_fields_with_the_old_authenticator_are_invalid(backend: &dyn Backend) {
+    let h = harness(backend);
     let engine = h.open();
     let tokens = chain(&engine, "web", 3);
     let other = chain(&engine, "web", 0);
@@ -108,9 +104,9 @@ fn tampered_fields_with_the_old_authenticator_are_invalid() {
     assert_untouched(&engine, &tokens, "web");
 }
 
-#[test]
-fn forged_tokens_answer_the_same_for_existing_and_unknown_families() {
-    let h = harness();
+/// Forged tokens answer the same for existing and unknown families.
+pub fn forged_tokens_answer_the_same_for_existing_and_unknown_families(backend: &dyn Backend) {
+    let h = harness(backend);
     let engine = h.open();
     let tokens = chain(&engine, "web", 0);
     let mut t = token::parse(tokens[0].as_bytes()).unwrap();
@@ -127,12 +123,12 @@ fn forged_tokens_answer_the_same_for_existing_and_unknown_families() {
     assert_eq!(a.code(), b.code());
 }
 
-#[test]
-fn token_from_another_keyring_is_invalid() {
-    let h = harness();
+/// Token from another keyring is invalid.
+pub fn token_from_another_keyring_is_invalid(backend: &dyn Backend) {
+    let h = harness(backend);
     let engine = h.open();
     let tokens = chain(&engine, "web", 1);
-    let stranger = harness();
+    let stranger = harness(backend);
     let foreign_engine = stranger.open();
     let foreign = chain(&foreign_engine, "web", 2);
     let request = RotateRequest::new("web");
@@ -155,9 +151,9 @@ fn token_from_another_keyring_is_invalid() {
     assert_untouched(&engine, &tokens, "web");
 }
 
-#[test]
-fn another_client_is_refused_and_never_revokes() {
-    let h = harness();
+/// Another client is refused and never revokes.
+pub fn another_client_is_refused_and_never_revokes(backend: &dyn Backend) {
+    let h = harness(backend);
     let engine = h.open();
     let tokens = chain(&engine, "client-a", 3);
     let b = RotateRequest::new("client-b");
@@ -167,7 +163,7 @@ fn another_client_is_refused_and_never_revokes() {
         assert!(matches!(engine.rotate(t, &b), Err(RotateError::ClientMismatch)));
     }
     // After the grace window too.
-    h.advance_ms(10 * common::MINUTE);
+    h.advance_ms(10 * crate::MINUTE);
     for t in &tokens {
         assert!(matches!(engine.rotate(t, &b), Err(RotateError::ClientMismatch)));
     }
@@ -175,9 +171,9 @@ fn another_client_is_refused_and_never_revokes() {
     assert_untouched(&engine, &tokens, "client-a");
 }
 
-#[test]
-fn another_clients_revocation_revokes_nothing() {
-    let h = harness();
+/// Another clients revocation revokes nothing.
+pub fn another_clients_revocation_revokes_nothing(backend: &dyn Backend) {
+    let h = harness(backend);
     let engine = h.open();
     let tokens = chain(&engine, "client-a", 3);
     // RFC 7009 §2.1 through the core: any generation, presented by B.
@@ -205,9 +201,9 @@ fn another_clients_revocation_revokes_nothing() {
     assert!(matches!(engine.revoke(target), Err(RevokeError::ClientMismatch)));
 }
 
-#[test]
-fn a_confirmation_bound_family_needs_its_key() {
-    let h = harness();
+/// A confirmation bound family needs its key.
+pub fn a_confirmation_bound_family_needs_its_key(backend: &dyn Backend) {
+    let h = harness(backend);
     let engine = h.open();
     let g = grant("alice", "spa").with_confirmation("jkt-right");
     let issued = engine.issue(&g).unwrap();
@@ -243,12 +239,12 @@ fn a_confirmation_bound_family_needs_its_key() {
         Err(RotateError::ConfirmationMismatch)
     ));
     assert!(active(&engine, r.refresh_token.expose()));
-    common::assert_check(&engine);
+    crate::assert_check(&engine);
 }
 
-#[test]
-fn an_unbound_family_ignores_a_presented_confirmation() {
-    let h = harness();
+/// An unbound family ignores a presented confirmation.
+pub fn an_unbound_family_ignores_a_presented_confirmation(backend: &dyn Backend) {
+    let h = harness(backend);
     let engine = h.open();
     let tokens = chain(&engine, "web", 0);
     let mut req = RotateRequest::new("web");
@@ -258,9 +254,9 @@ fn an_unbound_family_ignores_a_presented_confirmation() {
     assert_eq!(r.grant.confirmation, None);
 }
 
-#[test]
-fn scope_may_narrow_never_widen() {
-    let h = harness();
+/// Scope may narrow never widen.
+pub fn scope_may_narrow_never_widen(backend: &dyn Backend) {
+    let h = harness(backend);
     let engine = h.open();
     let tokens = chain(&engine, "web", 1);
     let full = scope("openid offline_access profile");
@@ -308,15 +304,14 @@ fn scope_may_narrow_never_widen() {
     assert!(e.scope.is_empty());
 }
 
-/// Copies the database file aside (the engine must be closed).
-fn backup(h: &Harness) -> std::path::PathBuf {
-    let to = h.dir.path().join("backup.redb");
-    std::fs::copy(&h.path, &to).unwrap();
-    to
+/// Copies the database aside (the engine must be closed).
+fn backup(h: &Harness) -> &'static str {
+    h.db.backup("forgery");
+    "forgery"
 }
 
-fn restore(h: &Harness, from: &std::path::Path) {
-    std::fs::copy(from, &h.path).unwrap();
+fn restore(h: &Harness, name: &str) {
+    h.db.restore(name);
 }
 
 fn diverged_event(engine: &Engine) -> Option<(u32, u32)> {
@@ -339,7 +334,7 @@ fn restored_backup(h: &Harness) -> Vec<String> {
         .rotate(r1.refresh_token.expose(), &RotateRequest::new("web"))
         .unwrap();
     drop(engine);
-    restore(h, &saved);
+    restore(h, saved);
     vec![
         t0,
         r1.refresh_token.expose().to_owned(),
@@ -347,10 +342,10 @@ fn restored_backup(h: &Harness) -> Vec<String> {
     ]
 }
 
-#[test]
-fn a_token_ahead_of_a_restored_backup_diverges() {
+/// A token ahead of a restored backup diverges.
+pub fn a_token_ahead_of_a_restored_backup_diverges(backend: &dyn Backend) {
     for (presented, ahead_by) in [(2usize, 2u32), (1, 1)] {
-        let h = harness();
+        let h = harness(backend);
         let tokens = restored_backup(&h);
         let engine = h.open();
         assert!(active(&engine, &tokens[0]), "the backup's current token");
@@ -375,13 +370,13 @@ fn a_token_ahead_of_a_restored_backup_diverges() {
                 .any(|e| matches!(e.kind, EventKind::Diverged { .. }) && e.family == family),
             "the event sink got the Diverged event: {sunk:?}"
         );
-        common::assert_check(&engine);
+        crate::assert_check(&engine);
     }
 }
 
-#[test]
-fn a_forked_token_of_the_current_generation_diverges() {
-    let h = harness();
+/// A forked token of the current generation diverges.
+pub fn a_forked_token_of_the_current_generation_diverges(backend: &dyn Backend) {
+    let h = harness(backend);
     let engine = h.open();
     let t0 = chain(&engine, "web", 0).remove(0);
     drop(engine);
@@ -389,7 +384,7 @@ fn a_forked_token_of_the_current_generation_diverges() {
     let engine = h.open();
     let a1 = engine.rotate(&t0, &RotateRequest::new("web")).unwrap();
     drop(engine);
-    restore(&h, &saved);
+    restore(&h, saved);
     let engine = h.open();
     let b1 = engine.rotate(&t0, &RotateRequest::new("web")).unwrap();
     assert_eq!(a1.generation, b1.generation);
@@ -402,9 +397,9 @@ fn a_forked_token_of_the_current_generation_diverges() {
     assert_eq!(diverged_event(&engine), Some((1, 1)));
 }
 
-#[test]
-fn a_forked_predecessor_diverges_instead_of_getting_the_successor() {
-    let h = harness();
+/// A forked predecessor diverges instead of getting the successor.
+pub fn a_forked_predecessor_diverges_instead_of_getting_the_successor(backend: &dyn Backend) {
+    let h = harness(backend);
     let engine = h.open();
     let tokens = chain(&engine, "web", 1);
     drop(engine);
@@ -412,7 +407,7 @@ fn a_forked_predecessor_diverges_instead_of_getting_the_successor() {
     let engine = h.open();
     let a2 = engine.rotate(&tokens[1], &RotateRequest::new("web")).unwrap();
     drop(engine);
-    restore(&h, &saved);
+    restore(&h, saved);
     let engine = h.open();
     let b2 = engine.rotate(&tokens[1], &RotateRequest::new("web")).unwrap();
     let b3 = engine
@@ -428,9 +423,9 @@ fn a_forked_predecessor_diverges_instead_of_getting_the_successor() {
     assert_eq!(diverged_event(&engine), Some((2, 3)));
 }
 
-#[test]
-fn malformed_inputs_are_malformed() {
-    let h = harness();
+/// Malformed inputs are malformed.
+pub fn malformed_inputs_are_malformed(backend: &dyn Backend) {
+    let h = harness(backend);
     let engine = h.open();
     let tokens = chain(&engine, "web", 1);
     let real = tokens[1].clone();
@@ -487,9 +482,9 @@ fn malformed_inputs_are_malformed() {
     assert_untouched(&engine, &tokens, "web");
 }
 
-#[test]
-fn invalid_request_fields_are_refused_before_anything_changes() {
-    let h = harness();
+/// Invalid request fields are refused before anything changes.
+pub fn invalid_request_fields_are_refused_before_anything_changes(backend: &dyn Backend) {
+    let h = harness(backend);
     let engine = h.open();
     let tokens = chain(&engine, "web", 2);
     for client in ["", "we\nb", &"c".repeat(300)] {

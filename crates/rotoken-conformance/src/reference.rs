@@ -4,10 +4,10 @@
 //! `crates/rotoken/src/state.rs`: checks run in the order state, client,
 //! confirmation key, expiry, generation, scope, generation limit.
 //!
-//! One copy serves both users: the model-based test `tests/model.rs`
-//! (`#[path = "support/reference.rs"] mod reference;`) and the `engine_ops`
-//! fuzz target of `crates/rotoken-fuzz`, which includes this file by path.
-//! It depends on nothing but `rotoken` and `time`.
+//! One copy serves both users: the model-based test of the conformance
+//! suite (`model.rs`, run against every store) and the `engine_ops` fuzz
+//! target of `crates/rotoken-fuzz`, which includes this file by path. It
+//! depends on nothing but `rotoken` and `time`.
 
 use std::time::Duration;
 
