@@ -156,7 +156,7 @@ fn main() -> Result<(), BoxError> {
     let mut args = std::env::args().skip(1);
     let secs: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(10);
     let families: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(1024);
-    if families % 16 != 0 {
+    if !families.is_multiple_of(16) {
         return Err("FAMILIES must be a multiple of 16 (16 callers rotate equal shares)".into());
     }
     println!("load average before: {}", loadavg());

@@ -16,7 +16,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// The advisory lock key that serialises migrations (and first-time key
 /// checks: see `txn.rs`): "rotoken" in ASCII.
-pub(crate) const ADVISORY_KEY: i64 = 0x726f_746f_6b65_6e;
+pub(crate) const ADVISORY_KEY: i64 = 0x0072_6f74_6f6b_656e;
 
 /// Migration `n` is `MIGRATIONS[n - 1]`.
 const MIGRATIONS: &[&str] = &[
