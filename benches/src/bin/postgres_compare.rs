@@ -9,7 +9,9 @@
 //!    tokens for `SECONDS`; rotoken through one engine (one "server":
 //!    group commit, two round trips per batch), the peer design with one
 //!    connection per caller (one transaction per rotation). Each run gets a
-//!    fresh database; rotoken and the peer alternate.
+//!    fresh database; rotoken and the peer alternate. For reference, the
+//!    default store (a redb file in `$ROTOKEN_BENCH_DIR`, durable) runs the
+//!    same workload after them.
 //! 2. **Bytes per family**: `FAMILIES` families rotated 0, 10 and 100
 //!    times each (relaxed durability: sizes do not depend on it), then
 //!    `VACUUM FULL` and the main forks of the tables, TOAST and indexes
@@ -94,6 +96,24 @@ fn rotoken_throughput(callers: usize, secs: u64) -> Result<Report, BoxError> {
     Ok(r)
 }
 
+/// The default store on the same machine, for reference: a redb file in
+/// `rotoken_bench::bench_dir()`, durable.
+fn redb_throughput(callers: usize, secs: u64) -> Result<Report, BoxError> {
+    let dir = rotoken_bench::bench_dir()?;
+    let engine = Engine::open(
+        dir.path().join("tokens.redb"),
+        Keyring::generate()?,
+        workload::engine_options(Durability::Immediate, None),
+    )?;
+    let mut tokens = workload::issue_families(&engine, 0, callers * FAMILIES_PER_CALLER, 16, None)?;
+    workload::run(
+        &EngineRotator::new(&engine),
+        &mut tokens,
+        &Workload::for_duration(callers, Duration::from_secs(secs)),
+        None,
+    )
+}
+
 fn peer_throughput(callers: usize, secs: u64) -> Result<Report, BoxError> {
     let db = database()?;
     let design = PeerDesign::open(db.config().clone(), callers, true)?;
@@ -166,6 +186,7 @@ fn main() -> Result<(), BoxError> {
         print("rotoken", callers, &r);
         let p = peer_throughput(callers, secs)?;
         print("peer", callers, &p);
+        print("redb", callers, &redb_throughput(callers, secs)?);
         println!(
             "         ratio rotoken / peer at {callers}: {:.2}",
             r.rotations_per_sec() / p.rotations_per_sec().max(f64::MIN_POSITIVE)
