@@ -20,7 +20,7 @@
 //! When neither is available, [`database`] panics if `CI` is set and
 //! otherwise prints `SKIPPED: ...` and returns `None`.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,7 +58,15 @@ pub fn database() -> Option<TestDb> {
             if std::env::var_os("CI").is_some() {
                 panic!("PostgreSQL is required under CI: {why}");
             }
-            eprintln!("SKIPPED: no PostgreSQL for this test ({why}); set {URL_VAR} or install PostgreSQL");
+            // Straight to stderr: the test harness captures `eprintln!`.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED: the PostgreSQL tests of this binary ({}); set {URL_VAR} or install PostgreSQL",
+                    why.trim()
+                );
+            });
             return None;
         }
     };
