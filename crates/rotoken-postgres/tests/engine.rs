@@ -182,3 +182,31 @@ fn calls_work_from_plain_blocking_and_async_threads_and_drop_anywhere() {
     // Dropped inside an async context: the store's runtime shuts down without panicking.
     runtime.block_on(async move { drop(engine) });
 }
+
+#[test]
+fn a_family_held_past_the_statement_timeout_gives_a_storage_error_not_a_hang() {
+    let Some(db) = testing::database() else { return };
+    let s = Servers::new(db);
+    let mut options = rotoken_postgres::PgOptions::default();
+    options.statement_timeout = std::time::Duration::from_millis(300);
+    let engine = rotoken::Engine::with_store(s.db.store_with(options).unwrap(), s.keys.clone(), s.options()).unwrap();
+    let req = RotateRequest::new("web-app");
+    let issued = engine.issue(&grant("alice", "web-app")).unwrap();
+
+    // Another "server" holds the family's row and does not let go.
+    let holder = s.db.sql().unwrap();
+    holder
+        .execute(&format!(
+            "BEGIN; SELECT 1 FROM rotoken_families WHERE id = '\\x{}'::bytea FOR UPDATE",
+            issued.family
+        ))
+        .unwrap();
+    let err = engine.rotate(issued.refresh_token.expose(), &req).unwrap_err();
+    assert_eq!(err.code(), Code::StorageError, "{err}");
+
+    // Released: the same token rotates (the failed attempt changed nothing).
+    holder.execute("ROLLBACK").unwrap();
+    let next = engine.rotate(issued.refresh_token.expose(), &req).unwrap();
+    assert_eq!(next.generation, 1);
+    assert!(!next.retried);
+}
