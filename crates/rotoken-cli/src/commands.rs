@@ -152,9 +152,16 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
             ))
         }
         Command::Compact => {
+            let store = g.store();
+            let Some(file) = store.file() else {
+                return Err(CliError::refused(
+                    "not_a_file_store",
+                    "`rotoken compact` compacts a redb file; a PostgreSQL store is compacted by PostgreSQL (VACUUM)",
+                ));
+            };
             let mut engine = open(g, false)?;
             let size = |what| {
-                std::fs::metadata(&g.db)
+                std::fs::metadata(file)
                     .map(|m| m.len())
                     .map_err(|e| CliError::storage("storage_error", format!("reading the size of {what}: {e}")))
             };
@@ -280,12 +287,12 @@ fn keys_rotate(path: &Path) -> Result<(), CliError> {
 /// quietly create an empty file and report every token unknown.
 fn open(g: &Global, create: bool) -> Result<Engine, CliError> {
     let keys = load_keys(&g.keys)?;
-    if !create && matches!(g.db.try_exists(), Ok(false)) {
+    let store = g.store();
+    if !create && !store.exists() {
         return Err(CliError::refused(
             "db_missing",
             format!(
-                "no database at {}; `rotoken issue` creates one (or point --db / ROTOKEN_DB at the existing one)",
-                g.db.display()
+                "no database at {store}; `rotoken issue` creates one (or point --db / --store / ROTOKEN_STORE at the existing one)"
             ),
         ));
     }
@@ -293,7 +300,7 @@ fn open(g: &Global, create: bool) -> Result<Engine, CliError> {
         policy: policy(g),
         ..Options::default()
     };
-    Ok(Engine::open(&g.db, keys, options)?)
+    Ok(store.open(keys, options)?)
 }
 
 /// The token named by a TOKEN argument: the argument itself, or standard

@@ -75,6 +75,10 @@ pub(crate) struct Global {
         value_name = "PATH"
     )]
     pub(crate) db: PathBuf,
+    /// The store, instead of --db: a redb file path, or a PostgreSQL URL
+    /// (`postgres://user@host/db`) shared by several servers.
+    #[arg(long, global = true, env = "ROTOKEN_STORE", value_name = "PATH|URL")]
+    pub(crate) store: Option<String>,
     /// The key file (create one with `rotoken keys generate`).
     #[arg(
         long,
@@ -101,6 +105,16 @@ pub(crate) struct Global {
     /// Commit durability [default: immediate]. `relaxed` may lose recent rotations on a crash.
     #[arg(long, global = true, value_enum, value_name = "MODE")]
     pub(crate) durability: Option<DurabilityArg>,
+}
+
+impl Global {
+    /// The store: `--store` (or `ROTOKEN_STORE`) if given, else `--db`.
+    pub(crate) fn store(&self) -> rotoken_postgres::StoreLocation {
+        match &self.store {
+            Some(s) => rotoken_postgres::StoreLocation::parse(s),
+            None => rotoken_postgres::StoreLocation::File(self.db.clone()),
+        }
+    }
 }
 
 /// The `--durability` values.

@@ -177,10 +177,11 @@ fn serve_collects_garbage_while_running() {
     }
     let (status, v) = post_json(&server.url("/admin/revoke"), Some(ADMIN), &json!({"subject": "bob"}));
     assert_eq!((status, v["revoked"].as_u64()), (200, Some(5)));
-    // Revoked with no retention: gone at the next collection.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // Revoked with no retention: gone at the next collection (once a
+    // second; the deadline only guards against a hang).
+    let deadline = Instant::now() + Duration::from_secs(120);
     while !server.log().contains("removed=5") {
-        assert!(Instant::now() < deadline, "no gc within 20 s: {}", server.log());
+        assert!(Instant::now() < deadline, "no gc within 120 s: {}", server.log());
         std::thread::sleep(Duration::from_millis(100));
     }
     let (status, _) = post_form(
@@ -668,8 +669,10 @@ fn a_stalled_request_head_is_closed_after_the_header_timeout_while_others_are_se
     stalled.write_all(b"POST /oauth/token HTT").unwrap();
     let mut silent = TcpStream::connect(&server.addr).unwrap();
     for s in [&stalled, &silent] {
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        // A hang guard only.
+        s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     }
+    let peers = [stalled.local_addr().unwrap(), silent.local_addr().unwrap()];
     // Meanwhile a normal request on another connection is answered.
     let (status, v, _) = raw(&server.addr, &head("GET", "/healthz", None, 0), b"");
     assert_eq!((status, v["status"].as_str()), (200, Some("ok")));
@@ -679,8 +682,10 @@ fn a_stalled_request_head_is_closed_after_the_header_timeout_while_others_are_se
         let elapsed = start.elapsed();
         assert!(closed, "the server did not close a stalled connection");
         assert!(bytes.is_empty(), "a timed-out head gets no answer: {bytes:?}");
+        // Not before the timeout (counted from the accept, after `start`);
+        // how much later depends on the machine's load, so the server's log
+        // says which limit closed it (below), not the clock.
         assert!(elapsed >= Duration::from_millis(900), "closed too early: {elapsed:?}");
-        assert!(elapsed < Duration::from_secs(15), "closed too late: {elapsed:?}");
     }
     // Still serving, and the refresh path works.
     let token = server.issue("spa", "offline_access");
@@ -691,11 +696,20 @@ fn a_stalled_request_head_is_closed_after_the_header_timeout_while_others_are_se
     assert_eq!(status, 200);
     let (status, log, _dir) = server.terminate();
     assert!(status.success(), "{status:?}: {log}");
-    assert!(
-        log.contains("no complete request head within the header read timeout"),
-        "{log}"
-    );
+    for peer in peers {
+        assert!(
+            closed_by_header_timeout(&log, peer),
+            "{peer} was not closed by the header timeout: {log}"
+        );
+    }
     assert!(log.contains("database closed"), "{log}");
+}
+
+/// Whether the server logged that it closed the connection from `peer`
+/// because no complete request head arrived in time.
+fn closed_by_header_timeout(log: &str, peer: std::net::SocketAddr) -> bool {
+    log.lines()
+        .any(|l| l.contains("no complete request head within the header read timeout") && l.contains(&peer.to_string()))
 }
 
 #[test]
@@ -711,8 +725,11 @@ fn idle_keep_alive_connections_are_closed_and_the_connection_cap_queues_the_rest
     // Keep-alive: two requests on one connection, then it idles and is
     // closed after the keep-alive limit, well before the header timeout.
     let mut kept = TcpStream::connect(&server.addr).unwrap();
-    kept.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    // A hang guard only.
+    kept.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut last_request = Instant::now();
     for _ in 0..2 {
+        last_request = Instant::now();
         kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .unwrap();
         let response = read_response(&mut kept);
@@ -722,25 +739,29 @@ fn idle_keep_alive_connections_are_closed_and_the_connection_cap_queues_the_rest
             "{response}"
         );
     }
-    let idle_since = Instant::now();
     let (bytes, closed) = read_until_closed(&mut kept);
-    let idle = idle_since.elapsed();
+    let idle = last_request.elapsed();
     assert!(closed && bytes.is_empty(), "{bytes:?}");
+    // Not before the keep-alive limit (counted from the last response, sent
+    // after `last_request`). Which limit closed it is read from the log at
+    // the end (the header timeout logs the peer), not from the clock.
     assert!(
-        idle >= Duration::from_millis(800) && idle < Duration::from_millis(3500),
-        "an idle connection lasted {idle:?}, not about 1 s"
+        idle >= Duration::from_millis(900),
+        "an idle connection was closed after {idle:?}, before the 1 s keep-alive limit"
     );
+    let kept_peer = kept.local_addr().unwrap();
 
     // The cap: two silent connections take both slots; a third connection
-    // waits (unaccepted) until the header timeout frees one, then is served.
-    let silent: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(&server.addr).unwrap()).collect();
-    std::thread::sleep(Duration::from_millis(300));
+    // waits (unaccepted: the listen queue is first in, first out, so the
+    // silent ones are accepted first however the threads are scheduled)
+    // until the 4 s header timeout frees one, then is served.
     let start = Instant::now();
+    let silent: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(&server.addr).unwrap()).collect();
     let (status, v, _) = raw(&server.addr, &head("GET", "/healthz", None, 0), b"");
     let waited = start.elapsed();
     assert_eq!((status, v["status"].as_str()), (200, Some("ok")));
     assert!(
-        waited >= Duration::from_millis(2500),
+        waited >= Duration::from_millis(3500),
         "a connection beyond the cap was served after {waited:?}, before a slot was free"
     );
     drop(silent);
@@ -754,6 +775,10 @@ fn idle_keep_alive_connections_are_closed_and_the_connection_cap_queues_the_rest
     assert!(status.success(), "{status:?}: {log}");
     assert!(log.contains("database closed"), "{log}");
     assert!(log.contains("connection limit reached"), "{log}");
+    assert!(
+        !closed_by_header_timeout(&log, kept_peer),
+        "the idle connection was closed by the 4 s header timeout, not the keep-alive limit: {log}"
+    );
     let check = rotoken(dir.path(), &["check"], "");
     assert_eq!(check["ok"], true, "{check}");
 }

@@ -478,13 +478,16 @@ rotoken_status rotoken_keys_generate(const char *key_path,
                                      char **error);
 
 /**
- * Opens (or creates) the database at `db_path` with the keys in `key_path`.
+ * Opens (or creates) the store at `db_path` with the keys in `key_path`.
  *
- * `policy` may be NULL for `rotoken_policy_default()`. On success `*out`
- * is the new handle; on failure it is NULL. A database file belongs to one
- * process: a second opener, in this process or another, gets
- * `ROTOKEN_STATUS_LOCKED` (servers with several worker processes use the
- * `rotoken serve` sidecar instead).
+ * `db_path` is a redb database file, or a PostgreSQL URL
+ * (`postgres://user@host/db`): several processes, on one machine or many,
+ * may open the same PostgreSQL store with the same keys. `policy` may be
+ * NULL for `rotoken_policy_default()`. On success `*out` is the new handle;
+ * on failure it is NULL. A database file belongs to one process: a second
+ * opener, in this process or another, gets `ROTOKEN_STATUS_LOCKED` (use a
+ * PostgreSQL store, or the `rotoken serve` sidecar, for several worker
+ * processes).
  *
  * # Safety
  *

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::ptr::null_mut;
 use std::time::Duration;
 
-use rotoken::{Durability, Engine, FamilyId, Grant, Keyring, Options, RevokeTarget, RotateRequest, Scope};
+use rotoken::{Durability, FamilyId, Grant, Keyring, Options, RevokeTarget, RotateRequest, Scope};
 
 use crate::handle::{self, Handle};
 use crate::input;
@@ -478,13 +478,16 @@ pub unsafe extern "C" fn rotoken_keys_generate(key_path: *const c_char, error: *
     unsafe { run(error, body) }
 }
 
-/// Opens (or creates) the database at `db_path` with the keys in `key_path`.
+/// Opens (or creates) the store at `db_path` with the keys in `key_path`.
 ///
-/// `policy` may be NULL for `rotoken_policy_default()`. On success `*out`
-/// is the new handle; on failure it is NULL. A database file belongs to one
-/// process: a second opener, in this process or another, gets
-/// `ROTOKEN_STATUS_LOCKED` (servers with several worker processes use the
-/// `rotoken serve` sidecar instead).
+/// `db_path` is a redb database file, or a PostgreSQL URL
+/// (`postgres://user@host/db`): several processes, on one machine or many,
+/// may open the same PostgreSQL store with the same keys. `policy` may be
+/// NULL for `rotoken_policy_default()`. On success `*out` is the new handle;
+/// on failure it is NULL. A database file belongs to one process: a second
+/// opener, in this process or another, gets `ROTOKEN_STATUS_LOCKED` (use a
+/// PostgreSQL store, or the `rotoken serve` sidecar, for several worker
+/// processes).
 ///
 /// # Safety
 ///
@@ -516,7 +519,7 @@ pub unsafe extern "C" fn rotoken_open(
             policy,
             ..Options::default()
         };
-        let engine = Engine::open(db, keys, options)?;
+        let engine = rotoken_postgres::StoreLocation::parse(db).open(keys, options)?;
         handle::register(engine)
     };
     // SAFETY: `out` and `error` are NULL or writable by the contract.

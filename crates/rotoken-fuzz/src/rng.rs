@@ -12,17 +12,25 @@ impl Rng {
     }
 
     /// A generator seeded from the environment variable `name` if it is set
-    /// to a number, else from the clock; returns the seed too, to print.
-    pub fn from_env(name: &str) -> (Self, u64) {
-        let seed = std::env::var(name)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(1)
-            });
+    /// to a number, else from `default`; returns the seed too, to print.
+    /// Tests run by `cargo test` use this, so every run draws the same
+    /// values unless the variable asks for others.
+    pub fn from_env_or(name: &str, default: u64) -> (Self, u64) {
+        let seed = seed_from_env(name).unwrap_or(default);
+        (Self::new(seed), seed)
+    }
+
+    /// A generator seeded from the environment variable `name` if it is set
+    /// to a number, else from the clock: for the random campaigns that run
+    /// apart from `cargo test` (docs/fuzzing.md); returns the seed, to print
+    /// and to replay with.
+    pub fn random_unless_env(name: &str) -> (Self, u64) {
+        let seed = seed_from_env(name).unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
         (Self::new(seed), seed)
     }
 
@@ -43,5 +51,23 @@ impl Rng {
     /// An index in `0..n` (0 if `n` is 0).
     pub fn index(&mut self, n: usize) -> usize {
         usize::try_from(self.below(n as u64)).unwrap_or(0)
+    }
+}
+
+/// The number the environment variable `name` holds, if it holds one.
+fn seed_from_env(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|s| s.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_seed_is_used_when_the_variable_is_unset() {
+        let (mut a, seed) = Rng::from_env_or("ROTOKEN_RNG_TEST_SEED_NEVER_SET", 42);
+        assert_eq!(seed, 42);
+        let mut b = Rng::new(42);
+        assert_eq!(a.next_u64(), b.next_u64());
     }
 }

@@ -99,6 +99,63 @@ fn original(dir: &Path) -> Original {
     }
 }
 
+/// Where the committed original and its truth are kept: `cargo test`
+/// damages these same bytes on every run, so a given seed damages the same
+/// bytes every time (a freshly written database differs from run to run:
+/// its family ids, token secrets and nonces come from the OS).
+fn base_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/corruption-base")
+}
+
+/// The committed original database and what its tokens should answer.
+fn committed_original() -> Original {
+    let dir = base_dir();
+    let bytes = std::fs::read(dir.join("original.redb")).unwrap();
+    let truth: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("original.json")).unwrap()).unwrap();
+    let tokens = truth["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| Truth {
+            token: t["token"].as_str().unwrap().to_owned(),
+            live: t["live"].as_array().map(|l| {
+                (
+                    l[0].as_str().unwrap().to_owned(),
+                    l[1].as_str().unwrap().to_owned(),
+                    u32::try_from(l[2].as_u64().unwrap()).unwrap(),
+                )
+            }),
+        })
+        .collect();
+    Original {
+        bytes,
+        tokens,
+        clock_ms: truth["clock_ms"].as_i64().unwrap(),
+    }
+}
+
+/// Rewrites the committed original (after a change of the database format):
+/// `cargo test -p rotoken-fuzz --test corruption -- --ignored rewrite_the_committed_original`.
+/// The tokens are those of a test database under the fixed test keys.
+#[test]
+#[ignore = "rewrites fuzz/regressions/corruption-base; run by hand after a format change"]
+fn rewrite_the_committed_original() {
+    let dir = tempfile::tempdir().unwrap();
+    let orig = original(dir.path());
+    let tokens: Vec<serde_json::Value> = orig
+        .tokens
+        .iter()
+        .map(|t| serde_json::json!({ "token": t.token, "live": t.live }))
+        .collect();
+    let truth = serde_json::json!({ "clock_ms": orig.clock_ms, "tokens": tokens });
+    std::fs::create_dir_all(base_dir()).unwrap();
+    write(&base_dir().join("original.redb"), &orig.bytes);
+    write(
+        &base_dir().join("original.json"),
+        serde_json::to_string_pretty(&truth).unwrap().as_bytes(),
+    );
+}
+
 /// How one damaged file fared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Verdict {
@@ -127,7 +184,18 @@ enum Damaged {
     Memory(Vec<u8>),
 }
 
-fn examine(damaged: Damaged, tokens: &[Truth], clock_ms: i64) -> Verdict {
+/// What [`examine`] does besides checking the known tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writes {
+    /// Only the known tokens are introspected and rotated.
+    KnownTokens,
+    /// Also a family is issued, introspected, rotated, retried and revoked,
+    /// and a gc step runs: the write paths (redb's allocator) on a file
+    /// whose tokens are not known, such as a regression file.
+    AlsoNewFamily,
+}
+
+fn examine(damaged: Damaged, tokens: &[Truth], clock_ms: i64, writes: Writes) -> Verdict {
     let clock = ManualClock::at_unix_millis(clock_ms);
     let opened = match damaged {
         Damaged::File(path) => Engine::open(path, fixture::keyring(), fixture::options(&clock)),
@@ -186,6 +254,14 @@ fn examine(damaged: Damaged, tokens: &[Truth], clock_ms: i64) -> Verdict {
             (Err(_), None) => {}
         }
     }
+    if writes == Writes::AlsoNewFamily
+        && let Err(wrong) = exercise_writes(&engine)
+    {
+        return Verdict::Wrong(wrong);
+    }
+    // The engine closes the database here (redb writes its allocator state
+    // on close: the panic of issue 10 happened there).
+    drop(engine);
     if detected {
         Verdict::Detected
     } else if refused_live.is_empty() {
@@ -193,6 +269,43 @@ fn examine(damaged: Damaged, tokens: &[Truth], clock_ms: i64) -> Verdict {
     } else {
         Verdict::Undetected(refused_live.join(", "))
     }
+}
+
+/// Issues a family on a damaged database and walks it through a rotation,
+/// a grace retry, a revocation and a gc step. Typed errors are fine (the
+/// file is damaged); a wrong answer is returned as `Err`.
+fn exercise_writes(engine: &Engine) -> Result<(), String> {
+    let web = RotateRequest::new("web");
+    let Ok(issued) = engine.issue(&fixture::grant("regression-user", "web")) else {
+        return Ok(());
+    };
+    let first = issued.refresh_token.expose().to_owned();
+    if let Ok(i) = engine.introspect(&first)
+        && i.active
+        && (i.sub.as_deref() != Some("regression-user") || i.generation != Some(0))
+    {
+        return Err(format!("a new family introspects with another grant: {i:?}"));
+    }
+    if let Ok(r) = engine.rotate(&first, &web) {
+        if r.retried || r.generation != 1 || r.grant.subject != "regression-user" {
+            return Err(format!("a new family rotated with the wrong answer: {r:?}"));
+        }
+        match engine.rotate(&first, &web) {
+            Ok(again) if !again.retried || again.refresh_token.expose() != r.refresh_token.expose() => {
+                return Err(format!("a grace retry got another answer: {again:?}"));
+            }
+            _ => {}
+        }
+    }
+    let _ = engine.revoke(RevokeTarget::Subject("regression-user"));
+    if let Ok(i) = engine.introspect(&first)
+        && i.active
+    {
+        return Err("a rotated-away token of a new family introspects as active".to_owned());
+    }
+    let _ = engine.gc(100);
+    let _ = engine.events(0, 100);
+    Ok(())
 }
 
 /// Where the last panic of each thread happened (file:line), recorded by
@@ -220,12 +333,12 @@ fn quiet_panics() {
 }
 
 /// Runs [`examine`] in a thread, catching panics and hangs.
-fn examine_guarded(damaged: Damaged, tokens: &[Truth], clock_ms: i64) -> Verdict {
+fn examine_guarded(damaged: Damaged, tokens: &[Truth], clock_ms: i64, writes: Writes) -> Verdict {
     quiet_panics();
     let (tx, rx) = mpsc::channel();
     let tokens = tokens.to_vec();
     std::thread::spawn(move || {
-        let r = std::panic::catch_unwind(|| examine(damaged, &tokens, clock_ms));
+        let r = std::panic::catch_unwind(|| examine(damaged, &tokens, clock_ms, writes));
         let _ = tx.send(r.unwrap_or_else(|e| {
             let me = std::thread::current().id();
             let at = PANICS
@@ -255,7 +368,7 @@ struct Tally {
     harmless: usize,
     undetected: Vec<String>,
     /// Panics that reached the caller (redb panics on some damaged files;
-    /// the engine must contain them: `redb_panics_while_opening_are_contained`),
+    /// the engine must contain them: `redb_panics_on_regression_files_are_contained_end_to_end`),
     /// wrong answers and hangs.
     bad: Vec<String>,
 }
@@ -322,16 +435,46 @@ fn assert_sound(tally: &Tally) {
     );
 }
 
+/// The seed `cargo test` damages the committed original with
+/// (`ROTOKEN_CORRUPTION_SEED` overrides it): the seed of issue 10's run.
+const CORRUPTION_SEED: u64 = 1_796_161_273_912_633_455;
+
 #[test]
 fn flipped_bytes_never_panic_hang_or_answer_wrongly() {
+    let (rng, seed) = Rng::from_env_or("ROTOKEN_CORRUPTION_SEED", CORRUPTION_SEED);
+    flip_bytes(&committed_original(), rng, seed);
+}
+
+/// The random campaign, apart from `cargo test` (docs/fuzzing.md): a fresh
+/// original database, damaged from a clock seed (printed; set
+/// `ROTOKEN_CORRUPTION_SEED` to replay one), flipped, truncated and extended.
+/// `ROTOKEN_SAVE_DAMAGED=DIR` keeps each file on which a panic reached the
+/// caller or the engine hung, to commit in `fuzz/regressions/corruption/`.
+#[test]
+#[ignore = "the random campaign: cargo test -p rotoken-fuzz --test corruption -- --ignored --nocapture campaign"]
+fn random_corruption_campaign() {
+    let (rng, seed) = Rng::random_unless_env("ROTOKEN_CORRUPTION_SEED");
+    println!("corruption campaign: seed {seed} (ROTOKEN_CORRUPTION_SEED={seed} replays it)");
     let dir = tempfile::tempdir().unwrap();
     let orig = original(dir.path());
-    let (mut rng, seed) = Rng::from_env("ROTOKEN_CORRUPTION_SEED");
+    flip_bytes(&orig, rng.clone(), seed);
+    cut_and_extend(&orig, rng);
+}
+
+/// Flips one bit at each of many offsets of `orig` and examines every copy.
+fn flip_bytes(orig: &Original, mut rng: Rng, seed: u64) {
+    println!("flipped bytes: seed {seed}");
+    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("damaged.redb");
     // The undamaged file answers everything truly.
     write(&path, &orig.bytes);
     assert_eq!(
-        examine_guarded(Damaged::File(path.clone()), &orig.tokens, orig.clock_ms),
+        examine_guarded(
+            Damaged::File(path.clone()),
+            &orig.tokens,
+            orig.clock_ms,
+            Writes::KnownTokens
+        ),
         Verdict::Harmless
     );
     let started = Instant::now();
@@ -348,10 +491,15 @@ fn flipped_bytes_never_panic_hang_or_answer_wrongly() {
         let mut bytes = orig.bytes.clone();
         let mask = 1u8 << rng.below(8);
         bytes[off] ^= mask;
-        let verdict = examine_guarded(Damaged::Memory(bytes.clone()), &orig.tokens, orig.clock_ms);
+        let verdict = examine_guarded(
+            Damaged::Memory(bytes.clone()),
+            &orig.tokens,
+            orig.clock_ms,
+            Writes::KnownTokens,
+        );
         // ROTOKEN_SAVE_DAMAGED=DIR keeps the files on which a panic reached the
-        // caller (for fuzz/regressions/corruption).
-        if let (Verdict::Panicked(_), Ok(dir)) = (&verdict, std::env::var("ROTOKEN_SAVE_DAMAGED")) {
+        // caller or the engine hung (for fuzz/regressions/corruption).
+        if let (Verdict::Panicked(_) | Verdict::Hung, Ok(dir)) = (&verdict, std::env::var("ROTOKEN_SAVE_DAMAGED")) {
             std::fs::write(Path::new(&dir).join(format!("flip-{mask:02x}-at-{off}.redb")), &bytes).unwrap();
         }
         tally.add(format!("flip {mask:#04x} at {off}"), verdict);
@@ -368,9 +516,14 @@ fn flipped_bytes_never_panic_hang_or_answer_wrongly() {
 
 #[test]
 fn truncated_and_extended_files_never_panic_hang_or_answer_wrongly() {
+    let (rng, seed) = Rng::from_env_or("ROTOKEN_CORRUPTION_SEED", CORRUPTION_SEED);
+    println!("truncated and extended files: seed {seed}");
+    cut_and_extend(&committed_original(), rng);
+}
+
+/// Cuts `orig` at many lengths and appends bytes to it; examines every copy.
+fn cut_and_extend(orig: &Original, mut rng: Rng) {
     let dir = tempfile::tempdir().unwrap();
-    let orig = original(dir.path());
-    let (mut rng, _) = Rng::from_env("ROTOKEN_CORRUPTION_SEED");
     let path = dir.path().join("damaged.redb");
     let len = orig.bytes.len();
     let mut lengths: Vec<usize> = vec![1, 8, 9, 64, 320, 511, 512, 513, 1024, 4095, 4096, 4097, len - 1];
@@ -383,7 +536,12 @@ fn truncated_and_extended_files_never_panic_hang_or_answer_wrongly() {
         write(&path, &orig.bytes[..n]);
         tally.add(
             format!("truncated to {n}"),
-            examine_guarded(Damaged::File(path.clone()), &orig.tokens, orig.clock_ms),
+            examine_guarded(
+                Damaged::File(path.clone()),
+                &orig.tokens,
+                orig.clock_ms,
+                Writes::KnownTokens,
+            ),
         );
     }
     tally.report("truncated files");
@@ -400,14 +558,19 @@ fn truncated_and_extended_files_never_panic_hang_or_answer_wrongly() {
         write(&path, &bytes);
         ext.add(
             format!("{} bytes appended", extra.len()),
-            examine_guarded(Damaged::File(path.clone()), &orig.tokens, orig.clock_ms),
+            examine_guarded(
+                Damaged::File(path.clone()),
+                &orig.tokens,
+                orig.clock_ms,
+                Writes::KnownTokens,
+            ),
         );
     }
     ext.report("extended files");
     assert_sound(&ext);
     // An empty file is a new database: no token of the old one is accepted.
     write(&path, &[]);
-    let v = examine_guarded(Damaged::File(path), &orig.tokens, orig.clock_ms);
+    let v = examine_guarded(Damaged::File(path), &orig.tokens, orig.clock_ms, Writes::KnownTokens);
     assert!(matches!(v, Verdict::Harmless | Verdict::Undetected(_)), "{v:?}");
 }
 
@@ -428,7 +591,7 @@ fn rotoken_check_reports_damage_readably() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let orig = original(dir.path());
+    let orig = committed_original();
     let keys = dir.path().join("test.keys");
     write(&keys, fixture::TEST_KEY_FILE.as_bytes());
     let path = dir.path().join("damaged.redb");
@@ -438,7 +601,12 @@ fn rotoken_check_reports_damage_readably() {
     for off in offsets(&orig.bytes, &mut rng, 8, 4) {
         let mut bytes = orig.bytes.clone();
         bytes[off] ^= 0x20;
-        let v = examine_guarded(Damaged::Memory(bytes.clone()), &orig.tokens, orig.clock_ms);
+        let v = examine_guarded(
+            Damaged::Memory(bytes.clone()),
+            &orig.tokens,
+            orig.clock_ms,
+            Writes::KnownTokens,
+        );
         let kind = std::mem::discriminant(&v);
         if samples.iter().filter(|s| std::mem::discriminant(&s.2) == kind).count() < 4 {
             samples.push((format!("flip at {off}"), bytes, v));
@@ -450,7 +618,7 @@ fn rotoken_check_reports_damage_readably() {
         Verdict::Hung,
     ));
     samples.push(("garbage".into(), vec![0x5a; 8192], Verdict::Hung));
-    // Files on which redb panics while opening them: one readable JSON answer too.
+    // Files on which redb panics (regressions): one readable JSON answer too.
     for path in regression_files() {
         let bytes = std::fs::read(&path).unwrap();
         samples.push((format!("regression {}", path.display()), bytes, Verdict::Hung));
@@ -502,31 +670,35 @@ fn a_file_that_is_not_a_database_is_refused_clearly() {
 }
 
 /// Damaged files on which redb 4.6.0 panics instead of returning an error
-/// (found by `flipped_bytes_never_panic_hang_or_answer_wrongly`, kept in
-/// `fuzz/regressions/corruption/`). redb trusts some bytes it reads:
-/// `unreachable!()` in `tree_store/btree.rs` (a page that is neither leaf
-/// nor branch), `unwrap()` of a missing table definition in
-/// `tree_store/table_tree.rs`, and (seen in other runs) `unreachable!()` in
-/// `types.rs` and `tree_store/table_tree_base.rs` and `unwrap()` of a
-/// non-UTF-8 `&str` key in `types.rs`; in release builds too. These files
-/// panic while redb itself opens them (`Database::new` reading the allocator
-/// state, or visiting every page to repair); the engine runs
-/// `Builder::create` inside `contain` too, so the caller gets
+/// (found by the corruption tests, kept in `fuzz/regressions/corruption/`),
+/// each examined end to end: opened, checked, a family issued, introspected,
+/// rotated, retried and revoked, a gc step, and the database closed. redb
+/// trusts some bytes it reads: `unreachable!()` in `tree_store/btree.rs` (a
+/// page that is neither leaf nor branch), `unwrap()` of a missing table
+/// definition in `tree_store/table_tree.rs`, an index out of bounds in
+/// `tree_store/page_store/bitmap.rs` while closing the database
+/// (`redb-panics-on-close-*`, issue 10: redb writes its allocator state on
+/// close), and (seen in other runs) `unreachable!()` in `types.rs` and
+/// `tree_store/table_tree_base.rs` and `unwrap()` of a non-UTF-8 `&str` key
+/// in `types.rs`; in release builds too. The engine runs every redb call,
+/// the close included, inside its panic containment, so the caller gets
 /// `StoreError::Corrupt`.
 #[test]
-fn redb_panics_while_opening_are_contained() {
-    let mut panicked = Vec::new();
+fn redb_panics_on_regression_files_are_contained_end_to_end() {
+    let mut bad = Vec::new();
     for path in regression_files() {
         let bytes = std::fs::read(&path).unwrap();
-        let v = examine_guarded(Damaged::Memory(bytes), &[], T0);
-        if let Verdict::Panicked(why) = v {
-            panicked.push(format!("{}: {why}", path.display()));
+        match examine_guarded(Damaged::Memory(bytes), &[], T0, Writes::AlsoNewFamily) {
+            v @ (Verdict::Panicked(_) | Verdict::Hung | Verdict::Wrong(_)) => {
+                bad.push(format!("{}: {v:?}", path.display()));
+            }
+            v => println!("{}: {v:?}", path.display()),
         }
     }
     assert!(
-        panicked.is_empty(),
-        "redb panics reach the caller:\n{}",
-        panicked.join("\n")
+        bad.is_empty(),
+        "redb panics reach the caller, or the engine hangs or answers wrongly:\n{}",
+        bad.join("\n")
     );
 }
 

@@ -99,8 +99,12 @@ pub struct Config {
     pub subject_prefix: String,
     /// Concurrent connections (threads), each with its own family.
     pub connections: usize,
-    /// How long the measured loop runs.
+    /// How long the measured loop runs (unless `steps` is set).
     pub duration: Duration,
+    /// Steps each connection takes, instead of running for `duration`: a
+    /// run bounded by work, whose counts do not depend on the machine's
+    /// speed (with a fixed `seed`, the same choices every run).
+    pub steps: Option<u64>,
     /// The RSS sample at or after this point of the run is the
     /// "after warm-up" figure.
     pub warmup: Duration,
@@ -130,6 +134,7 @@ impl std::fmt::Debug for Config {
             .field("scope", &self.scope)
             .field("connections", &self.connections)
             .field("duration", &self.duration)
+            .field("steps", &self.steps)
             .field("replay_share", &self.replay_share)
             .field("revoke_share", &self.revoke_share)
             .field("retry_share", &self.retry_share)
@@ -154,6 +159,7 @@ impl Config {
             subject_prefix: "load".to_owned(),
             connections: 64,
             duration: Duration::from_secs(30),
+            steps: None,
             warmup: Duration::from_secs(5),
             replay_share: 0.0,
             revoke_share: 0.0,
@@ -209,6 +215,17 @@ pub enum LoadError {
     Worker(String),
 }
 
+/// The resident set size of process `pid`, in KiB (Linux /proc), for a
+/// caller that compares memory at points of its own choosing (after a given
+/// amount of work rather than at given times).
+///
+/// # Errors
+///
+/// [`LoadError::Process`] when /proc/PID/status cannot be read.
+pub fn rss_kib(pid: u32) -> Result<u64, LoadError> {
+    procfs::rss_kib(pid).map_err(LoadError::Process)
+}
+
 /// Runs the load described by `config` and reports what happened.
 ///
 /// # Errors
@@ -245,7 +262,7 @@ pub fn run(config: &Config) -> Result<Report, LoadError> {
                         lock(setup_error).get_or_insert(reason);
                     }
                     let deadline = gate.arrive_and_wait();
-                    w.run_until(deadline);
+                    w.run(deadline, config.steps);
                     w.final_check();
                     w.into_stats()
                 });

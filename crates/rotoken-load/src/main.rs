@@ -44,6 +44,9 @@ struct Args {
     /// Length of the measured run, in seconds.
     #[arg(long, default_value_t = 30)]
     duration: u64,
+    /// Steps per connection, instead of running for --duration seconds.
+    #[arg(long)]
+    steps: Option<u64>,
     /// The server RSS sample at this many seconds is the "after warm-up" one
     /// [default: a fifth of the duration, at most 10].
     #[arg(long)]
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
     config.subject_prefix = a.subject_prefix;
     config.connections = a.connections;
     config.duration = Duration::from_secs(a.duration);
+    config.steps = a.steps;
     config.warmup = Duration::from_secs(a.warmup.unwrap_or((a.duration / 5).min(10)));
     config.replay_share = a.replay_share;
     config.revoke_share = a.revoke_share;

@@ -227,11 +227,17 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// The measured loop.
-    pub(crate) fn run_until(&mut self, deadline: Instant) {
+    /// The measured loop: `steps` steps if given (the same work on any
+    /// machine), else until `deadline`.
+    pub(crate) fn run(&mut self, deadline: Instant, steps: Option<u64>) {
         self.counting = true;
-        while Instant::now() < deadline {
-            self.step();
+        match steps {
+            Some(n) => (0..n).for_each(|_| self.step()),
+            None => {
+                while Instant::now() < deadline {
+                    self.step();
+                }
+            }
         }
         self.stats.loop_end = Some(Instant::now());
         self.counting = false;

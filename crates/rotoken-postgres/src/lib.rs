@@ -93,6 +93,7 @@
 mod bridge;
 mod conn;
 mod error;
+mod location;
 mod schema;
 mod session;
 mod txn;
@@ -108,6 +109,7 @@ use rotoken::{OpenError, StoreError};
 
 pub use deadpool_postgres;
 pub use error::PgStoreError;
+pub use location::StoreLocation;
 pub use schema::SCHEMA_VERSION;
 pub use tokio_postgres;
 

@@ -338,6 +338,37 @@ impl TestDb {
         &self.name
     }
 
+    /// The database as a `postgresql://` URL (what `--store`, `ROTOKEN_STORE`
+    /// and the C ABI take). A password, if any, is in the URL.
+    pub fn url(&self) -> String {
+        use tokio_postgres::config::Host;
+        let c = &self.config;
+        let mut query = Vec::new();
+        let mut authority = String::new();
+        if let Some(user) = c.get_user() {
+            authority.push_str(&encode(user));
+            if let Some(pw) = c.get_password() {
+                authority.push(':');
+                authority.push_str(&encode(&String::from_utf8_lossy(pw)));
+            }
+            authority.push('@');
+        }
+        for host in c.get_hosts() {
+            match host {
+                Host::Tcp(h) => query.push(format!("host={}", encode(h))),
+                Host::Unix(p) => query.push(format!("host={}", encode(&p.to_string_lossy()))),
+            }
+        }
+        if let Some(port) = c.get_ports().first() {
+            query.push(format!("port={port}"));
+        }
+        format!(
+            "postgresql://{authority}/{}?{}",
+            encode(c.get_dbname().unwrap_or(&self.name)),
+            query.join("&")
+        )
+    }
+
     /// A store on this database.
     ///
     /// # Errors
@@ -445,4 +476,14 @@ impl Drop for TestDb {
             let _ = sql.execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
         }
     }
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
