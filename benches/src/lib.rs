@@ -16,6 +16,8 @@
 
 pub mod workload;
 
+pub mod opaque_token;
+
 #[cfg(feature = "sqlite")]
 pub mod sqlite_design;
 

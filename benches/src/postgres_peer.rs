@@ -35,27 +35,8 @@ use rotoken_postgres::tokio_postgres::{self, NoTls};
 
 use crate::workload::{BoxError, Rotator};
 
-/// A refresh token of the peer design: 32 random bytes.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PeerToken([u8; 32]);
-
-impl std::fmt::Debug for PeerToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PeerToken(…)")
-    }
-}
-
-impl PeerToken {
-    fn random() -> Result<Self, BoxError> {
-        let mut b = [0u8; 32];
-        getrandom::fill(&mut b).map_err(|e| format!("random: {e}"))?;
-        Ok(Self(b))
-    }
-
-    fn hash(&self) -> Vec<u8> {
-        blake3::hash(&self.0).as_bytes().to_vec()
-    }
-}
+/// A refresh token of the peer design.
+pub type PeerToken = crate::opaque_token::OpaqueToken;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS peer_tokens (
@@ -170,7 +151,7 @@ impl PeerDesign {
                     tx.execute(
                         &insert,
                         &[
-                            &token.hash(),
+                            &token.hash().to_vec(),
                             &family,
                             &None::<i64>,
                             &now_ms(),
@@ -204,7 +185,7 @@ impl PeerDesign {
                      WHERE token_hash = $1 FOR UPDATE",
                 )
                 .await?;
-            let Some(row) = tx.query_opt(&select, &[&token.hash()]).await? else {
+            let Some(row) = tx.query_opt(&select, &[&token.hash().to_vec()]).await? else {
                 return Err("unknown token".into());
             };
             let (id, family, revoked): (i64, Vec<u8>, i16) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
@@ -233,7 +214,15 @@ impl PeerDesign {
             let insert = tx.prepare_cached(INSERT).await?;
             tx.execute(
                 &insert,
-                &[&child.hash(), &family, &Some(id), &now_ms(), &client, &subject, &scope],
+                &[
+                    &child.hash().to_vec(),
+                    &family,
+                    &Some(id),
+                    &now_ms(),
+                    &client,
+                    &subject,
+                    &scope,
+                ],
             )
             .await?;
             tx.commit().await?;
