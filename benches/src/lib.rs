@@ -16,6 +16,7 @@
 
 pub mod workload;
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod opaque_token;
 
 #[cfg(feature = "sqlite")]
