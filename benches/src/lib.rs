@@ -9,12 +9,21 @@
 //!   HDR histogram), the engine as a rotator, family population and the
 //!   compacted bytes-per-family measurement;
 //! - `sqlite_design` (feature `sqlite`, on by default): the one-row-per-token
-//!   design of the SQL-backed servers over SQLite, the comparison baseline.
+//!   design of the SQL-backed servers over SQLite, the comparison baseline;
+//! - `postgres_peer` (feature `postgres`, on by default): the same design
+//!   over PostgreSQL, the baseline of the PostgreSQL store (the
+//!   `postgres_compare` binary).
 
 pub mod workload;
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod opaque_token;
+
 #[cfg(feature = "sqlite")]
 pub mod sqlite_design;
+
+#[cfg(feature = "postgres")]
+pub mod postgres_peer;
 
 use std::path::PathBuf;
 

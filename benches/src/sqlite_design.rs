@@ -44,28 +44,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use crate::workload::{BoxError, Rotator};
 
-/// A refresh token of the SQLite design: 32 random bytes (a client would
-/// hold them base64-encoded).
-#[derive(Clone, PartialEq, Eq)]
-pub struct SqlToken([u8; 32]);
-
-impl std::fmt::Debug for SqlToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SqlToken(…)")
-    }
-}
-
-impl SqlToken {
-    fn random() -> Result<Self, BoxError> {
-        let mut b = [0u8; 32];
-        getrandom::fill(&mut b).map_err(|e| format!("random: {e}"))?;
-        Ok(Self(b))
-    }
-
-    fn hash(&self) -> [u8; 32] {
-        *blake3::hash(&self.0).as_bytes()
-    }
-}
+/// A refresh token of the SQLite design.
+pub type SqlToken = crate::opaque_token::OpaqueToken;
 
 /// What presenting a token did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -406,7 +386,10 @@ mod tests {
 
         // Another client is refused without changing anything.
         assert_eq!(d.rotate(&t3, "evil-app").unwrap(), Outcome::ClientMismatch);
-        assert_eq!(d.rotate(&SqlToken([9; 32]), "web-app").unwrap(), Outcome::Unknown);
+        assert_eq!(
+            d.rotate(&crate::opaque_token::OpaqueToken([9; 32]), "web-app").unwrap(),
+            Outcome::Unknown
+        );
 
         // The generation-1 token comes back: the walk reaches t1, t2 and t3.
         assert_eq!(d.rotate(&t1, "web-app").unwrap(), Outcome::ReuseDetected { revoked: 3 });

@@ -164,8 +164,8 @@ impl PgOptions {
 /// See the [crate docs](crate).
 pub struct PostgresStore {
     // Dropped before the runtime its connections run on.
-    pool: Pool,
-    bridge: Bridge,
+    pub(crate) pool: Pool,
+    pub(crate) bridge: Bridge,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -256,18 +256,16 @@ impl Store for PostgresStore {
     }
 
     fn begin_read(&self) -> Result<Box<dyn ReadTxn + '_>, StoreError> {
-        let conn = self.checkout()?;
         Ok(Box::new(PgRead {
-            session: Session::new(self, conn, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"),
+            session: Session::new(self, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"),
         }))
     }
 
     fn begin_write(&self, commit: Commit) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
-        let conn = self.checkout()?;
         let begin = match commit {
             Commit::Relaxed => "BEGIN; SET LOCAL synchronous_commit = off",
             _ => "BEGIN",
         };
-        Ok(Box::new(PgWrite::new(Session::new(self, conn, begin))))
+        Ok(Box::new(PgWrite::new(Session::new(self, begin))))
     }
 }

@@ -21,7 +21,11 @@ pub(crate) type Params = Vec<Box<dyn ToSql + Sync + Send>>;
 pub(crate) type Statement = (&'static str, Params);
 
 struct State {
+    /// The connection, taken from the pool by the first statement (in the
+    /// same trip to the store's runtime).
     conn: Option<Conn>,
+    /// A connection was taken (so `conn: None` means it was lost).
+    connected: bool,
     /// The `BEGIN` not sent yet: it goes with the first statement.
     begin: Option<&'static str>,
     /// A statement failed: the server has aborted the transaction.
@@ -37,11 +41,12 @@ pub(crate) struct Session<'s> {
 
 impl<'s> Session<'s> {
     /// A transaction that starts with `begin` (sent with the first statement).
-    pub(crate) fn new(store: &'s PostgresStore, conn: Conn, begin: &'static str) -> Self {
+    pub(crate) fn new(store: &'s PostgresStore, begin: &'static str) -> Self {
         Self {
             store,
             state: RefCell::new(State {
-                conn: Some(conn),
+                conn: None,
+                connected: false,
                 begin: Some(begin),
                 failed: false,
             }),
@@ -61,12 +66,25 @@ impl<'s> Session<'s> {
         if st.failed {
             return Err(PgStoreError::Aborted.into());
         }
-        let mut conn = st.conn.take().ok_or(PgStoreError::ConnectionGone)?;
-        let begin = st.begin.take();
-        if begin.is_some() {
-            conn.in_txn = true;
+        let conn = st.conn.take();
+        if conn.is_none() && st.connected {
+            return Err(PgStoreError::ConnectionGone.into());
         }
+        st.connected = true;
+        let begin = st.begin.take();
+        let pool = self.store.pool.clone();
         let ran = self.store.bridge.run(async move {
+            let mut conn = match conn {
+                Some(c) => c,
+                None => Conn::new(
+                    pool.get()
+                        .await
+                        .map_err(|e| StoreError::from(PgStoreError::Pool(e.to_string())))?,
+                ),
+            };
+            if begin.is_some() {
+                conn.in_txn = true;
+            }
             let result = run_pipelined(&conn, begin, &statements, commit).await;
             if let Ok(true) = &result.1 {
                 // The transaction ended (committed, or rolled back after a failure).
@@ -77,7 +95,8 @@ impl<'s> Session<'s> {
         let (conn, (rows, ended)) = match ran {
             Ok(r) => r,
             Err(e) => {
-                // Timed out: the connection was dropped (closed), and with it the transaction.
+                // No connection, or timed out: the connection was dropped
+                // (closed), and with it the transaction.
                 st.failed = true;
                 return Err(e);
             }

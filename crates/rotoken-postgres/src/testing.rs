@@ -20,7 +20,7 @@
 //! When neither is available, [`database`] panics if `CI` is set and
 //! otherwise prints `SKIPPED: ...` and returns `None`.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,7 +58,15 @@ pub fn database() -> Option<TestDb> {
             if std::env::var_os("CI").is_some() {
                 panic!("PostgreSQL is required under CI: {why}");
             }
-            eprintln!("SKIPPED: no PostgreSQL for this test ({why}); set {URL_VAR} or install PostgreSQL");
+            // Straight to stderr: the test harness captures `eprintln!`.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED: the PostgreSQL tests of this binary ({}); set {URL_VAR} or install PostgreSQL",
+                    why.trim()
+                );
+            });
             return None;
         }
     };
@@ -396,6 +404,36 @@ impl TestDb {
     /// The connection failed.
     pub fn admin_sql(&self) -> Result<Sql, HarnessError> {
         Sql::connect(&self.admin)
+    }
+
+    /// `VACUUM FULL` of the database, then the bytes of every table whose
+    /// name is `LIKE pattern` (schema `public`): heap, TOAST and indexes,
+    /// main forks only (the free-space and visibility maps appear when
+    /// autovacuum gets round to a table, so they would make the figure
+    /// depend on timing).
+    ///
+    /// # Errors
+    ///
+    /// The connection or a statement failed.
+    pub fn compacted_bytes(&self, pattern: &str) -> Result<u64, HarnessError> {
+        let sql = self.sql()?;
+        sql.execute("VACUUM FULL")?;
+        let rows = sql.block_on(sql.client().query(
+            "WITH t AS (
+                 SELECT c.oid, c.reltoastrelid FROM pg_class c
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname LIKE $1
+             ), rels AS (
+                 SELECT oid FROM t
+                 UNION SELECT reltoastrelid FROM t WHERE reltoastrelid <> 0
+                 UNION SELECT indexrelid FROM pg_index
+                       WHERE indrelid IN (SELECT oid FROM t UNION SELECT reltoastrelid FROM t)
+             )
+             SELECT coalesce(sum(pg_relation_size(oid)), 0)::int8 FROM rels",
+            &[&pattern],
+        ))?;
+        let bytes: i64 = rows.first().ok_or("no result")?.try_get(0)?;
+        Ok(u64::try_from(bytes)?)
     }
 
     /// `pg_dump` of the whole database (schema and data, plain SQL).

@@ -1,7 +1,7 @@
 //! The store's read and write transactions.
 //!
 //! A write transaction sends two kinds of round trip: reads that lock
-//! (`lock_families`, `lock_due`, the event-number reservation), with the
+//! (`lock_families`, `lock_due`, locking the event counter), with the
 //! `BEGIN` riding on the first; and, at commit, every buffered change as
 //! one statement per kind (arrays unnested) followed by `COMMIT`. A
 //! rotation batch is therefore two round trips, whatever its size.
@@ -16,9 +16,6 @@ use tokio_postgres::Row;
 use crate::error::{PgStoreError, corrupt};
 use crate::schema::ADVISORY_KEY;
 use crate::session::{Params, Session, Statement};
-
-/// Event numbers reserved per round trip to the counter row.
-const EVENT_SEQ_BLOCK: i64 = 64;
 
 /// Rows read per statement by [`ReadTxn::check_indexes`].
 const CHECK_PAGE: i64 = 10_000;
@@ -277,9 +274,8 @@ pub(crate) struct PgWrite<'s> {
     events: Vec<(i64, i64, Vec<u8>)>,
     removed_events: Vec<i64>,
     meta: BTreeMap<String, Vec<u8>>,
-    /// Reserved event numbers not used yet: `next..end`.
-    seq_next: i64,
-    seq_end: i64,
+    /// The next event number, once the counter row is locked.
+    next_seq: Option<i64>,
 }
 
 impl<'s> PgWrite<'s> {
@@ -293,8 +289,7 @@ impl<'s> PgWrite<'s> {
             events: Vec::new(),
             removed_events: Vec::new(),
             meta: BTreeMap::new(),
-            seq_next: 0,
-            seq_end: 0,
+            next_seq: None,
         }
     }
 }
@@ -348,6 +343,7 @@ const UPDATE_FAMILIES: &str = "UPDATE rotoken_families f
 const DELETE_FAMILIES: &str = "DELETE FROM rotoken_families WHERE id = ANY($1::bytea[])";
 const INSERT_EVENTS: &str = "INSERT INTO rotoken_events (seq, at_millis, value)
      SELECT * FROM unnest($1::int8[], $2::int8[], $3::bytea[])";
+const UPDATE_EVENT_SEQ: &str = "UPDATE rotoken_event_seq SET next = $1";
 const DELETE_EVENTS: &str = "DELETE FROM rotoken_events WHERE seq = ANY($1::int8[])";
 const UPSERT_META: &str = "INSERT INTO rotoken_meta (name, value)
      SELECT * FROM unnest($1::text[], $2::bytea[])
@@ -444,26 +440,26 @@ impl WriteTxn for PgWrite<'_> {
     }
 
     fn append_event(&mut self, at_millis: i64, value: &[u8]) -> Result<u64, StoreError> {
-        if self.seq_next >= self.seq_end {
-            // The counter row stays locked until this transaction ends, so
-            // numbers increase in commit order; they are never handed out twice.
-            let rows = only(self.session.run(
-                one(
-                    "UPDATE rotoken_event_seq SET next = next + $1 RETURNING next - $1",
-                    vec![p(EVENT_SEQ_BLOCK)],
-                ),
-                false,
-            )?);
-            let start: i64 = rows
-                .first()
-                .ok_or(PgStoreError::BadValue("rotoken_event_seq"))?
-                .try_get(0)
-                .map_err(StoreError::storage)?;
-            self.seq_next = start;
-            self.seq_end = start.saturating_add(EVENT_SEQ_BLOCK);
-        }
-        let seq = self.seq_next;
-        self.seq_next += 1;
+        let seq = match self.next_seq {
+            Some(n) => n,
+            None => {
+                // The counter row stays locked until this transaction ends,
+                // so numbers increase in commit order, without gaps, and are
+                // never handed out twice; the new value is written at commit.
+                let rows = only(
+                    self.session
+                        .run(one("SELECT next FROM rotoken_event_seq FOR UPDATE", vec![]), false)?,
+                );
+                rows.first()
+                    .ok_or(PgStoreError::BadValue("rotoken_event_seq"))?
+                    .try_get(0)
+                    .map_err(StoreError::storage)?
+            }
+        };
+        self.next_seq = Some(
+            seq.checked_add(1)
+                .ok_or_else(|| corrupt("events", "sequence exhausted"))?,
+        );
         self.events.push((seq, at_millis, value.to_vec()));
         u64::try_from(seq).map_err(|_| corrupt("events", "negative sequence number"))
     }
@@ -490,6 +486,9 @@ impl WriteTxn for PgWrite<'_> {
             let ats: Vec<i64> = self.events.iter().map(|e| e.1).collect();
             let values: Vec<Vec<u8>> = self.events.iter().map(|e| e.2.clone()).collect();
             statements.push((INSERT_EVENTS, vec![p(seqs), p(ats), p(values)]));
+        }
+        if let Some(next) = self.next_seq {
+            statements.push((UPDATE_EVENT_SEQ, vec![p(next)]));
         }
         if !self.removed_events.is_empty() {
             statements.push((DELETE_EVENTS, vec![p(self.removed_events.clone())]));

@@ -147,3 +147,66 @@ fn a_database_that_goes_away_gives_storage_errors_and_the_store_recovers() {
     assert_eq!(next.generation, 2);
     assert_check(&engine);
 }
+
+#[test]
+fn calls_work_from_plain_blocking_and_async_threads_and_drop_anywhere() {
+    let Some(db) = testing::database() else { return };
+    let s = Servers::new(db);
+    let engine = std::sync::Arc::new(s.engine());
+    let req = RotateRequest::new("web-app");
+    let first = engine.issue(&grant("alice", "web-app")).unwrap().refresh_token;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let last = runtime.block_on(async {
+        // A spawn_blocking thread (how an async server should call the sync API).
+        let (e, r, t) = (engine.clone(), req.clone(), first.clone());
+        let second = tokio::task::spawn_blocking(move || e.rotate(t.expose(), &r))
+            .await
+            .unwrap()
+            .unwrap();
+        // The async API (the engine's commit thread leads the batch).
+        let third = engine.rotate_async(second.refresh_token.expose(), &req).await.unwrap();
+        // A sync call straight on a runtime worker: blocks it, but must not panic.
+        let e = engine.clone();
+        let t = third.refresh_token.clone();
+        let active = tokio::spawn(async move { e.introspect(t.expose()).unwrap().active })
+            .await
+            .unwrap();
+        assert!(active);
+        third.refresh_token
+    });
+    assert!(engine.introspect(last.expose()).unwrap().active);
+    // Dropped inside an async context: the store's runtime shuts down without panicking.
+    runtime.block_on(async move { drop(engine) });
+}
+
+#[test]
+fn a_family_held_past_the_statement_timeout_gives_a_storage_error_not_a_hang() {
+    let Some(db) = testing::database() else { return };
+    let s = Servers::new(db);
+    let mut options = rotoken_postgres::PgOptions::default();
+    options.statement_timeout = std::time::Duration::from_millis(300);
+    let engine = rotoken::Engine::with_store(s.db.store_with(options).unwrap(), s.keys.clone(), s.options()).unwrap();
+    let req = RotateRequest::new("web-app");
+    let issued = engine.issue(&grant("alice", "web-app")).unwrap();
+
+    // Another "server" holds the family's row and does not let go.
+    let holder = s.db.sql().unwrap();
+    holder
+        .execute(&format!(
+            "BEGIN; SELECT 1 FROM rotoken_families WHERE id = '\\x{}'::bytea FOR UPDATE",
+            issued.family
+        ))
+        .unwrap();
+    let err = engine.rotate(issued.refresh_token.expose(), &req).unwrap_err();
+    assert_eq!(err.code(), Code::StorageError, "{err}");
+
+    // Released: the same token rotates (the failed attempt changed nothing).
+    holder.execute("ROLLBACK").unwrap();
+    let next = engine.rotate(issued.refresh_token.expose(), &req).unwrap();
+    assert_eq!(next.generation, 1);
+    assert!(!next.retried);
+}

@@ -1,0 +1,116 @@
+//! Two servers (two engines, two stores, two pools) on one database:
+//! one winner per rotation across servers (P6), the loser answered with the
+//! identical grace successor and never an error, and a replay at one server
+//! revoking the family at the other at once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Barrier;
+
+use common::{SECOND, Servers, assert_check, grant};
+use rotoken::{RotateError, RotateRequest, Rotated};
+use rotoken_postgres::testing;
+
+/// Callers per server in each round.
+const CALLERS: usize = 8;
+const ROUNDS: usize = 40;
+
+#[test]
+fn the_same_token_rotated_on_both_servers_at_once_has_one_successor() {
+    let Some(db) = testing::database() else { return };
+    let s = Servers::new(db);
+    let servers = [s.engine(), s.engine()];
+    let req = RotateRequest::new("web-app");
+    let mut token = servers[0].issue(&grant("alice", "web-app")).unwrap().refresh_token;
+    for round in 0..ROUNDS {
+        let barrier = Barrier::new(2 * CALLERS);
+        let results: Vec<Result<Rotated, RotateError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..2 * CALLERS)
+                .map(|i| {
+                    let (engine, barrier, token, req) = (&servers[i % 2], &barrier, &token, &req);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        engine.rotate(token.expose(), req)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let ok: Vec<&Rotated> = results
+            .iter()
+            .map(|r| {
+                r.as_ref()
+                    .unwrap_or_else(|e| panic!("round {round}: a caller got {e:?}"))
+            })
+            .collect();
+        let winners: Vec<&&Rotated> = ok.iter().filter(|r| !r.retried).collect();
+        assert_eq!(winners.len(), 1, "round {round}: exactly one mints the successor");
+        let successor = &winners[0].refresh_token;
+        assert!(
+            ok.iter().all(|r| r.refresh_token == *successor),
+            "round {round}: every loser gets the identical successor"
+        );
+        assert_eq!(winners[0].generation as usize, round + 1);
+        token = successor.clone();
+    }
+    for engine in &servers {
+        assert!(engine.introspect(token.expose()).unwrap().active);
+        assert_check(engine);
+    }
+    let conflicts: u64 = servers.iter().map(|e| e.stats().conflicts_retried).sum();
+    eprintln!("conflicts retried inside the engines: {conflicts}");
+}
+
+#[test]
+fn a_replay_at_one_server_revokes_the_family_at_the_other_at_once() {
+    let Some(db) = testing::database() else { return };
+    let s = Servers::new(db);
+    let (a, b) = (s.engine(), s.engine());
+    let req = RotateRequest::new("web-app");
+    let first = a.issue(&grant("alice", "web-app")).unwrap().refresh_token;
+    let second = a.rotate(first.expose(), &req).unwrap().refresh_token;
+    s.advance_ms(60 * SECOND);
+    let third = b.rotate(second.expose(), &req).unwrap().refresh_token;
+    assert!(a.introspect(third.expose()).unwrap().active);
+
+    // The thief replays the first token at server B.
+    let replay = b.rotate(first.expose(), &req);
+    assert!(matches!(replay, Err(RotateError::ReuseDetected { .. })), "{replay:?}");
+    // Server A knows at once: the live token is dead there too.
+    assert!(!a.introspect(third.expose()).unwrap().active);
+    let at_a = a.rotate(third.expose(), &req);
+    assert!(matches!(at_a, Err(RotateError::Revoked(_))), "{at_a:?}");
+}
+
+#[test]
+fn the_current_and_an_old_token_at_two_servers_at_once_revoke_the_family() {
+    let Some(db) = testing::database() else { return };
+    let s = Servers::new(db);
+    let (a, b) = (s.engine(), s.engine());
+    let req = RotateRequest::new("web-app");
+    for _ in 0..10 {
+        let t0 = a.issue(&grant("alice", "web-app")).unwrap().refresh_token;
+        let t1 = a.rotate(t0.expose(), &req).unwrap().refresh_token;
+        let t2 = a.rotate(t1.expose(), &req).unwrap().refresh_token;
+        // t0 is older than the predecessor: reuse whenever it arrives.
+        let barrier = Barrier::new(2);
+        let (current, old) = std::thread::scope(|scope| {
+            let c = scope.spawn(|| {
+                barrier.wait();
+                a.rotate(t2.expose(), &req)
+            });
+            let o = scope.spawn(|| {
+                barrier.wait();
+                b.rotate(t0.expose(), &req)
+            });
+            (c.join().unwrap(), o.join().unwrap())
+        });
+        assert!(matches!(old, Err(RotateError::ReuseDetected { .. })), "{old:?}");
+        if let Ok(r) = current {
+            assert!(!b.introspect(r.refresh_token.expose()).unwrap().active);
+        }
+        assert!(!a.introspect(t2.expose()).unwrap().active);
+    }
+}
