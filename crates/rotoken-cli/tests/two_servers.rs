@@ -156,7 +156,11 @@ fn two_servers_on_one_postgres_share_every_family() {
     let replay = b.refresh(&t0).unwrap();
     assert_eq!((replay.0, replay.1["error"].as_str()), (400, Some("invalid_grant")));
     let after = a.refresh(&t2).unwrap();
-    assert_eq!((after.0, after.1["error"].as_str()), (400, Some("invalid_grant")), "revoked on A too");
+    assert_eq!(
+        (after.0, after.1["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "revoked on A too"
+    );
 
     // Load on both servers, then SIGKILL of A in the middle of it.
     let a = Arc::new(std::sync::Mutex::new(Some(a)));
@@ -218,7 +222,11 @@ fn two_servers_on_one_postgres_share_every_family() {
     // Every acknowledged token is still the family's: B rotates each one.
     for (i, t) in last.iter().enumerate() {
         let answer = b.refresh(t).unwrap();
-        assert_eq!(answer.0, 200, "family {i}: an acknowledged rotation was lost: {}", answer.1);
+        assert_eq!(
+            answer.0, 200,
+            "family {i}: an acknowledged rotation was lost: {}",
+            answer.1
+        );
     }
     let (ok, report) = rotoken(d, &["--store", &url, "check"]);
     assert!(ok && report["ok"] == true, "{report}");

@@ -224,12 +224,14 @@ impl AdminApi {
                 ok_json(&serde_json::json!({ "revoked": n }))
             }
             Err(e) if e.code() == Code::InvalidToken => ok_json(&serde_json::json!({ "revoked": 0 })),
-            Err(e) if e.code() == Code::InvalidInput => {
-                error(StatusCode::BAD_REQUEST, "invalid_input", &e.to_string())
-            }
+            Err(e) if e.code() == Code::InvalidInput => error(StatusCode::BAD_REQUEST, "invalid_input", &e.to_string()),
             Err(e) => {
                 tracing::error!(error = %e, "admin revocation failed");
-                error(StatusCode::INTERNAL_SERVER_ERROR, e.code().as_str(), "revocation failed")
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    e.code().as_str(),
+                    "revocation failed",
+                )
             }
         }
     }
@@ -237,12 +239,14 @@ impl AdminApi {
     fn sessions(&self, b: &SessionsBody) -> Response<Bytes> {
         match self.oauth.engine().sessions(&b.subject) {
             Ok(list) => ok_json(&SessionsJson::new(list)),
-            Err(e) if e.code() == Code::InvalidInput => {
-                error(StatusCode::BAD_REQUEST, "invalid_input", &e.to_string())
-            }
+            Err(e) if e.code() == Code::InvalidInput => error(StatusCode::BAD_REQUEST, "invalid_input", &e.to_string()),
             Err(e) => {
                 tracing::error!(error = %e, "admin sessions failed");
-                error(StatusCode::INTERNAL_SERVER_ERROR, e.code().as_str(), "listing sessions failed")
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    e.code().as_str(),
+                    "listing sessions failed",
+                )
             }
         }
     }
