@@ -162,6 +162,35 @@ fn two_servers_on_one_postgres_share_every_family() {
         "revoked on A too"
     );
 
+    // rotoken-load spreads its connections over both servers: replays,
+    // revocations and grace retries on families whose refreshes alternate
+    // servers, with nothing lost and every rotation counted by a server.
+    let mut config = rotoken_load::Config::new(a.base.clone(), ADMIN, "spa");
+    config.admin_url = Some(a.admin.clone());
+    config.more_servers = vec![(b.base.clone(), b.admin.clone())];
+    config.connections = 4;
+    config.steps = Some(60);
+    config.replay_share = 0.05;
+    config.revoke_share = 0.02;
+    config.retry_share = 0.05;
+    config.seed = 11;
+    let report = rotoken_load::run(&config).unwrap();
+    assert_eq!(
+        (
+            report.status_5xx,
+            report.errors,
+            report.transport_errors,
+            report.lost_rotations
+        ),
+        (0, 0, 0, 0),
+        "{report}"
+    );
+    assert_eq!(
+        report.server_rotations,
+        Some(report.refreshes + report.final_refreshes),
+        "{report}"
+    );
+
     // Load on both servers, then SIGKILL of A in the middle of it.
     let a = Arc::new(std::sync::Mutex::new(Some(a)));
     let b = Arc::new(b);

@@ -93,6 +93,11 @@ pub struct Config {
     /// Base URL of the server's admin listener (`/admin/families`,
     /// `/metrics`): `rotoken serve --admin-bind`. `None`: the base URL.
     pub admin_url: Option<String>,
+    /// More servers sharing the first one's store (a PostgreSQL store):
+    /// `(base URL, admin URL)`. Connection `i` talks to server
+    /// `i % (1 + more_servers.len())`, the first being `base_url`; the
+    /// rotation counters of all of them are summed.
+    pub more_servers: Vec<(String, String)>,
     /// The admin bearer token (`ROTOKEN_ADMIN_TOKEN` of the server).
     pub admin_token: String,
     /// The client the families are issued to and that refreshes.
@@ -134,6 +139,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("base_url", &self.base_url)
             .field("admin_url", &self.admin_url)
+            .field("more_servers", &self.more_servers)
             .field("admin_token", &"<hidden>")
             .field("client", &self.client)
             .field("scope", &self.scope)
@@ -156,6 +162,7 @@ impl Config {
         Self {
             base_url: base_url.into(),
             admin_url: None,
+            more_servers: Vec::new(),
             admin_token: admin_token.into(),
             client: ClientCredentials {
                 id: client_id.into(),
@@ -179,7 +186,8 @@ impl Config {
 
     fn validate(&self) -> Result<(), LoadError> {
         let invalid = |m: &str| Err(LoadError::InvalidConfig(m.to_owned()));
-        if !self.base_url.starts_with("http://") {
+        let bases = std::iter::once(&self.base_url).chain(self.more_servers.iter().map(|(b, _)| b));
+        if bases.into_iter().any(|b| !b.starts_with("http://")) {
             return invalid("the base URL must start with http:// (plain HTTP, for loopback runs)");
         }
         if self.connections == 0 || self.connections > 4096 {
@@ -244,11 +252,13 @@ pub fn run(config: &Config) -> Result<Report, LoadError> {
     if let Some(pid) = config.server_pid {
         procfs::rss_kib(pid).map_err(LoadError::Process)?;
     }
-    let urls = Urls::new(
+    let servers: Vec<Urls> = std::iter::once(Urls::new(
         &config.base_url,
         config.admin_url.as_deref().unwrap_or(&config.base_url),
-    );
-    let rotations_before = worker::server_rotations(&urls, config.request_timeout);
+    ))
+    .chain(config.more_servers.iter().map(|(base, admin)| Urls::new(base, admin)))
+    .collect();
+    let rotations_before = total_rotations(&servers, config.request_timeout);
 
     // Latency in microseconds, 3 significant digits.
     let empty = Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
@@ -261,7 +271,8 @@ pub fn run(config: &Config) -> Result<Report, LoadError> {
     let outcome = std::thread::scope(|scope| {
         let mut handles = Vec::with_capacity(n);
         for id in 0..n {
-            let (urls, gate, setup_error, empty) = (&urls, &gate, &setup_error, empty.clone());
+            let urls = &servers[id % servers.len()];
+            let (gate, setup_error, empty) = (&gate, &setup_error, empty.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("load-{id}"))
                 .stack_size(256 * 1024)
@@ -321,10 +332,18 @@ pub fn run(config: &Config) -> Result<Report, LoadError> {
     if let Some(reason) = lock(&setup_error).take() {
         return Err(LoadError::Setup(reason));
     }
-    let rotations_after = worker::server_rotations(&urls, config.request_timeout);
+    let rotations_after = total_rotations(&servers, config.request_timeout);
     let server_rotations = rotations_after.zip(rotations_before).map(|(b, a)| b.saturating_sub(a));
     let total = merge(stats, empty)?;
     Ok(report::build(config, elapsed, total, &samples, cpu, server_rotations))
+}
+
+/// The rotations every server counted (`None` if any did not answer).
+fn total_rotations(servers: &[Urls], timeout: Duration) -> Option<u64> {
+    servers
+        .iter()
+        .map(|u| worker::server_rotations(u, timeout))
+        .sum::<Option<u64>>()
 }
 
 /// Locks a mutex, whether or not a panicking thread poisoned it.

@@ -26,6 +26,10 @@ struct Args {
     /// `/admin/families` and `/metrics`.
     #[arg(long, default_value = "http://127.0.0.1:8081")]
     admin_url: String,
+    /// Another server on the same (PostgreSQL) store, as BASE_URL,ADMIN_URL;
+    /// repeat for more. Connections are spread over all the servers.
+    #[arg(long = "also", value_name = "URL,ADMIN_URL")]
+    also: Vec<String>,
     /// The server's admin token, to create families.
     #[arg(long, env = "ROTOKEN_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: String,
@@ -86,6 +90,13 @@ fn main() -> ExitCode {
     let a = Args::parse();
     let mut config = Config::new(a.url, a.admin_token, a.client_id);
     config.admin_url = Some(a.admin_url);
+    for pair in &a.also {
+        let Some((base, admin)) = pair.split_once(',') else {
+            eprintln!("--also takes BASE_URL,ADMIN_URL, not {pair:?}");
+            return ExitCode::from(2);
+        };
+        config.more_servers.push((base.to_owned(), admin.to_owned()));
+    }
     config.client = ClientCredentials {
         id: config.client.id,
         secret: a.client_secret,
