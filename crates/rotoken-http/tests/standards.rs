@@ -113,10 +113,14 @@ fn the_token_response_says_when_the_refresh_token_expires() {
         ))
         .unwrap();
     let idle = rotoken::Policy::default().idle_lifetime.as_secs();
+    let absolute = rotoken::Policy::default().absolute_lifetime.as_secs();
     assert_eq!(first.refresh_token_expires_in, Some(idle));
+    assert_eq!(first.authorization_expires_in, Some(absolute));
     f.clock.advance(Duration::from_secs(100));
     let r = json(&f.refresh_spa(first.refresh_token.as_deref().unwrap()));
     assert_eq!(r["refresh_token_expires_in"], idle, "{r}");
+    // The authorization's end does not move with a rotation.
+    assert_eq!(r["authorization_expires_in"], absolute - 100, "{r}");
 }
 
 #[test]

@@ -172,6 +172,7 @@ impl Protocol {
                 family,
                 generation: 0,
                 expires_at: from_millis(rec.gc_at),
+                authorization_expires_at: from_millis(rec.expires_at),
             },
             rec,
         })
@@ -490,6 +491,7 @@ impl Protocol {
             family: done.family,
             generation: done.rec.generation,
             expires_at: from_millis(state::deadline(&done.rec, &self.limits)),
+            authorization_expires_at: from_millis(done.rec.expires_at),
             scope: request.scope.clone().unwrap_or_else(|| grant.scope.clone()),
             grant,
             retried: done.retried,

@@ -66,6 +66,9 @@ pub struct Issued {
     pub generation: u32,
     /// When the token stops working unless rotated (the earlier of idle and absolute expiry).
     pub expires_at: OffsetDateTime,
+    /// When the family ends whatever its use (its absolute lifetime): the
+    /// end of the authorization, after which the user must sign in again.
+    pub authorization_expires_at: OffsetDateTime,
 }
 
 /// What a refresh asks for, besides the token.
@@ -101,6 +104,9 @@ pub struct Rotated {
     pub generation: u32,
     /// When the new token stops working unless rotated.
     pub expires_at: OffsetDateTime,
+    /// When the family ends whatever its use (its absolute lifetime, never
+    /// moved by a rotation): the end of the authorization.
+    pub authorization_expires_at: OffsetDateTime,
     /// The family's grant (subject, client, granted scope, binding, metadata); never changed by a refresh.
     pub grant: Grant,
     /// The scope for the access token: the requested narrower scope, or the grant's.

@@ -107,14 +107,14 @@ impl OAuthServer {
         }
         grant.validate().map_err(rotoken::IssueError::from)?;
         let (client, refresh) = issue_rule(self.clients.as_ref(), &request.client_id, &request.scope)?;
-        let (refresh_token, family, expires_at) = if refresh {
+        let (refresh_token, family, expiry) = if refresh {
             let issued = self.engine.issue(&grant)?;
             self.metrics.issued();
             tracing::info!(client_id = %request.client_id, family = %issued.family, "family issued");
             (
                 Some(issued.refresh_token.expose().to_owned()),
                 Some(issued.family),
-                Some(issued.expires_at),
+                Some((issued.expires_at, issued.authorization_expires_at)),
             )
         } else {
             (None, None, None)
@@ -133,7 +133,8 @@ impl OAuthServer {
             token_type: if request.dpop_jkt.is_some() { "DPoP" } else { "Bearer" },
             expires_in: access.expires_in,
             refresh_token,
-            refresh_token_expires_in: expires_at.map(|at| self.seconds_until(at)),
+            refresh_token_expires_in: expiry.map(|(at, _)| self.seconds_until(at)),
+            authorization_expires_in: expiry.map(|(_, at)| self.seconds_until(at)),
             scope: None,
         })
     }

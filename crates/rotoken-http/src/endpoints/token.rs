@@ -42,6 +42,11 @@ pub struct TokenResponse {
     /// draft-ietf-oauth-refresh-token-expiration).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token_expires_in: Option<u64>,
+    /// Seconds until the authorization ends whatever its use (the family's
+    /// absolute lifetime, which rotation never extends); the user must sign
+    /// in again then (draft-ietf-oauth-refresh-token-expiration).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization_expires_in: Option<u64>,
     /// The scope, when it differs from the one requested.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
@@ -55,6 +60,7 @@ impl fmt::Debug for TokenResponse {
             .field("expires_in", &self.expires_in)
             .field("refresh_token", &self.refresh_token.as_ref().map(|_| ".."))
             .field("refresh_token_expires_in", &self.refresh_token_expires_in)
+            .field("authorization_expires_in", &self.authorization_expires_in)
             .field("scope", &self.scope)
             .finish()
     }
@@ -205,6 +211,7 @@ impl OAuthServer {
             expires_in: access.expires_in,
             refresh_token: Some(rotated.refresh_token.expose().to_owned()),
             refresh_token_expires_in: Some(self.seconds_until(rotated.expires_at)),
+            authorization_expires_in: Some(self.seconds_until(rotated.authorization_expires_at)),
             scope: (rotated.scope != *requested).then(|| rotated.scope.to_string()),
         })
     }
