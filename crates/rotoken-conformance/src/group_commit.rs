@@ -18,8 +18,8 @@ fn open_engine(db: &dyn Database, options: Options) -> Engine {
     db.open(Keyring::generate().unwrap(), options).unwrap()
 }
 
-/// Issues `n` families for subjects `{prefix}0..`, returning their first tokens.
-fn issue_many(engine: &Engine, prefix: &str, n: usize) -> Vec<String> {
+/// Issues `n` families for subjects `{prefix}0..` (client `web`), returning their first tokens.
+pub fn issue_many(engine: &Engine, prefix: &str, n: usize) -> Vec<String> {
     (0..n)
         .map(|i| {
             engine
@@ -33,7 +33,7 @@ fn issue_many(engine: &Engine, prefix: &str, n: usize) -> Vec<String> {
 }
 
 /// Runs `f(i)` on `n` threads released together; returns the results in thread order.
-fn together<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+pub fn together<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
     let barrier = Barrier::new(n);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..n)

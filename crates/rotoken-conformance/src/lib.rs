@@ -115,9 +115,27 @@ pub struct RedbDatabase {
 }
 
 impl RedbDatabase {
+    /// A new database file (not created yet) in a new temporary directory.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tokens.redb");
+        Self { dir, path }
+    }
+
     /// The database file.
     pub fn path(&self) -> &std::path::Path {
         &self.path
+    }
+
+    /// The temporary directory holding it (for other files of a test).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Default for RedbDatabase {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -127,9 +145,7 @@ impl Backend for RedbBackend {
     }
 
     fn create(&self) -> Box<dyn Database> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("tokens.redb");
-        Box::new(RedbDatabase { dir, path })
+        Box::new(RedbDatabase::new())
     }
 }
 
@@ -206,8 +222,14 @@ pub struct Harness {
 impl Harness {
     /// A fresh database of `backend` and a fresh keyring, the clock at [`T0`].
     pub fn new(backend: &dyn Backend, policy: Policy) -> Self {
+        Self::with_database(backend.create(), policy)
+    }
+
+    /// A harness over `db` (for a store's own tests), with a fresh keyring,
+    /// the clock at [`T0`].
+    pub fn with_database(db: Box<dyn Database>, policy: Policy) -> Self {
         Self {
-            db: backend.create(),
+            db,
             keys: Keyring::generate().expect("keyring"),
             clock: ManualClock::at_unix_millis(T0),
             policy,

@@ -181,6 +181,11 @@ pub struct CheckReport {
 const EMPTY_FAMILY: [c_char; 33] = [0; 33];
 
 impl Issued {
+    /// All NULL and zero: an out-parameter before a call (for Rust callers).
+    pub fn empty() -> Self {
+        Self::EMPTY
+    }
+
     const EMPTY: Self = Self {
         refresh_token: null_mut(),
         family: EMPTY_FAMILY,
@@ -190,6 +195,11 @@ impl Issued {
 }
 
 impl Rotated {
+    /// All NULL and zero: an out-parameter before a call (for Rust callers).
+    pub fn empty() -> Self {
+        Self::EMPTY
+    }
+
     const EMPTY: Self = Self {
         refresh_token: null_mut(),
         family: EMPTY_FAMILY,

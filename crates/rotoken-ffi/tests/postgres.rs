@@ -25,19 +25,7 @@ fn open(store: &CStr, keys: &CStr) -> *mut Handle {
 }
 
 fn rotate(h: *mut Handle, token: *const c_char) -> (Status, Rotated) {
-    let mut out = Rotated {
-        refresh_token: null_mut(),
-        family: [0; 33],
-        generation: 0,
-        expires_at: 0,
-        retried: false,
-        subject: null_mut(),
-        client_id: null_mut(),
-        scope: null_mut(),
-        confirmation: null_mut(),
-        metadata: null_mut(),
-        metadata_len: 0,
-    };
+    let mut out = Rotated::empty();
     let web = c"web";
     let status = unsafe { rotoken_rotate(h, token, web.as_ptr(), null(), null(), &raw mut out, null_mut()) };
     (status, out)
@@ -54,12 +42,7 @@ fn two_handles_share_one_postgres_store() {
     let url = CString::new(db.url()).unwrap();
     let (a, b) = (open(&url, &keys), open(&url, &keys));
 
-    let mut issued = Issued {
-        refresh_token: null_mut(),
-        family: [0; 33],
-        generation: 0,
-        expires_at: 0,
-    };
+    let mut issued = Issued::empty();
     let status = unsafe {
         rotoken_issue(
             a,

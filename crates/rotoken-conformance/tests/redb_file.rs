@@ -1,28 +1,30 @@
 //! What only the redb file store does: one process per file (`locked`),
 //! foreign and garbage files refused, compaction shrinking the file, a disk
 //! that fails in the middle of a group commit, and the in-memory database.
-//! Everything every store does is in the conformance suite
-//! (`crates/rotoken-conformance`, run against redb by its `tests/redb.rs`).
+//! Everything every store does is in the conformance suite (run against
+//! redb by `tests/redb.rs` beside this file).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Barrier};
 
-use common::{Harness, SECOND, active, assert_check, grant, small_policy};
 use redb::StorageBackend;
 use redb::backends::InMemoryBackend;
 use rotoken::{
     Engine, FamilyId, Keyring, OpenError, Options, RevokeTarget, RotateError, RotateRequest, Rotated, StoreError,
 };
+use rotoken_conformance::group_commit::{issue_many, together};
+use rotoken_conformance::{Harness, RedbDatabase, SECOND, active, assert_check, grant, small_policy};
 
 const GRACE: i64 = 30 * SECOND;
 
-fn harness() -> Harness {
-    Harness::new(small_policy(1_000))
+/// A harness over a redb file, and the file's directory and path.
+fn harness_with(policy: rotoken::Policy) -> (Harness, std::path::PathBuf, std::path::PathBuf) {
+    let db = RedbDatabase::new();
+    let (dir, path) = (db.dir().to_owned(), db.path().to_owned());
+    (Harness::with_database(Box::new(db), policy), dir, path)
 }
 
 fn rotate(engine: &Engine, token: &str) -> Result<Rotated, RotateError> {
@@ -34,31 +36,9 @@ fn issue(engine: &Engine, subject: &str) -> (FamilyId, String) {
     (issued.family, issued.refresh_token.expose().to_owned())
 }
 
-/// Issues `n` families for subjects `{prefix}0..`, returning their first tokens.
-fn issue_many(engine: &Engine, prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| issue(engine, &format!("{prefix}{i}")).1).collect()
-}
-
-/// Runs `f(i)` on `n` threads released together; returns the results in thread order.
-fn together<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    let barrier = Barrier::new(n);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..n)
-            .map(|i| {
-                let (barrier, f) = (&barrier, &f);
-                s.spawn(move || {
-                    barrier.wait();
-                    f(i)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    })
-}
-
 #[test]
 fn opening_with_other_keys_twice_or_a_foreign_file_fails_clearly() {
-    let h = harness();
+    let (h, dir, _) = harness_with(small_policy(1_000));
     let engine = h.open();
     let (_, t0) = issue(&engine, "alice");
     // A second handle in the same process.
@@ -73,7 +53,7 @@ fn opening_with_other_keys_twice_or_a_foreign_file_fails_clearly() {
     drop(engine);
 
     // A redb file that is not a rotoken database.
-    let foreign = h.dir.path().join("other.redb");
+    let foreign = dir.join("other.redb");
     {
         const T: redb::TableDefinition<'_, &str, u64> = redb::TableDefinition::new("accounts");
         let db = redb::Database::create(&foreign).unwrap();
@@ -84,10 +64,10 @@ fn opening_with_other_keys_twice_or_a_foreign_file_fails_clearly() {
     let got = rotoken::Engine::open(&foreign, h.keys.clone(), h.options());
     assert!(matches!(got, Err(OpenError::NotRotoken)), "{got:?}");
     // Not a redb file at all: an error, not a panic.
-    let garbage = h.dir.path().join("garbage.redb");
+    let garbage = dir.join("garbage.redb");
     std::fs::write(&garbage, vec![0x5a; 64 * 1024]).unwrap();
     assert!(rotoken::Engine::open(&garbage, h.keys.clone(), h.options()).is_err());
-    let text = h.dir.path().join("text.redb");
+    let text = dir.join("text.redb");
     std::fs::write(&text, b"hello, this is not a database\n").unwrap();
     assert!(rotoken::Engine::open(&text, h.keys.clone(), h.options()).is_err());
 }
@@ -95,7 +75,7 @@ fn opening_with_other_keys_twice_or_a_foreign_file_fails_clearly() {
 /// Issues `n` families through the engine and checks that no family id,
 /// secret or authenticator repeats.
 fn issued_tokens_are_distinct(n: usize) {
-    let h = Harness::new(common::relaxed_policy());
+    let (h, _, _) = harness_with(rotoken_conformance::relaxed_policy());
     let engine =
         Engine::open_with_backend(redb::backends::InMemoryBackend::new(), h.keys.clone(), h.options()).unwrap();
     let mut families = HashSet::with_capacity(n);
@@ -126,7 +106,7 @@ fn a_hundred_thousand_issued_tokens_are_all_distinct() {
 
 #[test]
 fn compaction_keeps_every_answer_and_shrinks_the_file() {
-    let h = harness();
+    let (h, _, path) = harness_with(small_policy(1_000));
     let mut engine = h.open();
     // Families of several subjects, some rotated, one revoked by reuse, one
     // by subject: every table (families, indexes, expiry, events) has rows.
@@ -152,10 +132,10 @@ fn compaction_keeps_every_answer_and_shrinks_the_file() {
     assert_eq!(revoked.len(), user6);
     let events = engine.events(0, 1_000).unwrap();
     let sessions = engine.sessions("user-3").unwrap();
-    let before = std::fs::metadata(&h.path).unwrap().len();
+    let before = std::fs::metadata(&path).unwrap().len();
 
     engine.compact().unwrap();
-    let after = std::fs::metadata(&h.path).unwrap().len();
+    let after = std::fs::metadata(&path).unwrap().len();
     assert!(after < before, "compaction must shrink the file: {before} -> {after}");
     assert_check(&engine);
     assert_eq!(engine.events(0, 1_000).unwrap(), events);
