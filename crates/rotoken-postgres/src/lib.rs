@@ -123,8 +123,10 @@ use crate::txn::{PgRead, PgWrite};
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct PgOptions {
-    /// Most connections open at once. Default 16 (the engine runs one write
-    /// transaction at a time; the rest serve reads).
+    /// Most connections open at once. Default 16: the engine keeps up to
+    /// half of them busy with write batches in flight at once (families
+    /// that two batches share are serialised by row locks); the rest serve
+    /// reads.
     pub pool_size: usize,
     /// How long connecting, or waiting for a free connection, may take.
     /// Default 5 s.
@@ -253,6 +255,10 @@ impl PostgresStore {
 impl Store for PostgresStore {
     fn name(&self) -> &'static str {
         "postgres"
+    }
+
+    fn concurrent_batches(&self) -> usize {
+        (self.pool.status().max_size / 2).max(1)
     }
 
     fn begin_read(&self) -> Result<Box<dyn ReadTxn + '_>, StoreError> {

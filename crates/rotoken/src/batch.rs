@@ -9,8 +9,15 @@
 //! once and is not delayed.
 //!
 //! Synchronous callers lead inline. Asynchronous callers never lead on the
-//! runtime's thread: a helper thread (started at the first async call) leads
-//! batches that hold only async work, and wakes each caller's task.
+//! runtime's thread: helper threads (started at the first async call) lead
+//! batches that hold only async work, and wake each caller's task.
+//!
+//! A store that takes writers from several transactions at once (the
+//! PostgreSQL store, whose row locks serialise only writers of the same
+//! family) lets more than one batch be in flight: up to
+//! [`Store::concurrent_batches`](crate::Store::concurrent_batches) leaders
+//! run at a time, so one slow commit round trip does not hold up every
+//! other caller. redb has one writer, so its batches run one at a time.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -74,9 +81,16 @@ type SlotRef<Done> = Arc<Mutex<Slot<Done>>>;
 
 struct State<Op, Done> {
     pending: VecDeque<(Op, SlotRef<Done>)>,
-    leader: bool,
-    helper_started: bool,
+    /// Batches in flight.
+    leaders: usize,
+    helpers_started: bool,
     shutdown: bool,
+}
+
+impl<Op, Done> State<Op, Done> {
+    fn may_lead(&self, most: usize) -> bool {
+        self.leaders < most
+    }
 }
 
 /// The queue of one engine.
@@ -84,6 +98,8 @@ pub(crate) struct Batcher<Op, Done> {
     state: Mutex<State<Op, Done>>,
     cv: Condvar,
     config: GroupCommit,
+    /// The most batches in flight at once (at least 1).
+    most_leaders: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -93,12 +109,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<Op: Send + 'static, Done: Send + 'static> Batcher<Op, Done> {
-    pub(crate) fn new(config: GroupCommit) -> Self {
+    /// A queue whose batches run at most `concurrent` at a time.
+    pub(crate) fn new(config: GroupCommit, concurrent: usize) -> Self {
         Self {
             state: Mutex::new(State {
                 pending: VecDeque::new(),
-                leader: false,
-                helper_started: false,
+                leaders: 0,
+                helpers_started: false,
                 shutdown: false,
             }),
             cv: Condvar::new(),
@@ -106,6 +123,7 @@ impl<Op: Send + 'static, Done: Send + 'static> Batcher<Op, Done> {
                 max_batch: config.max_batch.max(1),
                 ..config
             },
+            most_leaders: concurrent.max(1),
         }
     }
 
@@ -126,7 +144,7 @@ impl<Op: Send + 'static, Done: Send + 'static> Batcher<Op, Done> {
             if let Some(done) = lock(&slot).done.take() {
                 return done;
             }
-            if !st.leader {
+            if st.may_lead(self.most_leaders) {
                 st = self.lead(st, engine);
                 continue;
             }
@@ -151,20 +169,25 @@ impl<Op: Send + 'static, Done: Send + 'static> Batcher<Op, Done> {
         }));
         let mut st = lock(&self.state);
         st.pending.push_back((op, Arc::clone(&slot)));
-        let idle = !st.leader;
-        if !st.helper_started {
-            st.helper_started = true;
-            let me = Arc::clone(self);
-            let spawned = std::thread::Builder::new()
-                .name("rotoken-commit".into())
-                .spawn(move || me.helper(&engine));
-            if spawned.is_err() {
-                st.helper_started = false;
-                st.pending.retain(|(_, s)| !Arc::ptr_eq(s, &slot));
-                return Wait {
-                    slot,
-                    fallback: Some("could not start the commit thread"),
-                };
+        let idle = st.may_lead(self.most_leaders);
+        if !st.helpers_started {
+            st.helpers_started = true;
+            // One helper per batch that may be in flight; at least the
+            // first must start, or async callers would never be served.
+            for n in 0..self.most_leaders {
+                let me = Arc::clone(self);
+                let engine = Weak::clone(&engine);
+                let spawned = std::thread::Builder::new()
+                    .name(format!("rotoken-commit-{n}"))
+                    .spawn(move || me.helper(&engine));
+                if spawned.is_err() && n == 0 {
+                    st.helpers_started = false;
+                    st.pending.retain(|(_, s)| !Arc::ptr_eq(s, &slot));
+                    return Wait {
+                        slot,
+                        fallback: Some("could not start the commit thread"),
+                    };
+                }
             }
         }
         if idle {
@@ -174,15 +197,15 @@ impl<Op: Send + 'static, Done: Send + 'static> Batcher<Op, Done> {
         Wait { slot, fallback: None }
     }
 
-    /// The helper thread of async callers: leads while work is queued and no
-    /// other leader runs; exits when the engine is gone.
+    /// A helper thread of async callers: leads while work is queued and
+    /// fewer than the most leaders run; exits when the engine is gone.
     fn helper<E: Apply<Op, Done>>(&self, engine: &Weak<E>) {
         let mut st = lock(&self.state);
         loop {
             if st.shutdown {
                 return;
             }
-            if !st.leader && !st.pending.is_empty() {
+            if st.may_lead(self.most_leaders) && !st.pending.is_empty() {
                 let Some(strong) = engine.upgrade() else {
                     return;
                 };
@@ -205,7 +228,7 @@ impl<Op: Send + 'static, Done: Send + 'static> Batcher<Op, Done> {
         mut st: MutexGuard<'a, State<Op, Done>>,
         engine: &impl Apply<Op, Done>,
     ) -> MutexGuard<'a, State<Op, Done>> {
-        st.leader = true;
+        st.leaders += 1;
         let mut batch = self.take(&mut st, Vec::new());
         if !self.config.max_wait.is_zero() && batch.len() > 1 && batch.len() < self.config.max_batch {
             drop(st);
@@ -235,7 +258,7 @@ impl<Op: Send + 'static, Done: Send + 'static> Batcher<Op, Done> {
             }
         }
         let mut st = lock(&self.state);
-        st.leader = false;
+        st.leaders -= 1;
         self.hand_over(&st);
         st
     }
@@ -350,7 +373,7 @@ mod tests {
     /// of them together, each getting its own result.
     #[test]
     fn callers_queued_behind_a_batch_share_the_next_one() {
-        let batcher = Arc::new(Batcher::<u32, u32>::new(GroupCommit::default()));
+        let batcher = Arc::new(Batcher::<u32, u32>::new(GroupCommit::default(), 1));
         let rec = Arc::new(Recorder::default());
         std::thread::scope(|s| {
             let first = s.spawn(|| batcher.submit(0, &*rec));
@@ -375,7 +398,7 @@ mod tests {
     /// the `panicked` answer) and hangs nobody; the next batch runs.
     #[test]
     fn a_panicking_batch_fails_its_callers_and_the_batcher_goes_on() {
-        let batcher = Arc::new(Batcher::<u32, u32>::new(GroupCommit::default()));
+        let batcher = Arc::new(Batcher::<u32, u32>::new(GroupCommit::default(), 1));
         let rec = Arc::new(Recorder::default());
         rec.gate.store(true, Ordering::SeqCst);
         let answers: Vec<u32> = std::thread::scope(|s| {
@@ -395,5 +418,23 @@ mod tests {
             assert!(got == op || got == 2_000_000, "{op} -> {got}");
         }
         assert_eq!(batcher.submit(9, &*rec), 9, "the batcher still works");
+    }
+
+    /// A store that takes several writers at once gets several batches in
+    /// flight: a caller arriving while one batch is held up leads its own.
+    #[test]
+    fn a_second_batch_runs_beside_a_held_one_when_the_store_allows_two() {
+        let batcher = Arc::new(Batcher::<u32, u32>::new(GroupCommit::default(), 2));
+        let rec = Arc::new(Recorder::default());
+        std::thread::scope(|s| {
+            let first = s.spawn(|| batcher.submit(0, &*rec));
+            wait_until(|| lock(&rec.sizes).len() == 1);
+            // The first batch is still held at the gate.
+            assert_eq!(batcher.submit(1, &*rec), 1);
+            assert_eq!(lock(&batcher.state).leaders, 1);
+            rec.gate.store(true, Ordering::SeqCst);
+            assert_eq!(first.join().unwrap(), 0);
+        });
+        assert_eq!(*lock(&rec.sizes), vec![1, 1]);
     }
 }

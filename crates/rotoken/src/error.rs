@@ -209,8 +209,10 @@ pub enum OpenError {
     /// Another process (or another handle in this one) has the database open.
     #[error("the database is open in another process; use one process per file (the `serve` sidecar for many workers)")]
     Locked,
-    /// The file is a redb database but not a rotoken one.
-    #[error("the file is not a rotoken database")]
+    /// The file or database holds data that rotoken did not write (a redb
+    /// file without rotoken's tables, a PostgreSQL database with a foreign
+    /// `rotoken_families` table).
+    #[error("the database is not a rotoken database (it holds data rotoken did not write)")]
     NotRotoken,
     /// The database was written with a schema this build does not know.
     #[error("database schema version {found} is not supported (this build reads {supported})")]

@@ -58,6 +58,17 @@
 //!    (redb does) turns the panic into [`StoreError::Corrupt`] and from then
 //!    on refuses every call with `corrupt`, rather than hanging or trusting
 //!    state it no longer knows.
+//! 7. **Meta is read to be set.** [`ReadTxn::meta`] called in a *write*
+//!    transaction serialises that transaction with every other write
+//!    transaction that reads meta, until it ends (redb: there is one writer;
+//!    PostgreSQL: a transaction-level advisory lock). Read-then-set is
+//!    therefore atomic: of two servers opening an empty shared database at
+//!    once, exactly one records its key-check value and its policy, and the
+//!    other reads them.
+//! 8. **Event numbers have no gaps.** [`WriteTxn::append_event`] numbers
+//!    events one more than the last committed number, in commit order, so
+//!    a reader resuming after sequence number `n` (`rotoken events
+//!    --follow`) never misses an event committed later under a smaller one.
 
 mod redb;
 
@@ -156,6 +167,17 @@ pub trait Store: Send + Sync + 'static {
     fn compact(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// How many write transactions may usefully run at once. The engine
+    /// keeps at most this many batches in flight; 1 (the default, and
+    /// redb's) runs them one after another. A store whose transactions lock
+    /// only the families they touch (PostgreSQL's row locks) returns the
+    /// number of connections it can hold: batches that share no family
+    /// then commit side by side, and those that do are serialised by the
+    /// store's locks (contract rule 2).
+    fn concurrent_batches(&self) -> usize {
+        1
+    }
 }
 
 /// A boxed store is a store: an engine can be opened over a store chosen
@@ -175,6 +197,10 @@ impl<S: Store + ?Sized> Store for Box<S> {
 
     fn compact(&mut self) -> Result<(), StoreError> {
         (**self).compact()
+    }
+
+    fn concurrent_batches(&self) -> usize {
+        (**self).concurrent_batches()
     }
 }
 
