@@ -19,7 +19,6 @@ mod conn;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 use std::time::Instant;
 
 use axum::Router;
@@ -192,9 +191,13 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
             "generated an access-token signing key (EdDSA); keep it secret"
         );
     }
+    // The engine's own background gc: without it a long-running server
+    // would keep every revoked and expired family (and its pages) for ever,
+    // and `rotoken gc` cannot open the database while serve holds it.
     let options = Options {
         policy: s.policy.clone(),
         cache_size: s.cache_bytes,
+        gc_every: s.gc_interval,
         ..Options::default()
     };
     let store = s.store.clone();
@@ -262,9 +265,6 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
     );
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let gc = s
-        .gc_interval
-        .map(|every| tokio::spawn(collect_garbage(engine.clone(), every, stop_rx.clone())));
     let signal = async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing requests in flight");
@@ -297,12 +297,6 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
             timeout_secs = s.shutdown_timeout.as_secs(),
             "requests still running at the shutdown deadline"
         );
-    }
-    // gc stops at the shutdown signal, after the step it is in.
-    if let Some(gc) = gc
-        && tokio::time::timeout(s.shutdown_timeout, gc).await.is_err()
-    {
-        tracing::warn!("gc still running at the shutdown deadline");
     }
     // The last reference closes the database (its drop commits nothing new).
     match Arc::try_unwrap(engine) {
@@ -345,51 +339,6 @@ fn load_or_generate_keys(path: &std::path::Path) -> Result<Keyring, CliError> {
 }
 
 /// Ctrl-C, or SIGTERM on Unix.
-/// Families removed per gc step: each step is one write transaction, so
-/// rotations wait at most one step's worth of work.
-const GC_STEP: usize = 1_000;
-
-/// Runs `Engine::gc` every `every` until shutdown, in steps of [`GC_STEP`]
-/// on the blocking pool, yielding to requests between steps. Without it a
-/// long-running server would keep every revoked and expired family (and its
-/// pages) for ever: `rotoken gc` cannot open the database while serve holds it.
-async fn collect_garbage(engine: Arc<Engine>, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticks.tick().await; // the first tick is immediate: start one interval after startup
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            _ = stop.wait_for(|stopped| *stopped) => return,
-        }
-        let (mut removed, mut events_removed) = (0, 0);
-        loop {
-            let e = engine.clone();
-            match tokio::task::spawn_blocking(move || e.gc(GC_STEP)).await {
-                Ok(Ok(step)) => {
-                    removed += step.removed;
-                    events_removed += step.events_removed;
-                    if !step.more || *stop.borrow() {
-                        break;
-                    }
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "gc failed; will retry at the next interval");
-                    break;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "gc task failed; will retry at the next interval");
-                    break;
-                }
-            }
-            tokio::task::yield_now().await;
-        }
-        if removed > 0 || events_removed > 0 {
-            tracing::info!(removed, events_removed, "gc");
-        }
-    }
-}
-
 async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {

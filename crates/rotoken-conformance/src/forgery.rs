@@ -364,7 +364,7 @@ pub fn a_token_ahead_of_a_restored_backup_diverges(backend: &dyn Backend) {
             assert!(!active(&engine, t));
         }
         assert_eq!(diverged_event(&engine), Some((ahead_by, 0)));
-        let sunk = h.sunk();
+        let sunk = h.sunk(&engine);
         assert!(
             sunk.iter()
                 .any(|e| matches!(e.kind, EventKind::Diverged { .. }) && e.family == family),

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rotoken::store::Store;
-use rotoken::{Engine, Event, Grant, Keyring, ManualClock, OpenError, Options, Policy, RedbStore, Scope};
+use rotoken::{Engine, Event, Grant, Keyring, ManualClock, Notice, OpenError, Options, Policy, RedbStore, Scope};
 use time::OffsetDateTime;
 
 pub mod at_rest;
@@ -216,7 +216,7 @@ pub struct Harness {
     /// The policy every open uses.
     pub policy: Policy,
     /// Events received by the event sink.
-    pub sink: Arc<Mutex<Vec<Event>>>,
+    pub sink: Arc<Mutex<Vec<Notice>>>,
 }
 
 impl Harness {
@@ -243,7 +243,9 @@ impl Harness {
         Options {
             clock: Arc::new(self.clock.clone()),
             policy: self.policy.clone(),
-            on_event: Some(Arc::new(move |e: &Event| sink.lock().unwrap().push(e.clone()))),
+            on_event: Some(Arc::new(move |n: &Notice| sink.lock().unwrap().push(n.clone()))),
+            // The suite collects by hand, counting what each call removes.
+            gc_every: None,
             ..Options::default()
         }
     }
@@ -272,8 +274,16 @@ impl Harness {
         self.clock.unix_millis()
     }
 
-    /// The events the sink received so far.
-    pub fn sunk(&self) -> Vec<Event> {
+    /// The events the sink received, once `engine` has delivered every
+    /// event committed so far.
+    pub fn sunk(&self, engine: &Engine) -> Vec<Event> {
+        self.notices(engine).into_iter().map(|n| n.event).collect()
+    }
+
+    /// What the sink received (events with their grants), once `engine`
+    /// has delivered every event committed so far.
+    pub fn notices(&self, engine: &Engine) -> Vec<Notice> {
+        engine.flush_events();
         self.sink.lock().unwrap().clone()
     }
 }

@@ -347,7 +347,7 @@ pub fn gc_removes_expired_and_revoked_families_in_bounded_steps(backend: &dyn Ba
         .filter(|e| e.kind == EventKind::Revoked(RevokeReason::Family))
         .count();
     assert_eq!((expired, revoked, events.len()), (8, 3, 11));
-    assert_eq!(h.sunk(), events, "the sink saw exactly the recorded events");
+    assert_eq!(h.sunk(&engine), events, "the sink saw exactly the recorded events");
 
     // Events past retention (4 h) go, in bounded steps, oldest first.
     h.clock.set_unix_millis(T0 + 4 * HOUR + 1);
@@ -436,7 +436,7 @@ pub fn the_event_sink_receives_reuse_and_revocation_events(backend: &dyn Backend
     let (fa, a0) = issue(&engine, "alice");
     let a1 = rotate(&engine, &a0).unwrap();
     let _a2 = rotate(&engine, a1.refresh_token.expose()).unwrap();
-    assert!(h.sunk().is_empty(), "rotations emit no event");
+    assert!(h.sunk(&engine).is_empty(), "rotations emit no event");
     assert!(matches!(rotate(&engine, &a0), Err(RotateError::ReuseDetected { .. })));
     let (fb, b0) = issue(&engine, "bob");
     let (fc, _) = engine
@@ -446,7 +446,7 @@ pub fn the_event_sink_receives_reuse_and_revocation_events(backend: &dyn Backend
     assert_eq!(engine.revoke(RevokeTarget::Token(&b0)).unwrap(), 1);
     assert_eq!(engine.revoke(RevokeTarget::Token(&b0)).unwrap(), 0, "already revoked");
     assert_eq!(engine.revoke(RevokeTarget::Client("other-client")).unwrap(), 1);
-    let sunk = h.sunk();
+    let sunk = h.sunk(&engine);
     let kinds: Vec<(FamilyId, EventKind)> = sunk.iter().map(|e| (e.family, e.kind)).collect();
     assert_eq!(
         kinds,
@@ -466,10 +466,10 @@ pub fn the_event_sink_receives_reuse_and_revocation_events(backend: &dyn Backend
     assert!(sunk.windows(2).all(|w| w[0].seq < w[1].seq));
     assert!(sunk.iter().all(|e| e.at_millis == T0));
     // Refusals emit nothing.
-    let before = h.sunk().len();
+    let before = h.sunk(&engine).len();
     let _ = rotate(&engine, &a0);
     let _ = engine.rotate(&b0, &RotateRequest::new("not-web"));
-    assert_eq!(h.sunk().len(), before);
+    assert_eq!(h.sunk(&engine).len(), before);
 }
 
 /// Introspection never changes state.

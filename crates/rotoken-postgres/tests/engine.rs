@@ -75,7 +75,7 @@ fn issue_rotate_grace_reuse_revoke_gc_and_check() {
     assert_eq!(removed, 4);
     assert_eq!(engine.families_count().unwrap(), 0);
     assert_check(&engine);
-    let seqs: Vec<u64> = s.sunk().iter().map(|e| e.seq).collect();
+    let seqs: Vec<u64> = s.sunk(&engine).iter().map(|e| e.seq).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
 }
 

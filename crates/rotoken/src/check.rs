@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::engine::Engine;
+use crate::core::Core;
 use crate::error::StoreError;
 use crate::keys::TagKind;
 use crate::protocol::Protocol;
@@ -12,17 +12,9 @@ use crate::types::{CheckReport, Problem};
 /// Families and events read per store call.
 const PAGE: usize = 1024;
 
-impl Engine {
-    /// Verifies every record and index entry: record MACs and layouts,
-    /// that each grant opens and matches its record's tags, that every
-    /// family has its index entries and every index entry its family, that
-    /// no live family's gc time lies after its absolute expiry, and that
-    /// every event decodes. Reads one snapshot; never changes anything.
-    ///
-    /// # Errors
-    ///
-    /// A storage error. Inconsistencies are reported in [`CheckReport::problems`].
-    pub fn check(&self) -> Result<CheckReport, StoreError> {
+impl Core {
+    /// See [`crate::Engine::check`].
+    pub(crate) fn check(&self) -> Result<CheckReport, StoreError> {
         let now = self.now();
         let read = self.store.begin_read()?;
         let mut report = CheckReport::default();

@@ -1,133 +1,65 @@
-//! The engine's front door: opening, the operations callers make, and the
-//! group commit that carries writes into a [`Store`].
+//! The engine's front door: opening, and every operation a caller makes,
+//! each in a blocking and an `async` form.
 //!
-//! The rules live in [`crate::protocol`]; the bytes live in the store. This
-//! file moves operations between callers, the protocol and the store: it
-//! prepares each operation on its caller's thread, and a batch leader runs
-//! a batch in one store transaction (lock the families the batch names,
-//! apply each operation through the protocol in order, write back, commit).
+//! [`Engine`] is a handle on the shared insides ([`crate::core`]) that its
+//! background threads also use: event delivery ([`crate::notify`]) and
+//! garbage collection ([`Options::gc_every`]).
+//!
+//! # Async first
+//!
+//! A tokio (or any other) server calls the `*_async` methods. None of them
+//! blocks the runtime's thread: writes (issue, rotate, revoke) queue for
+//! group commit and wake the caller when their commit is done; reads
+//! (introspect, sessions, events, gc, check) run on a small blocking pool,
+//! so a store round trip (PostgreSQL) never stalls the runtime. The plain
+//! methods are for threads that may block: CLIs, tests, FFI callers.
 
-use std::collections::{BTreeSet, HashMap};
-use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
-use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
 
-use crate::batch::{Apply, Batcher};
-use crate::clock::{Clock, to_millis};
-use crate::error::{IssueError, OpenError, RevokeError, RotateError, StoreError, corrupt};
-use crate::grant::{Grant, MAX_SUBJECT_LEN, check_text};
-use crate::keys::{Keyring, TAG16, TagKind};
-use crate::policy::{Durability, Policy};
-use crate::protocol::{PreparedIssue, PreparedRevoke, PreparedRotate, Protocol, RotateDone, Transition};
-use crate::record::{Event, EventKind, FamilyRecord, RevokeReason};
-use crate::store::{Commit, Index, IndexKeys, MAX_CONFLICT_RETRIES, RedbStore, Store, WriteTxn};
+use crate::core::Core;
+use crate::error::{IssueError, OpenError, RevokeError, RotateError, StoreError};
+use crate::grant::Grant;
+use crate::keys::Keyring;
+use crate::notify::EventSink;
+use crate::policy::Policy;
+use crate::record::Event;
+use crate::store::{RedbStore, Store};
 use crate::token::FamilyId;
-use crate::types::{EventSink, Introspection, Issued, Options, RevokeTarget, RotateRequest, Rotated, Session, Stats};
+use crate::types::{
+    CheckReport, GcReport, Introspection, Issued, Options, RevokeTarget, RotateRequest, Rotated, Session, Stats,
+};
 
-const META_KEY_CHECK: &str = "key_check";
+/// Families one background gc transaction removes at most.
+const GC_STEP: usize = 1000;
 
 /// The refresh-token engine over one [`Store`] (a redb file by default).
 ///
 /// `Engine` is `Send + Sync`; share it behind an `Arc`. The store's write
 /// transactions give each family exactly one winner, so concurrent
-/// rotations of one token mint one successor.
+/// rotations of one token mint one successor. Unless
+/// [`Options::gc_every`] is `None`, a background thread collects expired
+/// families and old events; it stops when the engine is dropped.
 pub struct Engine {
-    pub(crate) store: Box<dyn Store>,
-    pub(crate) protocol: Protocol,
-    clock: Arc<dyn Clock>,
-    on_event: Option<EventSink>,
-    relaxed_commits: AtomicU32,
-    batcher: Arc<Batcher<Op, Done>>,
-    stats: Counters,
+    core: Arc<Core>,
+    collector: Option<Collector>,
 }
 
-#[derive(Default)]
-struct Counters {
-    batches: AtomicU64,
-    operations: AtomicU64,
-    durable_commits: AtomicU64,
-    largest_batch: AtomicU64,
-    conflicts: AtomicU64,
-}
-
-impl fmt::Debug for Engine {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Engine")
-            .field("store", &self.store.name())
-            .field("keys", &self.protocol.keys)
-            .field("policy", &self.protocol.policy)
-            .finish_non_exhaustive()
-    }
-}
-
-/// An operation prepared on its caller's thread, applied by a batch leader.
-pub(crate) enum Op {
-    Issue(Box<PreparedIssue>),
-    Rotate(Box<PreparedRotate>),
-    Revoke(PreparedRevoke),
-}
-
-/// One operation's outcome from a batch.
-pub(crate) enum Done {
-    Issue(Result<Issued, IssueError>),
-    Rotate(Result<Box<RotateDone>, RotateError>),
-    Revoke(Result<usize, RevokeError>),
-    /// The batch did not commit; nothing of this operation reached the store.
-    Failed(StoreError),
-}
-
-impl Done {
-    fn into_issue(self) -> Result<Issued, IssueError> {
-        match self {
-            Self::Issue(r) => r,
-            Self::Failed(e) => Err(e.into()),
-            _ => Err(mismatch().into()),
-        }
-    }
-
-    fn into_rotate(self) -> Result<Box<RotateDone>, RotateError> {
-        match self {
-            Self::Rotate(r) => r,
-            Self::Failed(e) => Err(e.into()),
-            _ => Err(mismatch().into()),
-        }
-    }
-
-    fn into_revoke(self) -> Result<usize, RevokeError> {
-        match self {
-            Self::Revoke(r) => r,
-            Self::Failed(e) => Err(e.into()),
-            _ => Err(mismatch().into()),
-        }
-    }
-}
-
-fn mismatch() -> StoreError {
-    StoreError::Unavailable("a batch returned another operation's result")
-}
-
-impl Apply<Op, Done> for Engine {
-    fn apply_batch(&self, ops: Vec<Op>) -> Vec<Done> {
-        self.run_batch(&ops)
-    }
-
-    fn failed(&self, why: &'static str) -> Done {
-        Done::Failed(StoreError::Unavailable(why))
-    }
-
-    fn panicked(&self) -> Done {
-        Done::Failed(StoreError::Unavailable(
-            "the batch panicked; nothing of it was committed",
-        ))
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.core.fmt(f)
     }
 }
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        self.batcher.shutdown();
+        if let Some(c) = self.collector.take() {
+            c.stop();
+        }
     }
 }
 
@@ -178,156 +110,93 @@ impl Engine {
     ///
     /// # Errors
     ///
-    /// [`OpenError::WrongKeys`], [`OpenError::InvalidPolicy`], or a storage error.
+    /// [`OpenError::WrongKeys`], [`OpenError::InvalidPolicy`], a storage
+    /// error, or [`StoreError::Unavailable`] if a background thread could
+    /// not be started.
     pub fn with_store(store: impl Store, keys: Keyring, options: Options) -> Result<Self, OpenError> {
-        options.policy.validate().map_err(OpenError::InvalidPolicy)?;
-        let check = keys.key_check();
-        let stored = store.begin_read()?.meta(META_KEY_CHECK)?;
-        let stored = match stored {
-            Some(kc) => kc,
-            None => {
-                // The key check is always committed durably, whatever the policy.
-                let mut txn = store.begin_write(Commit::Durable)?;
-                if txn.meta(META_KEY_CHECK)?.is_none() {
-                    txn.set_meta(META_KEY_CHECK, &check)?;
-                }
-                txn.commit()?;
-                // Read back: a concurrent first opener (another server on a
-                // shared store) may have recorded its keys first.
-                store
-                    .begin_read()?
-                    .meta(META_KEY_CHECK)?
-                    .ok_or_else(|| corrupt("meta", "key check missing after it was written"))?
-            }
-        };
-        if !bool::from(stored.as_slice().ct_eq(&check)) {
-            return Err(OpenError::WrongKeys);
+        let gc_every = options.gc_every;
+        let sink = options.on_event.clone();
+        let core = Arc::new(Core::new(Box::new(store), keys, options)?);
+        if let Some(sink) = sink {
+            core.subscribe(sink).map_err(thread_refused)?;
         }
-        let concurrent = store.concurrent_batches();
-        Ok(Self {
-            store: Box::new(store),
-            protocol: Protocol::new(keys, options.policy),
-            clock: options.clock,
-            on_event: options.on_event,
-            relaxed_commits: AtomicU32::new(0),
-            batcher: Arc::new(Batcher::new(options.group_commit, concurrent)),
-            stats: Counters::default(),
-        })
+        let collector = match gc_every {
+            Some(every) => Some(Collector::start(Arc::clone(&core), every).map_err(thread_refused)?),
+            None => None,
+        };
+        Ok(Self { core, collector })
+    }
+
+    /// Adds an event subscriber: `sink` is called on the engine's delivery
+    /// thread with every event committed from now on, in commit order, with
+    /// the family's opened grant (see [`Notice`](crate::Notice)). It may call the engine
+    /// (hold a [`std::sync::Weak`] to it, not an `Arc`, or the engine is
+    /// never dropped); a panic in it is caught and counted in
+    /// [`Stats::subscriber_panics`]. Slow subscribers never slow commits:
+    /// see [`Stats::events_not_delivered`] and [`Engine::events`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] if the delivery thread could not be started.
+    pub fn subscribe(&self, sink: impl Fn(&crate::Notice) + Send + Sync + 'static) -> Result<(), StoreError> {
+        let sink: EventSink = Arc::new(sink);
+        self.core.subscribe(sink).map_err(|_| StoreError::Unavailable("could not start the event thread"))
+    }
+
+    /// Blocks until every event committed before this call has been handed
+    /// to every subscriber: before a graceful exit, or in a test that looks
+    /// at what a subscriber received.
+    pub fn flush_events(&self) {
+        self.core.flush_events();
     }
 
     /// The keyring in use.
     pub fn keyring(&self) -> &Keyring {
-        &self.protocol.keys
+        self.core.keyring()
     }
 
     /// The policy in use.
     pub fn policy(&self) -> &Policy {
-        &self.protocol.policy
+        self.core.policy()
     }
 
     /// The store's name (`redb`, `postgres`).
     pub fn store_name(&self) -> &'static str {
-        self.store.name()
+        self.core.store_name()
     }
 
-    /// Write-path counters: how many batches, operations and durable commits.
+    /// Counters: batches, operations and durable commits of the write
+    /// path, background gc, and event delivery.
     pub fn stats(&self) -> Stats {
-        Stats {
-            batches: self.stats.batches.load(Ordering::Relaxed),
-            operations: self.stats.operations.load(Ordering::Relaxed),
-            durable_commits: self.stats.durable_commits.load(Ordering::Relaxed),
-            largest_batch: self.stats.largest_batch.load(Ordering::Relaxed),
-            conflicts_retried: self.stats.conflicts.load(Ordering::Relaxed),
-        }
+        self.core.stats()
     }
 
     /// Gives free space back to the file system (redb: rewrite every table
-    /// in key order, then compact the file). Needs exclusive access.
+    /// in key order, then compact the file). Needs exclusive access: the
+    /// background gc pauses meanwhile.
     ///
     /// # Errors
     ///
-    /// A storage error (nothing is lost: the rewrite is one transaction).
+    /// A storage error (nothing is lost: the rewrite is one transaction),
+    /// or [`StoreError::Unavailable`] while another handle (an async call
+    /// in flight) shares the engine's insides.
     pub fn compact(&mut self) -> Result<(), StoreError> {
-        self.store.compact()
-    }
-
-    pub(crate) fn now(&self) -> i64 {
-        to_millis(self.clock.now())
-    }
-
-    /// Whether the next write transaction commits durably: always, unless
-    /// durability is relaxed; then every [`Policy::relaxed_flush_every`]-th.
-    pub(crate) fn next_commit(&self) -> Commit {
-        if self.protocol.policy.durability == Durability::Relaxed {
-            // Exact when batches run one at a time (redb); with several in
-            // flight a durable commit may come a few commits late.
-            let since = self.relaxed_commits.load(Ordering::Relaxed);
-            if since.saturating_add(1) < self.protocol.policy.relaxed_flush_every {
-                return Commit::Relaxed;
-            }
+        let every = self.collector.take().map(Collector::stop);
+        let result = match Arc::get_mut(&mut self.core) {
+            Some(core) => core.compact(),
+            None => Err(StoreError::Unavailable("compaction needs the engine to itself")),
+        };
+        if let Some(every) = every {
+            self.collector = Some(
+                Collector::start(Arc::clone(&self.core), every)
+                    .map_err(|_| StoreError::Unavailable("could not restart the gc thread"))?,
+            );
         }
-        Commit::Durable
+        result
     }
 
-    /// Commits, and keeps count of relaxed commits since the last durable one.
-    pub(crate) fn commit(&self, txn: Box<dyn WriteTxn + '_>, mode: Commit) -> Result<(), StoreError> {
-        txn.commit()?;
-        if mode == Commit::Durable {
-            self.stats.durable_commits.fetch_add(1, Ordering::Relaxed);
-            self.relaxed_commits.store(0, Ordering::Relaxed);
-        } else {
-            self.relaxed_commits.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(())
-    }
-
-    /// Runs `attempt` until it does not end in [`StoreError::Conflict`],
-    /// at most [`MAX_CONFLICT_RETRIES`] more times (contract rule 3).
-    pub(crate) fn retrying_conflicts<T>(
-        &self,
-        mut attempt: impl FnMut() -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let mut retries = 0;
-        loop {
-            match attempt() {
-                Err(StoreError::Conflict(_)) if retries < MAX_CONFLICT_RETRIES => {
-                    retries += 1;
-                    self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// Appends events in order and returns them with their sequence numbers.
-    pub(crate) fn append_events(
-        txn: &mut dyn WriteTxn,
-        events: Vec<(FamilyId, EventKind)>,
-        now: i64,
-    ) -> Result<Vec<Event>, StoreError> {
-        let mut out = Vec::with_capacity(events.len());
-        for (family, kind) in events {
-            let mut event = Event {
-                seq: 0,
-                at_millis: now,
-                family,
-                kind,
-            };
-            event.seq = txn.append_event(now, &event.encode())?;
-            out.push(event);
-        }
-        Ok(out)
-    }
-
-    pub(crate) fn emit(&self, events: &[Event]) {
-        if let Some(sink) = &self.on_event {
-            for e in events {
-                sink(e);
-            }
-        }
-    }
-
-    /// Issues a new family for `grant` and returns its first refresh token.
+    /// Issues a new family for `grant` and returns its first refresh token
+    /// and its family id.
     ///
     /// Concurrent calls share write transactions and durable commits with
     /// other writes (group commit); the call returns once the commit that
@@ -338,8 +207,7 @@ impl Engine {
     /// [`IssueError::InvalidInput`] for a grant that fails
     /// [`Grant::validate`], or a storage error.
     pub fn issue(&self, grant: &Grant) -> Result<Issued, IssueError> {
-        let op = self.protocol.prepare_issue(grant, self.now())?;
-        Done::into_issue(self.batcher.submit(Op::Issue(Box::new(op)), self))
+        self.core.issue(grant)
     }
 
     /// [`Engine::issue`] for async callers: waits for the commit without
@@ -348,9 +216,8 @@ impl Engine {
     /// # Errors
     ///
     /// As [`Engine::issue`].
-    pub async fn issue_async(self: &Arc<Self>, grant: &Grant) -> Result<Issued, IssueError> {
-        let op = self.protocol.prepare_issue(grant, self.now())?;
-        Done::into_issue(self.submit_async(Op::Issue(Box::new(op))).await)
+    pub async fn issue_async(&self, grant: &Grant) -> Result<Issued, IssueError> {
+        self.core.issue_async(grant).await
     }
 
     /// Rotates a refresh token: checks it, and returns its successor.
@@ -368,9 +235,7 @@ impl Engine {
     /// [`RotateError::Diverged`] have revoked the family and recorded an
     /// event; all other errors changed nothing.
     pub fn rotate(&self, token: &str, request: &RotateRequest) -> Result<Rotated, RotateError> {
-        let op = self.protocol.prepare_rotate(token, request)?;
-        let done = Done::into_rotate(self.batcher.submit(Op::Rotate(Box::new(op)), self))?;
-        Ok(self.protocol.finish_rotate(*done, request))
+        self.core.rotate(token, request)
     }
 
     /// [`Engine::rotate`] for async callers: waits for the commit without
@@ -379,10 +244,8 @@ impl Engine {
     /// # Errors
     ///
     /// As [`Engine::rotate`].
-    pub async fn rotate_async(self: &Arc<Self>, token: &str, request: &RotateRequest) -> Result<Rotated, RotateError> {
-        let op = self.protocol.prepare_rotate(token, request)?;
-        let done = Done::into_rotate(self.submit_async(Op::Rotate(Box::new(op))).await)?;
-        Ok(self.protocol.finish_rotate(*done, request))
+    pub async fn rotate_async(&self, token: &str, request: &RotateRequest) -> Result<Rotated, RotateError> {
+        self.core.rotate_async(token, request).await
     }
 
     /// Revokes families; returns how many were newly revoked (already
@@ -399,8 +262,7 @@ impl Engine {
     /// [`RevokeError::InvalidInput`], [`RevokeError::ClientMismatch`], or a
     /// storage error.
     pub fn revoke(&self, target: RevokeTarget<'_>) -> Result<usize, RevokeError> {
-        let op = self.protocol.prepare_revoke(target)?;
-        Done::into_revoke(self.batcher.submit(Op::Revoke(op), self))
+        self.core.revoke(target)
     }
 
     /// [`Engine::revoke`] for async callers.
@@ -408,47 +270,8 @@ impl Engine {
     /// # Errors
     ///
     /// As [`Engine::revoke`].
-    pub async fn revoke_async(self: &Arc<Self>, target: RevokeTarget<'_>) -> Result<usize, RevokeError> {
-        let op = self.protocol.prepare_revoke(target)?;
-        Done::into_revoke(self.submit_async(Op::Revoke(op)).await)
-    }
-
-    async fn submit_async(self: &Arc<Self>, op: Op) -> Done {
-        match self.batcher.submit_async(op, Arc::downgrade(self)).await {
-            Ok(done) => done,
-            Err(why) => Done::Failed(StoreError::Unavailable(why)),
-        }
-    }
-
-    /// Applies one batch in one store transaction and commits it once,
-    /// running it again from the start if the store reports a conflict.
-    /// Each operation gets its own outcome; a store failure, or a failed
-    /// commit, fails every operation of the batch, since none of their
-    /// changes reached the store.
-    fn run_batch(&self, ops: &[Op]) -> Vec<Done> {
-        match self.retrying_conflicts(|| self.apply_batch_once(ops)) {
-            Ok((dones, events)) => {
-                let n = ops.len() as u64;
-                self.stats.batches.fetch_add(1, Ordering::Relaxed);
-                self.stats.operations.fetch_add(n, Ordering::Relaxed);
-                self.stats.largest_batch.fetch_max(n, Ordering::Relaxed);
-                self.emit(&events);
-                dones
-            }
-            Err(e) => ops.iter().map(|_| Done::Failed(e.clone())).collect(),
-        }
-    }
-
-    fn apply_batch_once(&self, ops: &[Op]) -> Result<(Vec<Done>, Vec<Event>), StoreError> {
-        let mode = self.next_commit();
-        let mut txn = self.store.begin_write(mode)?;
-        let now = self.now();
-        let mut batch = Working::lock(&mut *txn, ops, &self.protocol)?;
-        let dones = ops.iter().map(|op| batch.apply(&self.protocol, op, now)).collect();
-        batch.write_back(&mut *txn, &self.protocol)?;
-        let events = Self::append_events(&mut *txn, batch.events, now)?;
-        self.commit(txn, mode)?;
-        Ok((dones, events))
+    pub async fn revoke_async(&self, target: RevokeTarget<'_>) -> Result<usize, RevokeError> {
+        self.core.revoke_async(target).await
     }
 
     /// Introspects a refresh token (RFC 7662). Never changes state.
@@ -459,15 +282,17 @@ impl Engine {
     ///
     /// A storage error only.
     pub fn introspect(&self, token: &str) -> Result<Introspection, StoreError> {
-        let Ok(presented) = self.protocol.authenticate(token) else {
-            return Ok(Introspection::default());
-        };
-        let family = presented.family;
-        let Some(bytes) = self.store.begin_read()?.family(&family)? else {
-            return Ok(Introspection::default());
-        };
-        let rec = self.protocol.decode_record(&family, &bytes)?;
-        self.protocol.introspect(&presented, &rec, self.now())
+        self.core.introspect(token)
+    }
+
+    /// [`Engine::introspect`] for async callers (runs on the blocking pool).
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::introspect`].
+    pub async fn introspect_async(&self, token: &str) -> Result<Introspection, StoreError> {
+        let token = Zeroizing::new(token.to_owned());
+        self.off_runtime(move |core| core.introspect(&token)).await
     }
 
     /// True if `family` exists, is not revoked and has not expired: what an
@@ -479,11 +304,17 @@ impl Engine {
     ///
     /// A storage error, or [`StoreError::Corrupt`] for a damaged record.
     pub fn family_is_active(&self, family: &FamilyId) -> Result<bool, StoreError> {
-        let Some(bytes) = self.store.begin_read()?.family(family)? else {
-            return Ok(false);
-        };
-        let rec = self.protocol.decode_record(family, &bytes)?;
-        Ok(self.protocol.is_live(&rec, self.now()))
+        self.core.family_is_active(family)
+    }
+
+    /// [`Engine::family_is_active`] for async callers (runs on the blocking pool).
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::family_is_active`].
+    pub async fn family_is_active_async(&self, family: &FamilyId) -> Result<bool, StoreError> {
+        let family = *family;
+        self.off_runtime(move |core| core.family_is_active(&family)).await
     }
 
     /// Lists a subject's families (its sessions), revoked ones included
@@ -493,21 +324,17 @@ impl Engine {
     ///
     /// [`crate::InvalidInput`] for a bad subject, or a storage error.
     pub fn sessions(&self, subject: &str) -> Result<Vec<Session>, crate::Error> {
-        check_text("subject", subject, MAX_SUBJECT_LEN)?;
-        let now = self.now();
-        let read = self.store.begin_read()?;
-        let tag = self.protocol.keys.tag(TagKind::Subject, subject);
-        let mut out = Vec::new();
-        for family in read.families_by(Index::Subject, &tag)? {
-            let Some(bytes) = read.family(&family)? else {
-                continue;
-            };
-            let rec = self.protocol.decode_record(&family, &bytes)?;
-            if let Some(s) = self.protocol.session(family, &rec, now)? {
-                out.push(s);
-            }
-        }
-        Ok(out)
+        self.core.sessions(subject)
+    }
+
+    /// [`Engine::sessions`] for async callers (runs on the blocking pool).
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::sessions`].
+    pub async fn sessions_async(&self, subject: &str) -> Result<Vec<Session>, crate::Error> {
+        let subject = subject.to_owned();
+        self.off_runtime(move |core| core.sessions(&subject)).await
     }
 
     /// Events with a sequence number greater than `after`, at most `limit`.
@@ -516,12 +343,16 @@ impl Engine {
     ///
     /// A storage error, or [`StoreError::Corrupt`] for an undecodable event.
     pub fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        self.store
-            .begin_read()?
-            .events(after, limit)?
-            .into_iter()
-            .map(|(seq, v)| Event::decode(seq, &v).map_err(|e| corrupt("events", e)))
-            .collect()
+        self.core.events(after, limit)
+    }
+
+    /// [`Engine::events`] for async callers (runs on the blocking pool).
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::events`].
+    pub async fn events_async(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.off_runtime(move |core| core.events(after, limit)).await
     }
 
     /// The number of families stored (live, expired or revoked, until gc removes them).
@@ -530,193 +361,122 @@ impl Engine {
     ///
     /// A storage error.
     pub fn families_count(&self) -> Result<u64, StoreError> {
-        self.store.begin_read()?.family_count()
+        self.core.families_count()
+    }
+
+    /// One bounded garbage-collection step: removes up to `limit` expired
+    /// or revoked-past-retention families (with their index entries) and up
+    /// to `limit` events past retention. Call again while `more` is true.
+    /// Several servers sharing a store may collect at once: each takes
+    /// families the others do not hold. The engine's background gc
+    /// ([`Options::gc_every`]) calls this for you.
+    ///
+    /// # Errors
+    ///
+    /// A storage error, or [`StoreError::Corrupt`] for a damaged record that
+    /// came due; nothing is removed then.
+    pub fn gc(&self, limit: usize) -> Result<GcReport, StoreError> {
+        self.core.gc(limit)
+    }
+
+    /// [`Engine::gc`] for async callers (runs on the blocking pool).
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::gc`].
+    pub async fn gc_async(&self, limit: usize) -> Result<GcReport, StoreError> {
+        self.off_runtime(move |core| core.gc(limit)).await
+    }
+
+    /// Verifies every record and index entry: record MACs and layouts,
+    /// that each grant opens and matches its record's tags, that every
+    /// family has its index entries and every index entry its family, that
+    /// no live family's gc time lies after its absolute expiry, and that
+    /// every event decodes. Reads one snapshot; never changes anything.
+    ///
+    /// # Errors
+    ///
+    /// A storage error. Inconsistencies are reported in [`CheckReport::problems`].
+    pub fn check(&self) -> Result<CheckReport, StoreError> {
+        self.core.check()
+    }
+
+    /// [`Engine::check`] for async callers (runs on the blocking pool).
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::check`].
+    pub async fn check_async(&self) -> Result<CheckReport, StoreError> {
+        self.off_runtime(Core::check).await
+    }
+
+    /// Runs a read on the blocking pool, so an async caller's thread never
+    /// waits for the store.
+    async fn off_runtime<T: Send + 'static>(&self, read: impl FnOnce(&Core) -> T + Send + 'static) -> T {
+        let core = Arc::clone(&self.core);
+        blocking::unblock(move || read(&core)).await
     }
 }
 
-/// One family as a batch sees it.
-enum Slot {
-    /// Not in the store.
-    Absent,
-    /// Its stored bytes did not verify or decode.
-    Damaged(StoreError),
-    /// Its record as of this point in the batch.
-    Present(FamilyRecord),
+fn thread_refused(_: std::io::Error) -> OpenError {
+    OpenError::Store(StoreError::Unavailable("could not start a background thread"))
 }
 
-/// The families of one batch: locked in the store once, then changed in
-/// memory by each operation in turn (a later operation sees what an earlier
-/// one wrote), and written back once (contract rule 4).
-struct Working {
-    slots: HashMap<FamilyId, Slot>,
-    /// How each family is stored now (`None`: new in this batch).
-    stored: HashMap<FamilyId, IndexKeys>,
-    /// The families a subject or client revocation of this batch names, as
-    /// the store lists them.
-    listed: HashMap<(Index, [u8; TAG16]), Vec<FamilyId>>,
-    /// Families issued in this batch, in order.
-    issued: Vec<FamilyId>,
-    dirty: BTreeSet<FamilyId>,
-    events: Vec<(FamilyId, EventKind)>,
+/// The background gc thread of one engine.
+struct Collector {
+    every: Duration,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: JoinHandle<()>,
 }
 
-impl Working {
-    /// Locks every family the batch names, in one call to the store.
-    fn lock(txn: &mut dyn WriteTxn, ops: &[Op], protocol: &Protocol) -> Result<Self, StoreError> {
-        let mut listed = HashMap::new();
-        let mut ids = Vec::new();
-        for op in ops {
-            match op {
-                Op::Rotate(r) => ids.push(r.presented.family),
-                Op::Revoke(PreparedRevoke::Family(f, ..)) => ids.push(*f),
-                Op::Revoke(PreparedRevoke::Subject(tag)) => {
-                    let found = txn.families_by(Index::Subject, tag)?;
-                    ids.extend_from_slice(&found);
-                    listed.insert((Index::Subject, *tag), found);
-                }
-                Op::Revoke(PreparedRevoke::Client(tag)) => {
-                    let found = txn.families_by(Index::Client, tag)?;
-                    ids.extend_from_slice(&found);
-                    listed.insert((Index::Client, *tag), found);
-                }
-                Op::Issue(_) => {}
+impl Collector {
+    fn start(core: Arc<Core>, every: Duration) -> std::io::Result<Self> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let signal = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("rotoken-gc".into())
+            .spawn(move || collect(&core, every, &signal))?;
+        Ok(Self { every, stop, thread })
+    }
+
+    /// Stops the thread (after the step it may be in) and returns its interval.
+    fn stop(self) -> Duration {
+        *self.stop.0.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.stop.1.notify_all();
+        // A panic in gc was already counted; nothing more to do with it here.
+        let _ = self.thread.join();
+        self.every
+    }
+}
+
+/// Every `every`, collects in bounded steps until nothing is due, checking
+/// for the stop signal between steps.
+fn collect(core: &Core, every: Duration, stop: &(Mutex<bool>, Condvar)) {
+    let (flag, cv) = stop;
+    let mut stopped = flag.lock().unwrap_or_else(PoisonError::into_inner);
+    loop {
+        stopped = cv
+            .wait_timeout_while(stopped, every, |s| !*s)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+        if *stopped {
+            return;
+        }
+        drop(stopped);
+        loop {
+            let more = core.background_gc(GC_STEP);
+            if !more || *flag.lock().unwrap_or_else(PoisonError::into_inner) {
+                break;
             }
         }
-        // One order for every locker, so two batches never wait on each other in a cycle.
-        ids.sort_unstable();
-        ids.dedup();
-        let found = txn.lock_families(&ids)?;
-        let mut slots = HashMap::with_capacity(ids.len());
-        let mut stored = HashMap::with_capacity(ids.len());
-        for (id, bytes) in ids.into_iter().zip(found) {
-            let slot = match bytes {
-                None => Slot::Absent,
-                Some(b) => match protocol.decode_record(&id, &b) {
-                    Ok(rec) => {
-                        stored.insert(id, Protocol::index_keys(&rec));
-                        Slot::Present(rec)
-                    }
-                    Err(e) => Slot::Damaged(e),
-                },
-            };
-            slots.insert(id, slot);
-        }
-        Ok(Self {
-            slots,
-            stored,
-            listed,
-            issued: Vec::new(),
-            dirty: BTreeSet::new(),
-            events: Vec::new(),
-        })
-    }
-
-    fn apply(&mut self, protocol: &Protocol, op: &Op, now: i64) -> Done {
-        match op {
-            Op::Issue(p) => Done::Issue(self.issue(p)),
-            Op::Rotate(p) => Done::Rotate(self.rotate(protocol, p, now).map(Box::new)),
-            Op::Revoke(p) => Done::Revoke(self.revoke(protocol, p, now)),
-        }
-    }
-
-    fn issue(&mut self, p: &PreparedIssue) -> Result<Issued, IssueError> {
-        let family = p.issued.family;
-        if self.slots.contains_key(&family) {
-            // 128 random bits never collide in practice; refuse rather than overwrite.
-            return Err(corrupt("families", "family id collision").into());
-        }
-        self.slots.insert(family, Slot::Present(p.rec.clone()));
-        self.dirty.insert(family);
-        self.issued.push(family);
-        Ok(p.issued.clone())
-    }
-
-    fn rotate(&mut self, protocol: &Protocol, p: &PreparedRotate, now: i64) -> Result<RotateDone, RotateError> {
-        let family = p.presented.family;
-        let (answer, change) = match self.slots.get(&family) {
-            None | Some(Slot::Absent) => return Err(RotateError::Unknown),
-            Some(Slot::Damaged(e)) => return Err(e.clone().into()),
-            Some(Slot::Present(rec)) => protocol.rotate(rec, p, now),
-        };
-        if let Some(t) = change {
-            self.record(family, t);
-        }
-        answer
-    }
-
-    fn revoke(&mut self, protocol: &Protocol, p: &PreparedRevoke, now: i64) -> Result<usize, RevokeError> {
-        let (families, reason, owner) = match p {
-            PreparedRevoke::Family(f, reason, owner) => (vec![*f], *reason, owner.as_ref()),
-            PreparedRevoke::Subject(tag) => (self.named(Index::Subject, tag), RevokeReason::Subject, None),
-            PreparedRevoke::Client(tag) => (self.named(Index::Client, tag), RevokeReason::Client, None),
-        };
-        // Decided for every family first: an error revokes none of them.
-        let mut changes = Vec::new();
-        for family in families {
-            match self.slots.get(&family) {
-                None | Some(Slot::Absent) => {}
-                Some(Slot::Damaged(e)) => return Err(e.clone().into()),
-                Some(Slot::Present(rec)) => {
-                    if let Some(t) = protocol.revoke(rec, reason, owner, now)? {
-                        changes.push((family, t));
-                    }
-                }
-            }
-        }
-        let n = changes.len();
-        for (family, t) in changes {
-            self.record(family, t);
-        }
-        Ok(n)
-    }
-
-    /// The families a subject or client revocation covers: those the store
-    /// listed, and those issued earlier in this batch under the same tag.
-    fn named(&self, index: Index, tag: &[u8; TAG16]) -> Vec<FamilyId> {
-        let mut out = self.listed.get(&(index, *tag)).cloned().unwrap_or_default();
-        for f in &self.issued {
-            if let Some(Slot::Present(rec)) = self.slots.get(f) {
-                let t = match index {
-                    Index::Subject => &rec.subject_tag,
-                    _ => &rec.client_tag,
-                };
-                if bool::from(t.ct_eq(tag)) {
-                    out.push(*f);
-                }
-            }
-        }
-        out
-    }
-
-    fn record(&mut self, family: FamilyId, t: Transition) {
-        self.slots.insert(family, Slot::Present(t.record));
-        self.dirty.insert(family);
-        if let Some(kind) = t.event {
-            self.events.push((family, kind));
-        }
-    }
-
-    /// Writes every changed family once.
-    fn write_back(&self, txn: &mut dyn WriteTxn, protocol: &Protocol) -> Result<(), StoreError> {
-        for family in &self.dirty {
-            let Some(Slot::Present(rec)) = self.slots.get(family) else {
-                continue;
-            };
-            let bytes = protocol.record_bytes(family, rec);
-            let keys = Protocol::index_keys(rec);
-            match self.stored.get(family) {
-                None => txn.insert_family(family, &bytes, &keys)?,
-                Some(old) => txn.update_family(family, &bytes, old, &keys)?,
-            }
-        }
-        Ok(())
+        stopped = flag.lock().unwrap_or_else(PoisonError::into_inner);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Scope;
+    use crate::{Options, Scope};
 
     #[test]
     fn family_is_active_follows_revocation() {

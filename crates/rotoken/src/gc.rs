@@ -2,31 +2,39 @@
 //! revoked past retention) and events past retention.
 
 use crate::clock::duration_millis;
-use crate::engine::Engine;
+use crate::core::Core;
 use crate::error::{StoreError, corrupt};
+use crate::notify::Committed;
 use crate::protocol::{GcAction, Protocol};
 use crate::record::Event;
 use crate::store::IndexKeys;
 use crate::types::GcReport;
 
-impl Engine {
-    /// One bounded garbage-collection step: removes up to `limit` expired
-    /// or revoked-past-retention families (with their index entries) and up
-    /// to `limit` events past retention. Call again while `more` is true.
-    /// Several servers sharing a store may collect at once: each takes
-    /// families the others do not hold.
-    ///
-    /// # Errors
-    ///
-    /// A storage error, or [`StoreError::Corrupt`] for a damaged record that
-    /// came due; nothing is removed then.
-    pub fn gc(&self, limit: usize) -> Result<GcReport, StoreError> {
+impl Core {
+    /// See [`crate::Engine::gc`].
+    pub(crate) fn gc(&self, limit: usize) -> Result<GcReport, StoreError> {
         let (report, events) = self.retrying_conflicts(|| self.gc_once(limit))?;
-        self.emit(&events);
+        self.emit(events);
         Ok(report)
     }
 
-    fn gc_once(&self, limit: usize) -> Result<(GcReport, Vec<Event>), StoreError> {
+    /// One step of the background gc: true if more is due. A failure is
+    /// counted in the stats and retried at the next interval.
+    pub(crate) fn background_gc(&self, limit: usize) -> bool {
+        let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.gc(limit)));
+        match step {
+            Ok(Ok(report)) => {
+                self.count_gc(&report);
+                report.more
+            }
+            _ => {
+                self.count_gc_failure();
+                false
+            }
+        }
+    }
+
+    fn gc_once(&self, limit: usize) -> Result<(GcReport, Committed), StoreError> {
         let now = self.now();
         let mut report = GcReport::default();
         let mode = self.next_commit();
@@ -35,6 +43,7 @@ impl Engine {
         report.more = due.len() > limit;
         due.truncate(limit);
         let mut expired = Vec::new();
+        let mut records = Vec::new();
         for d in due {
             let rec = self.protocol.decode_record(&d.family, &d.record)?;
             // The entry came due under the time it is indexed at.
@@ -47,6 +56,7 @@ impl Engine {
                     txn.remove_family(&d.family, &old)?;
                     if let Some(kind) = event {
                         expired.push((d.family, kind));
+                        records.push(rec);
                     }
                     report.removed += 1;
                 }
@@ -74,6 +84,11 @@ impl Engine {
         report.events_removed = old_events.len();
         let events = Self::append_events(&mut *txn, expired, now)?;
         self.commit(txn, mode)?;
-        Ok((report, events))
+        let committed = if self.events_wanted() {
+            events.into_iter().zip(records).collect()
+        } else {
+            Vec::new()
+        };
+        Ok((report, committed))
     }
 }

@@ -45,9 +45,11 @@ mod check;
 pub mod clock;
 mod engine;
 mod error;
+mod core;
 mod gc;
 pub mod grant;
 pub mod keys;
+mod notify;
 pub mod policy;
 mod protocol;
 pub mod record;
@@ -63,12 +65,13 @@ pub use engine::Engine;
 pub use error::{Code, Error, IssueError, OpenError, RevokeError, RotateError, StoreError};
 pub use grant::{Grant, InvalidInput, Scope};
 pub use keys::{KeyError, Keyring, SealError};
+pub use notify::{EventSink, Notice};
 pub use policy::{Durability, Policy};
 pub use record::{Event, EventKind, FamilyState, RevokeReason};
 pub use state::ExpiryKind;
 pub use store::{RedbStore, SCHEMA_VERSION, Store};
 pub use token::{FamilyId, ParseError, RefreshToken, Token};
 pub use types::{
-    CheckReport, EventSink, GcReport, Introspection, Issued, Options, Problem, RevokeTarget, RotateRequest, Rotated,
+    CheckReport, GcReport, Introspection, Issued, Options, Problem, RevokeTarget, RotateRequest, Rotated,
     Session, Stats,
 };

@@ -57,6 +57,67 @@ impl Default for Policy {
     }
 }
 
+/// Setters in the builder style every rotoken crate uses:
+/// `Policy::default().with_grace(Duration::from_secs(10))`. The result is
+/// checked when an engine opens ([`Policy::validate`]).
+impl Policy {
+    /// How long a retried predecessor returns the same successor.
+    #[must_use]
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// How long an unused family lives.
+    #[must_use]
+    pub fn with_idle_lifetime(mut self, idle: Duration) -> Self {
+        self.idle_lifetime = idle;
+        self
+    }
+
+    /// How long a family lives whatever its use.
+    #[must_use]
+    pub fn with_absolute_lifetime(mut self, absolute: Duration) -> Self {
+        self.absolute_lifetime = absolute;
+        self
+    }
+
+    /// The largest generation a family may reach.
+    #[must_use]
+    pub fn with_max_generations(mut self, max: u32) -> Self {
+        self.max_generations = max;
+        self
+    }
+
+    /// How long a revoked family keeps answering `revoked`.
+    #[must_use]
+    pub fn with_revoked_retention(mut self, retention: Duration) -> Self {
+        self.revoked_retention = retention;
+        self
+    }
+
+    /// How long events are kept.
+    #[must_use]
+    pub fn with_event_retention(mut self, retention: Duration) -> Self {
+        self.event_retention = retention;
+        self
+    }
+
+    /// Commit durability.
+    #[must_use]
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// In relaxed mode, every this many commits one is made durable.
+    #[must_use]
+    pub fn with_relaxed_flush_every(mut self, commits: u32) -> Self {
+        self.relaxed_flush_every = commits;
+        self
+    }
+}
+
 impl Policy {
     /// Checks that the policy makes sense: positive lifetimes, at least one
     /// generation, and a grace window shorter than the idle lifetime.

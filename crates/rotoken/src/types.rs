@@ -2,18 +2,17 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use time::OffsetDateTime;
 
 use crate::batch::GroupCommit;
 use crate::clock::{Clock, SystemClock};
 use crate::grant::{Grant, Scope};
+use crate::notify::{EventSink};
 use crate::policy::Policy;
-use crate::record::{Event, RevokeReason};
+use crate::record::RevokeReason;
 use crate::token::{FamilyId, RefreshToken};
-
-/// A callback that receives every event after the commit that recorded it.
-pub type EventSink = Arc<dyn Fn(&Event) + Send + Sync>;
 
 /// How to open an [`Engine`].
 #[derive(Clone)]
@@ -22,8 +21,15 @@ pub struct Options {
     pub policy: Policy,
     /// Where time comes from.
     pub clock: Arc<dyn Clock>,
-    /// Called with each event after its commit (for alerting and audit).
+    /// A subscriber called with each event after its commit (for alerting
+    /// and audit), on the engine's delivery thread, never on the commit
+    /// path. See [`Engine::subscribe`](crate::Engine::subscribe), which
+    /// also adds subscribers to an open engine.
     pub on_event: Option<EventSink>,
+    /// How often the engine's background thread collects expired families
+    /// and events past retention (in bounded steps). Default every 60 s;
+    /// `None` leaves gc to the caller ([`Engine::gc`](crate::Engine::gc)).
+    pub gc_every: Option<Duration>,
     /// redb page cache size in bytes (redb's default when `None`).
     pub cache_size: Option<usize>,
     /// How concurrent writes share commits.
@@ -36,9 +42,56 @@ impl Default for Options {
             policy: Policy::default(),
             clock: Arc::new(SystemClock),
             on_event: None,
+            gc_every: Some(Duration::from_secs(60)),
             cache_size: None,
             group_commit: GroupCommit::default(),
         }
+    }
+}
+
+/// Setters in the builder style every rotoken crate uses:
+/// `Options::default().with_policy(p).with_gc_every(None)`.
+impl Options {
+    /// The rules families live by.
+    #[must_use]
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Where time comes from (a [`ManualClock`](crate::ManualClock) in tests).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// A subscriber for every committed event (see [`Options::on_event`]).
+    #[must_use]
+    pub fn with_subscriber(mut self, sink: impl Fn(&crate::Notice) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(Arc::new(sink));
+        self
+    }
+
+    /// How often background gc runs; `None` turns it off.
+    #[must_use]
+    pub fn with_gc_every(mut self, every: Option<Duration>) -> Self {
+        self.gc_every = every;
+        self
+    }
+
+    /// redb page cache size in bytes.
+    #[must_use]
+    pub fn with_cache_size(mut self, bytes: usize) -> Self {
+        self.cache_size = Some(bytes);
+        self
+    }
+
+    /// How concurrent writes share commits.
+    #[must_use]
+    pub fn with_group_commit(mut self, group_commit: GroupCommit) -> Self {
+        self.group_commit = group_commit;
+        self
     }
 }
 
@@ -48,6 +101,7 @@ impl fmt::Debug for Options {
             .field("policy", &self.policy)
             .field("clock", &self.clock)
             .field("on_event", &self.on_event.is_some())
+            .field("gc_every", &self.gc_every)
             .field("cache_size", &self.cache_size)
             .field("group_commit", &self.group_commit)
             .finish()
@@ -240,7 +294,8 @@ impl CheckReport {
     }
 }
 
-/// Counters of the write path since the engine was opened.
+/// Counters since the engine was opened: the write path, background gc,
+/// and event delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct Stats {
@@ -255,4 +310,14 @@ pub struct Stats {
     /// Transactions run again because the store reported a conflict with
     /// another writer (a shared store's serialization failure or deadlock).
     pub conflicts_retried: u64,
+    /// Families the background gc removed.
+    pub gc_removed: u64,
+    /// Background gc steps that failed (a storage error or damaged record;
+    /// retried at the next interval).
+    pub gc_failures: u64,
+    /// Events committed (and in the stored log) but not handed to
+    /// subscribers because they were more than the queue behind.
+    pub events_not_delivered: u64,
+    /// Subscriber calls that panicked (caught; delivery went on).
+    pub subscriber_panics: u64,
 }

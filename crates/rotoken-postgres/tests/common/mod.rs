@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rotoken::{Engine, Event, Keyring, ManualClock, Options, Policy};
+use rotoken::{Engine, Event, Keyring, ManualClock, Notice, Options, Policy};
 use rotoken_postgres::testing::TestDb;
 
 #[allow(unused_imports)] // each test file uses some of them
@@ -38,7 +38,8 @@ impl Servers {
         Options {
             clock: Arc::new(self.clock.clone()),
             policy: self.policy.clone(),
-            on_event: Some(Arc::new(move |e: &Event| sink.lock().unwrap().push(e.clone()))),
+            on_event: Some(Arc::new(move |n: &Notice| sink.lock().unwrap().push(n.event.clone()))),
+            gc_every: None,
             ..Default::default()
         }
     }
@@ -52,7 +53,9 @@ impl Servers {
         self.clock.advance(Duration::from_millis(u64::try_from(ms).unwrap()));
     }
 
-    pub(crate) fn sunk(&self) -> Vec<Event> {
+    /// What every engine delivered, once `engine` has delivered all it committed.
+    pub(crate) fn sunk(&self, engine: &Engine) -> Vec<Event> {
+        engine.flush_events();
         self.sink.lock().unwrap().clone()
     }
 }

@@ -1,0 +1,633 @@
+//! The engine's insides, shared by its callers and its background threads
+//! (event delivery, gc): the write path (group commit into a [`Store`])
+//! and the reads.
+//!
+//! The rules live in [`crate::protocol`]; the bytes live in the store. This
+//! file moves operations between callers, the protocol and the store: it
+//! prepares each operation on its caller's thread, and a batch leader runs
+//! a batch in one store transaction (lock the families the batch names,
+//! apply each operation through the protocol in order, write back, commit).
+//! The public [`crate::Engine`] (engine.rs) is a handle on it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use subtle::ConstantTimeEq;
+
+use crate::batch::{Apply, Batcher};
+use crate::clock::{Clock, to_millis};
+use crate::error::{IssueError, OpenError, RevokeError, RotateError, StoreError, corrupt};
+use crate::notify::{Committed, Delivery, EventSink, QUEUE_COMMITS};
+use crate::grant::{Grant, MAX_SUBJECT_LEN, check_text};
+use crate::keys::{Keyring, TAG16, TagKind};
+use crate::policy::{Durability, Policy};
+use crate::protocol::{PreparedIssue, PreparedRevoke, PreparedRotate, Protocol, RotateDone, Transition};
+use crate::record::{Event, EventKind, FamilyRecord, RevokeReason};
+use crate::store::{Commit, Index, IndexKeys, MAX_CONFLICT_RETRIES, Store, WriteTxn};
+use crate::token::FamilyId;
+use crate::types::{Introspection, Issued, Options, RevokeTarget, RotateRequest, Rotated, Session, Stats};
+
+const META_KEY_CHECK: &str = "key_check";
+
+/// Everything an engine is, behind the public handle's `Arc`.
+pub(crate) struct Core {
+    pub(crate) store: Box<dyn Store>,
+    pub(crate) protocol: Arc<Protocol>,
+    clock: Arc<dyn Clock>,
+    delivery: Delivery,
+    relaxed_commits: AtomicU32,
+    batcher: Arc<Batcher<Op, Done>>,
+    stats: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    operations: AtomicU64,
+    durable_commits: AtomicU64,
+    largest_batch: AtomicU64,
+    conflicts: AtomicU64,
+    gc_removed: AtomicU64,
+    gc_failures: AtomicU64,
+}
+
+impl fmt::Debug for Core {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("store", &self.store.name())
+            .field("keys", &self.protocol.keys)
+            .field("policy", &self.protocol.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An operation prepared on its caller's thread, applied by a batch leader.
+pub(crate) enum Op {
+    Issue(Box<PreparedIssue>),
+    Rotate(Box<PreparedRotate>),
+    Revoke(PreparedRevoke),
+}
+
+/// One operation's outcome from a batch.
+pub(crate) enum Done {
+    Issue(Result<Issued, IssueError>),
+    Rotate(Result<Box<RotateDone>, RotateError>),
+    Revoke(Result<usize, RevokeError>),
+    /// The batch did not commit; nothing of this operation reached the store.
+    Failed(StoreError),
+}
+
+impl Done {
+    fn into_issue(self) -> Result<Issued, IssueError> {
+        match self {
+            Self::Issue(r) => r,
+            Self::Failed(e) => Err(e.into()),
+            _ => Err(mismatch().into()),
+        }
+    }
+
+    fn into_rotate(self) -> Result<Box<RotateDone>, RotateError> {
+        match self {
+            Self::Rotate(r) => r,
+            Self::Failed(e) => Err(e.into()),
+            _ => Err(mismatch().into()),
+        }
+    }
+
+    fn into_revoke(self) -> Result<usize, RevokeError> {
+        match self {
+            Self::Revoke(r) => r,
+            Self::Failed(e) => Err(e.into()),
+            _ => Err(mismatch().into()),
+        }
+    }
+}
+
+fn mismatch() -> StoreError {
+    StoreError::Unavailable("a batch returned another operation's result")
+}
+
+impl Apply<Op, Done> for Core {
+    fn apply_batch(&self, ops: Vec<Op>) -> Vec<Done> {
+        self.run_batch(&ops)
+    }
+
+    fn failed(&self, why: &'static str) -> Done {
+        Done::Failed(StoreError::Unavailable(why))
+    }
+
+    fn panicked(&self) -> Done {
+        Done::Failed(StoreError::Unavailable(
+            "the batch panicked; nothing of it was committed",
+        ))
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        self.batcher.shutdown();
+    }
+}
+
+impl Core {
+    /// The insides of a new engine over `store`: the first opener records
+    /// the keyring's key-check value; later openers must bring the same keys.
+    pub(crate) fn new(store: Box<dyn Store>, keys: Keyring, options: Options) -> Result<Self, OpenError> {
+        options.policy.validate().map_err(OpenError::InvalidPolicy)?;
+        let check = keys.key_check();
+        let stored = store.begin_read()?.meta(META_KEY_CHECK)?;
+        let stored = match stored {
+            Some(kc) => kc,
+            None => {
+                // The key check is always committed durably, whatever the policy.
+                let mut txn = store.begin_write(Commit::Durable)?;
+                if txn.meta(META_KEY_CHECK)?.is_none() {
+                    txn.set_meta(META_KEY_CHECK, &check)?;
+                }
+                txn.commit()?;
+                // Read back: a concurrent first opener (another server on a
+                // shared store) may have recorded its keys first.
+                store
+                    .begin_read()?
+                    .meta(META_KEY_CHECK)?
+                    .ok_or_else(|| corrupt("meta", "key check missing after it was written"))?
+            }
+        };
+        if !bool::from(stored.as_slice().ct_eq(&check)) {
+            return Err(OpenError::WrongKeys);
+        }
+        let concurrent = store.concurrent_batches();
+        Ok(Self {
+            store,
+            protocol: Arc::new(Protocol::new(keys, options.policy)),
+            clock: options.clock,
+            delivery: Delivery::new(QUEUE_COMMITS),
+            relaxed_commits: AtomicU32::new(0),
+            batcher: Arc::new(Batcher::new(options.group_commit, concurrent)),
+            stats: Counters::default(),
+        })
+    }
+
+    /// See [`crate::Engine::keyring`].
+    pub(crate) fn keyring(&self) -> &Keyring {
+        &self.protocol.keys
+    }
+
+    /// See [`crate::Engine::policy`].
+    pub(crate) fn policy(&self) -> &Policy {
+        &self.protocol.policy
+    }
+
+    /// See [`crate::Engine::store_name`].
+    pub(crate) fn store_name(&self) -> &'static str {
+        self.store.name()
+    }
+
+    /// See [`crate::Engine::stats`].
+    pub(crate) fn stats(&self) -> Stats {
+        Stats {
+            batches: self.stats.batches.load(Ordering::Relaxed),
+            operations: self.stats.operations.load(Ordering::Relaxed),
+            durable_commits: self.stats.durable_commits.load(Ordering::Relaxed),
+            largest_batch: self.stats.largest_batch.load(Ordering::Relaxed),
+            conflicts_retried: self.stats.conflicts.load(Ordering::Relaxed),
+            gc_removed: self.stats.gc_removed.load(Ordering::Relaxed),
+            gc_failures: self.stats.gc_failures.load(Ordering::Relaxed),
+            events_not_delivered: self.delivery.counts().not_delivered.load(Ordering::Relaxed),
+            subscriber_panics: self.delivery.counts().subscriber_panics.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts what a background gc step removed.
+    pub(crate) fn count_gc(&self, report: &crate::GcReport) {
+        self.stats.gc_removed.fetch_add(report.removed as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a background gc step that failed.
+    pub(crate) fn count_gc_failure(&self) {
+        self.stats.gc_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// See [`crate::Engine::compact`].
+    pub(crate) fn compact(&mut self) -> Result<(), StoreError> {
+        self.store.compact()
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        to_millis(self.clock.now())
+    }
+
+    /// Whether the next write transaction commits durably: always, unless
+    /// durability is relaxed; then every [`Policy::relaxed_flush_every`]-th.
+    pub(crate) fn next_commit(&self) -> Commit {
+        if self.protocol.policy.durability == Durability::Relaxed {
+            // Exact when batches run one at a time (redb); with several in
+            // flight a durable commit may come a few commits late.
+            let since = self.relaxed_commits.load(Ordering::Relaxed);
+            if since.saturating_add(1) < self.protocol.policy.relaxed_flush_every {
+                return Commit::Relaxed;
+            }
+        }
+        Commit::Durable
+    }
+
+    /// Commits, and keeps count of relaxed commits since the last durable one.
+    pub(crate) fn commit(&self, txn: Box<dyn WriteTxn + '_>, mode: Commit) -> Result<(), StoreError> {
+        txn.commit()?;
+        if mode == Commit::Durable {
+            self.stats.durable_commits.fetch_add(1, Ordering::Relaxed);
+            self.relaxed_commits.store(0, Ordering::Relaxed);
+        } else {
+            self.relaxed_commits.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Runs `attempt` until it does not end in [`StoreError::Conflict`],
+    /// at most [`MAX_CONFLICT_RETRIES`] more times (contract rule 3).
+    pub(crate) fn retrying_conflicts<T>(
+        &self,
+        mut attempt: impl FnMut() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut retries = 0;
+        loop {
+            match attempt() {
+                Err(StoreError::Conflict(_)) if retries < MAX_CONFLICT_RETRIES => {
+                    retries += 1;
+                    self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Appends events in order and returns them with their sequence numbers.
+    pub(crate) fn append_events(
+        txn: &mut dyn WriteTxn,
+        events: Vec<(FamilyId, EventKind)>,
+        now: i64,
+    ) -> Result<Vec<Event>, StoreError> {
+        let mut out = Vec::with_capacity(events.len());
+        for (family, kind) in events {
+            let mut event = Event {
+                seq: 0,
+                at_millis: now,
+                family,
+                kind,
+            };
+            event.seq = txn.append_event(now, &event.encode())?;
+            out.push(event);
+        }
+        Ok(out)
+    }
+
+    /// Hands committed events to the subscribers' queue (never blocks).
+    pub(crate) fn emit(&self, committed: Committed) {
+        self.delivery.send(committed);
+    }
+
+    /// True if committed events must be kept with their records for subscribers.
+    pub(crate) fn events_wanted(&self) -> bool {
+        self.delivery.wanted()
+    }
+
+    /// See [`crate::Engine::flush_events`].
+    pub(crate) fn flush_events(&self) {
+        self.delivery.flush();
+    }
+
+    /// Adds an event subscriber (see [`crate::Engine::subscribe`]).
+    pub(crate) fn subscribe(&self, sink: EventSink) -> std::io::Result<()> {
+        self.delivery.subscribe(sink, &self.protocol)
+    }
+
+    /// See [`crate::Engine::issue`].
+    pub(crate) fn issue(&self, grant: &Grant) -> Result<Issued, IssueError> {
+        let op = self.protocol.prepare_issue(grant, self.now())?;
+        Done::into_issue(self.batcher.submit(Op::Issue(Box::new(op)), self))
+    }
+
+    /// See [`crate::Engine::issue_async`].
+    pub(crate) async fn issue_async(self: &Arc<Self>, grant: &Grant) -> Result<Issued, IssueError> {
+        let op = self.protocol.prepare_issue(grant, self.now())?;
+        Done::into_issue(self.submit_async(Op::Issue(Box::new(op))).await)
+    }
+
+    /// See [`crate::Engine::rotate`].
+    pub(crate) fn rotate(&self, token: &str, request: &RotateRequest) -> Result<Rotated, RotateError> {
+        let op = self.protocol.prepare_rotate(token, request)?;
+        let done = Done::into_rotate(self.batcher.submit(Op::Rotate(Box::new(op)), self))?;
+        Ok(self.protocol.finish_rotate(*done, request))
+    }
+
+    /// See [`crate::Engine::rotate_async`].
+    pub(crate) async fn rotate_async(self: &Arc<Self>, token: &str, request: &RotateRequest) -> Result<Rotated, RotateError> {
+        let op = self.protocol.prepare_rotate(token, request)?;
+        let done = Done::into_rotate(self.submit_async(Op::Rotate(Box::new(op))).await)?;
+        Ok(self.protocol.finish_rotate(*done, request))
+    }
+
+    /// See [`crate::Engine::revoke`].
+    pub(crate) fn revoke(&self, target: RevokeTarget<'_>) -> Result<usize, RevokeError> {
+        let op = self.protocol.prepare_revoke(target)?;
+        Done::into_revoke(self.batcher.submit(Op::Revoke(op), self))
+    }
+
+    /// See [`crate::Engine::revoke_async`].
+    pub(crate) async fn revoke_async(self: &Arc<Self>, target: RevokeTarget<'_>) -> Result<usize, RevokeError> {
+        let op = self.protocol.prepare_revoke(target)?;
+        Done::into_revoke(self.submit_async(Op::Revoke(op)).await)
+    }
+
+    async fn submit_async(self: &Arc<Self>, op: Op) -> Done {
+        match self.batcher.submit_async(op, Arc::downgrade(self)).await {
+            Ok(done) => done,
+            Err(why) => Done::Failed(StoreError::Unavailable(why)),
+        }
+    }
+
+    /// Applies one batch in one store transaction and commits it once,
+    /// running it again from the start if the store reports a conflict.
+    /// Each operation gets its own outcome; a store failure, or a failed
+    /// commit, fails every operation of the batch, since none of their
+    /// changes reached the store.
+    fn run_batch(&self, ops: &[Op]) -> Vec<Done> {
+        match self.retrying_conflicts(|| self.apply_batch_once(ops)) {
+            Ok((dones, events)) => {
+                let n = ops.len() as u64;
+                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                self.stats.operations.fetch_add(n, Ordering::Relaxed);
+                self.stats.largest_batch.fetch_max(n, Ordering::Relaxed);
+                self.emit(events);
+                dones
+            }
+            Err(e) => ops.iter().map(|_| Done::Failed(e.clone())).collect(),
+        }
+    }
+
+    fn apply_batch_once(&self, ops: &[Op]) -> Result<(Vec<Done>, Committed), StoreError> {
+        let mode = self.next_commit();
+        let mut txn = self.store.begin_write(mode)?;
+        let now = self.now();
+        let mut batch = Working::lock(&mut *txn, ops, &self.protocol)?;
+        let dones = ops.iter().map(|op| batch.apply(&self.protocol, op, now)).collect();
+        batch.write_back(&mut *txn, &self.protocol)?;
+        let events = Self::append_events(&mut *txn, std::mem::take(&mut batch.events), now)?;
+        self.commit(txn, mode)?;
+        let committed = if self.events_wanted() {
+            batch.with_records(events)
+        } else {
+            Vec::new()
+        };
+        Ok((dones, committed))
+    }
+
+    /// See [`crate::Engine::introspect`].
+    pub(crate) fn introspect(&self, token: &str) -> Result<Introspection, StoreError> {
+        let Ok(presented) = self.protocol.authenticate(token) else {
+            return Ok(Introspection::default());
+        };
+        let family = presented.family;
+        let Some(bytes) = self.store.begin_read()?.family(&family)? else {
+            return Ok(Introspection::default());
+        };
+        let rec = self.protocol.decode_record(&family, &bytes)?;
+        self.protocol.introspect(&presented, &rec, self.now())
+    }
+
+    /// See [`crate::Engine::family_is_active`].
+    pub(crate) fn family_is_active(&self, family: &FamilyId) -> Result<bool, StoreError> {
+        let Some(bytes) = self.store.begin_read()?.family(family)? else {
+            return Ok(false);
+        };
+        let rec = self.protocol.decode_record(family, &bytes)?;
+        Ok(self.protocol.is_live(&rec, self.now()))
+    }
+
+    /// See [`crate::Engine::sessions`].
+    pub(crate) fn sessions(&self, subject: &str) -> Result<Vec<Session>, crate::Error> {
+        check_text("subject", subject, MAX_SUBJECT_LEN)?;
+        let now = self.now();
+        let read = self.store.begin_read()?;
+        let tag = self.protocol.keys.tag(TagKind::Subject, subject);
+        let mut out = Vec::new();
+        for family in read.families_by(Index::Subject, &tag)? {
+            let Some(bytes) = read.family(&family)? else {
+                continue;
+            };
+            let rec = self.protocol.decode_record(&family, &bytes)?;
+            if let Some(s) = self.protocol.session(family, &rec, now)? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// See [`crate::Engine::events`].
+    pub(crate) fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.store
+            .begin_read()?
+            .events(after, limit)?
+            .into_iter()
+            .map(|(seq, v)| Event::decode(seq, &v).map_err(|e| corrupt("events", e)))
+            .collect()
+    }
+
+    /// See [`crate::Engine::families_count`].
+    pub(crate) fn families_count(&self) -> Result<u64, StoreError> {
+        self.store.begin_read()?.family_count()
+    }
+}
+
+/// One family as a batch sees it.
+enum Slot {
+    /// Not in the store.
+    Absent,
+    /// Its stored bytes did not verify or decode.
+    Damaged(StoreError),
+    /// Its record as of this point in the batch.
+    Present(FamilyRecord),
+}
+
+/// The families of one batch: locked in the store once, then changed in
+/// memory by each operation in turn (a later operation sees what an earlier
+/// one wrote), and written back once (contract rule 4).
+struct Working {
+    slots: HashMap<FamilyId, Slot>,
+    /// How each family is stored now (`None`: new in this batch).
+    stored: HashMap<FamilyId, IndexKeys>,
+    /// The families a subject or client revocation of this batch names, as
+    /// the store lists them.
+    listed: HashMap<(Index, [u8; TAG16]), Vec<FamilyId>>,
+    /// Families issued in this batch, in order.
+    issued: Vec<FamilyId>,
+    dirty: BTreeSet<FamilyId>,
+    events: Vec<(FamilyId, EventKind)>,
+}
+
+impl Working {
+    /// Locks every family the batch names, in one call to the store.
+    fn lock(txn: &mut dyn WriteTxn, ops: &[Op], protocol: &Protocol) -> Result<Self, StoreError> {
+        let mut listed = HashMap::new();
+        let mut ids = Vec::new();
+        for op in ops {
+            match op {
+                Op::Rotate(r) => ids.push(r.presented.family),
+                Op::Revoke(PreparedRevoke::Family(f, ..)) => ids.push(*f),
+                Op::Revoke(PreparedRevoke::Subject(tag)) => {
+                    let found = txn.families_by(Index::Subject, tag)?;
+                    ids.extend_from_slice(&found);
+                    listed.insert((Index::Subject, *tag), found);
+                }
+                Op::Revoke(PreparedRevoke::Client(tag)) => {
+                    let found = txn.families_by(Index::Client, tag)?;
+                    ids.extend_from_slice(&found);
+                    listed.insert((Index::Client, *tag), found);
+                }
+                Op::Issue(_) => {}
+            }
+        }
+        // One order for every locker, so two batches never wait on each other in a cycle.
+        ids.sort_unstable();
+        ids.dedup();
+        let found = txn.lock_families(&ids)?;
+        let mut slots = HashMap::with_capacity(ids.len());
+        let mut stored = HashMap::with_capacity(ids.len());
+        for (id, bytes) in ids.into_iter().zip(found) {
+            let slot = match bytes {
+                None => Slot::Absent,
+                Some(b) => match protocol.decode_record(&id, &b) {
+                    Ok(rec) => {
+                        stored.insert(id, Protocol::index_keys(&rec));
+                        Slot::Present(rec)
+                    }
+                    Err(e) => Slot::Damaged(e),
+                },
+            };
+            slots.insert(id, slot);
+        }
+        Ok(Self {
+            slots,
+            stored,
+            listed,
+            issued: Vec::new(),
+            dirty: BTreeSet::new(),
+            events: Vec::new(),
+        })
+    }
+
+    fn apply(&mut self, protocol: &Protocol, op: &Op, now: i64) -> Done {
+        match op {
+            Op::Issue(p) => Done::Issue(self.issue(p)),
+            Op::Rotate(p) => Done::Rotate(self.rotate(protocol, p, now).map(Box::new)),
+            Op::Revoke(p) => Done::Revoke(self.revoke(protocol, p, now)),
+        }
+    }
+
+    fn issue(&mut self, p: &PreparedIssue) -> Result<Issued, IssueError> {
+        let family = p.issued.family;
+        if self.slots.contains_key(&family) {
+            // 128 random bits never collide in practice; refuse rather than overwrite.
+            return Err(corrupt("families", "family id collision").into());
+        }
+        self.slots.insert(family, Slot::Present(p.rec.clone()));
+        self.dirty.insert(family);
+        self.issued.push(family);
+        Ok(p.issued.clone())
+    }
+
+    fn rotate(&mut self, protocol: &Protocol, p: &PreparedRotate, now: i64) -> Result<RotateDone, RotateError> {
+        let family = p.presented.family;
+        let (answer, change) = match self.slots.get(&family) {
+            None | Some(Slot::Absent) => return Err(RotateError::Unknown),
+            Some(Slot::Damaged(e)) => return Err(e.clone().into()),
+            Some(Slot::Present(rec)) => protocol.rotate(rec, p, now),
+        };
+        if let Some(t) = change {
+            self.record(family, t);
+        }
+        answer
+    }
+
+    fn revoke(&mut self, protocol: &Protocol, p: &PreparedRevoke, now: i64) -> Result<usize, RevokeError> {
+        let (families, reason, owner) = match p {
+            PreparedRevoke::Family(f, reason, owner) => (vec![*f], *reason, owner.as_ref()),
+            PreparedRevoke::Subject(tag) => (self.named(Index::Subject, tag), RevokeReason::Subject, None),
+            PreparedRevoke::Client(tag) => (self.named(Index::Client, tag), RevokeReason::Client, None),
+        };
+        // Decided for every family first: an error revokes none of them.
+        let mut changes = Vec::new();
+        for family in families {
+            match self.slots.get(&family) {
+                None | Some(Slot::Absent) => {}
+                Some(Slot::Damaged(e)) => return Err(e.clone().into()),
+                Some(Slot::Present(rec)) => {
+                    if let Some(t) = protocol.revoke(rec, reason, owner, now)? {
+                        changes.push((family, t));
+                    }
+                }
+            }
+        }
+        let n = changes.len();
+        for (family, t) in changes {
+            self.record(family, t);
+        }
+        Ok(n)
+    }
+
+    /// The families a subject or client revocation covers: those the store
+    /// listed, and those issued earlier in this batch under the same tag.
+    fn named(&self, index: Index, tag: &[u8; TAG16]) -> Vec<FamilyId> {
+        let mut out = self.listed.get(&(index, *tag)).cloned().unwrap_or_default();
+        for f in &self.issued {
+            if let Some(Slot::Present(rec)) = self.slots.get(f) {
+                let t = match index {
+                    Index::Subject => &rec.subject_tag,
+                    _ => &rec.client_tag,
+                };
+                if bool::from(t.ct_eq(tag)) {
+                    out.push(*f);
+                }
+            }
+        }
+        out
+    }
+
+    fn record(&mut self, family: FamilyId, t: Transition) {
+        self.slots.insert(family, Slot::Present(t.record));
+        self.dirty.insert(family);
+        if let Some(kind) = t.event {
+            self.events.push((family, kind));
+        }
+    }
+
+    /// Each committed event with its family's record as committed.
+    fn with_records(&self, events: Vec<Event>) -> Committed {
+        events
+            .into_iter()
+            .filter_map(|e| match self.slots.get(&e.family) {
+                Some(Slot::Present(rec)) => Some((rec.clone(), e)),
+                _ => None,
+            })
+            .map(|(rec, e)| (e, rec))
+            .collect()
+    }
+
+    /// Writes every changed family once.
+    fn write_back(&self, txn: &mut dyn WriteTxn, protocol: &Protocol) -> Result<(), StoreError> {
+        for family in &self.dirty {
+            let Some(Slot::Present(rec)) = self.slots.get(family) else {
+                continue;
+            };
+            let bytes = protocol.record_bytes(family, rec);
+            let keys = Protocol::index_keys(rec);
+            match self.stored.get(family) {
+                None => txn.insert_family(family, &bytes, &keys)?,
+                Some(old) => txn.update_family(family, &bytes, old, &keys)?,
+            }
+        }
+        Ok(())
+    }
+}
