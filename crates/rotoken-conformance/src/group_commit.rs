@@ -249,7 +249,9 @@ pub fn async_callers_are_served_without_leading_a_batch(backend: &dyn Backend) {
     let names = std::mem::take(&mut *leaders.lock().unwrap());
     assert!(!names.is_empty());
     assert!(
-        names.iter().all(|n| n.as_deref().is_some_and(|n| n.starts_with("rotoken-commit"))),
+        names
+            .iter()
+            .all(|n| n.as_deref().is_some_and(|n| n.starts_with("rotoken-commit"))),
         "{names:?}"
     );
     // Sync and async callers mix freely.

@@ -34,6 +34,7 @@ pub mod group_commit;
 pub mod lifecycle;
 pub mod model;
 pub mod reference;
+pub mod subscribers;
 
 /// A kind of store under test.
 pub trait Backend: Sync {
@@ -386,6 +387,10 @@ macro_rules! conformance_tests {
             group_commit::group_commit_can_be_turned_off,
             group_commit::relaxed_durability_still_commits_durably_every_n_commits,
             group_commit::async_callers_are_served_without_leading_a_batch,
+            subscribers::notices_carry_the_families_grant,
+            subscribers::a_subscriber_may_call_the_engine,
+            subscribers::a_panicking_subscriber_changes_no_answer,
+            subscribers::background_gc_removes_expired_families,
         );
     };
     (@each $backend:expr; $($module:ident :: $test:ident),* $(,)?) => {

@@ -19,9 +19,9 @@ use subtle::ConstantTimeEq;
 use crate::batch::{Apply, Batcher};
 use crate::clock::{Clock, to_millis};
 use crate::error::{IssueError, OpenError, RevokeError, RotateError, StoreError, corrupt};
-use crate::notify::{Committed, Delivery, EventSink, QUEUE_COMMITS};
 use crate::grant::{Grant, MAX_SUBJECT_LEN, check_text};
 use crate::keys::{Keyring, TAG16, TagKind};
+use crate::notify::{Committed, Delivery, EventSink, QUEUE_COMMITS};
 use crate::policy::{Durability, Policy};
 use crate::protocol::{PreparedIssue, PreparedRevoke, PreparedRotate, Protocol, RotateDone, Transition};
 use crate::record::{Event, EventKind, FamilyRecord, RevokeReason};
@@ -202,7 +202,9 @@ impl Core {
 
     /// Counts what a background gc step removed.
     pub(crate) fn count_gc(&self, report: &crate::GcReport) {
-        self.stats.gc_removed.fetch_add(report.removed as u64, Ordering::Relaxed);
+        self.stats
+            .gc_removed
+            .fetch_add(report.removed as u64, Ordering::Relaxed);
     }
 
     /// Counts a background gc step that failed.
@@ -323,7 +325,11 @@ impl Core {
     }
 
     /// See [`crate::Engine::rotate_async`].
-    pub(crate) async fn rotate_async(self: &Arc<Self>, token: &str, request: &RotateRequest) -> Result<Rotated, RotateError> {
+    pub(crate) async fn rotate_async(
+        self: &Arc<Self>,
+        token: &str,
+        request: &RotateRequest,
+    ) -> Result<Rotated, RotateError> {
         let op = self.protocol.prepare_rotate(token, request)?;
         let done = Done::into_rotate(self.submit_async(Op::Rotate(Box::new(op))).await)?;
         Ok(self.protocol.finish_rotate(*done, request))

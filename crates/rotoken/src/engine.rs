@@ -140,7 +140,9 @@ impl Engine {
     /// [`StoreError::Unavailable`] if the delivery thread could not be started.
     pub fn subscribe(&self, sink: impl Fn(&crate::Notice) + Send + Sync + 'static) -> Result<(), StoreError> {
         let sink: EventSink = Arc::new(sink);
-        self.core.subscribe(sink).map_err(|_| StoreError::Unavailable("could not start the event thread"))
+        self.core
+            .subscribe(sink)
+            .map_err(|_| StoreError::Unavailable("could not start the event thread"))
     }
 
     /// Blocks until every event committed before this call has been handed

@@ -43,9 +43,9 @@
 mod batch;
 mod check;
 pub mod clock;
+mod core;
 mod engine;
 mod error;
-mod core;
 mod gc;
 pub mod grant;
 pub mod keys;
@@ -72,6 +72,6 @@ pub use state::ExpiryKind;
 pub use store::{RedbStore, SCHEMA_VERSION, Store};
 pub use token::{FamilyId, ParseError, RefreshToken, Token};
 pub use types::{
-    CheckReport, GcReport, Introspection, Issued, Options, Problem, RevokeTarget, RotateRequest, Rotated,
-    Session, Stats,
+    CheckReport, GcReport, Introspection, Issued, Options, Problem, RevokeTarget, RotateRequest, Rotated, Session,
+    Stats,
 };

@@ -180,3 +180,59 @@ fn deliver(rx: &Receiver<Msg>, sinks: &RwLock<Vec<EventSink>>, counts: &Counts, 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::EventKind;
+    use crate::{Grant, Keyring, Policy, Scope};
+
+    /// A subscriber that does not keep up never blocks the commit path:
+    /// what does not fit in the queue is counted, and delivery goes on.
+    #[test]
+    fn a_stuck_subscriber_never_blocks_a_commit() {
+        let protocol = Arc::new(Protocol::new(Keyring::generate().unwrap(), Policy::default()));
+        let grant = Grant::new("alice", "web", Scope::parse("openid").unwrap());
+        let issued = protocol.prepare_issue(&grant, 0).unwrap();
+        let committed = |seq| {
+            let event = Event {
+                seq,
+                at_millis: 0,
+                family: issued.issued.family,
+                kind: EventKind::Expired,
+            };
+            vec![(event, issued.rec.clone())]
+        };
+        let delivery = Delivery::new(2);
+        let (release_tx, release_rx) = sync_channel::<()>(0);
+        let release_rx = Mutex::new(release_rx);
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&got);
+        delivery
+            .subscribe(
+                Arc::new(move |n: &Notice| {
+                    // Held until the test releases it, once per event.
+                    let _ = release_rx.lock().unwrap().recv();
+                    seen.lock()
+                        .unwrap()
+                        .push((n.event.seq, n.grant.clone().map(|g| g.subject)));
+                }),
+                &protocol,
+            )
+            .unwrap();
+        // One event is taken by the stuck subscriber, two wait in the
+        // queue; the rest do not fit. None of these sends blocks.
+        for seq in 1..=10 {
+            delivery.send(committed(seq));
+        }
+        let not_delivered = delivery.counts().not_delivered.load(Ordering::Relaxed);
+        assert!((7..=8).contains(&not_delivered), "{not_delivered}");
+        for _ in 0..10 - not_delivered {
+            release_tx.send(()).unwrap();
+        }
+        delivery.flush();
+        let got = got.lock().unwrap().clone();
+        assert_eq!(got.len() as u64, 10 - not_delivered);
+        assert_eq!(got[0], (1, Some("alice".to_owned())), "in order, with the grant");
+    }
+}

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use crate::batch::GroupCommit;
 use crate::clock::{Clock, SystemClock};
 use crate::grant::{Grant, Scope};
-use crate::notify::{EventSink};
+use crate::notify::EventSink;
 use crate::policy::Policy;
 use crate::record::RevokeReason;
 use crate::token::{FamilyId, RefreshToken};
