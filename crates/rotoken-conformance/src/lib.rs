@@ -27,6 +27,7 @@ use rotoken::{Engine, Event, Grant, Keyring, ManualClock, Notice, OpenError, Opt
 use time::OffsetDateTime;
 
 pub mod at_rest;
+pub mod clock_steps;
 pub mod concurrency;
 pub mod constant_size;
 pub mod forgery;
@@ -387,6 +388,10 @@ macro_rules! conformance_tests {
             group_commit::group_commit_can_be_turned_off,
             group_commit::relaxed_durability_still_commits_durably_every_n_commits,
             group_commit::async_callers_are_served_without_leading_a_batch,
+            clock_steps::a_clock_corrected_back_does_not_reopen_the_grace_window,
+            clock_steps::a_clock_set_back_an_hour_keeps_the_window_in_real_time,
+            clock_steps::the_floor_survives_a_restart,
+            clock_steps::a_forward_step_is_kept_after_the_clock_is_corrected,
             subscribers::notices_carry_the_families_grant,
             subscribers::a_subscriber_may_call_the_engine,
             subscribers::a_panicking_subscriber_changes_no_answer,

@@ -12,12 +12,12 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 use subtle::ConstantTimeEq;
 
 use crate::batch::{Apply, Batcher};
-use crate::clock::{Clock, to_millis};
+use crate::clock::{Clock, Floor};
 use crate::error::{IssueError, OpenError, RevokeError, RotateError, StoreError, corrupt};
 use crate::grant::{Grant, MAX_SUBJECT_LEN, check_text};
 use crate::keys::{Keyring, TAG16, TagKind};
@@ -30,12 +30,20 @@ use crate::token::FamilyId;
 use crate::types::{Introspection, Issued, Options, RevokeTarget, RotateRequest, Rotated, Session, Stats};
 
 const META_KEY_CHECK: &str = "key_check";
+/// The engine's time is never earlier than this (unix ms, big-endian i64).
+const META_CLOCK_FLOOR: &str = "clock_floor";
+/// How far the engine's time runs ahead of the persisted floor before a
+/// write transaction raises it.
+const FLOOR_STEP_MS: i64 = 1_000;
 
 /// Everything an engine is, behind the public handle's `Arc`.
 pub(crate) struct Core {
     pub(crate) store: Box<dyn Store>,
     pub(crate) protocol: Arc<Protocol>,
     clock: Arc<dyn Clock>,
+    /// The engine's time never goes back (docs/design.md, "Time").
+    floor: Floor,
+    persisted_floor: AtomicI64,
     delivery: Delivery,
     relaxed_commits: AtomicU32,
     batcher: Arc<Batcher<Op, Done>>,
@@ -159,10 +167,16 @@ impl Core {
             return Err(OpenError::WrongKeys);
         }
         let concurrent = store.concurrent_batches();
+        let floor = store
+            .begin_read()?
+            .meta(META_CLOCK_FLOOR)?
+            .map_or(Ok(i64::MIN), |v| decode_floor(&v))?;
         Ok(Self {
             store,
             protocol: Arc::new(Protocol::new(keys, options.policy)),
+            floor: Floor::new(floor, &*options.clock),
             clock: options.clock,
+            persisted_floor: AtomicI64::new(floor),
             delivery: Delivery::new(QUEUE_COMMITS),
             relaxed_commits: AtomicU32::new(0),
             batcher: Arc::new(Batcher::new(options.group_commit, concurrent)),
@@ -217,8 +231,33 @@ impl Core {
         self.store.compact()
     }
 
+    /// The time to act on: the wall clock, never earlier than a time acted on before.
     pub(crate) fn now(&self) -> i64 {
-        to_millis(self.clock.now())
+        self.floor.now(&*self.clock)
+    }
+
+    /// Raises the persisted clock floor to `now` in this transaction when
+    /// the engine's time has run more than [`FLOOR_STEP_MS`] past it; true
+    /// if it did (then [`Core::floor_persisted`] after the commit).
+    fn raise_floor(&self, txn: &mut dyn WriteTxn, now: i64) -> Result<bool, StoreError> {
+        if now
+            <= self
+                .persisted_floor
+                .load(Ordering::Relaxed)
+                .saturating_add(FLOOR_STEP_MS)
+        {
+            return Ok(false);
+        }
+        // Read under contract rule 7, so two servers never lower it.
+        let stored = txn.meta(META_CLOCK_FLOOR)?.map_or(Ok(i64::MIN), |v| decode_floor(&v))?;
+        if now > stored {
+            txn.set_meta(META_CLOCK_FLOOR, &now.to_be_bytes())?;
+        }
+        Ok(true)
+    }
+
+    fn floor_persisted(&self, now: i64) {
+        self.persisted_floor.fetch_max(now, Ordering::Relaxed);
     }
 
     /// Whether the next write transaction commits durably: always, unless
@@ -377,11 +416,15 @@ impl Core {
         let mode = self.next_commit();
         let mut txn = self.store.begin_write(mode)?;
         let now = self.now();
+        let raised = self.raise_floor(&mut *txn, now)?;
         let mut batch = Working::lock(&mut *txn, ops, &self.protocol)?;
         let dones = ops.iter().map(|op| batch.apply(&self.protocol, op, now)).collect();
         batch.write_back(&mut *txn, &self.protocol)?;
         let events = Self::append_events(&mut *txn, std::mem::take(&mut batch.events), now)?;
         self.commit(txn, mode)?;
+        if raised {
+            self.floor_persisted(now);
+        }
         let committed = if self.events_wanted() {
             batch.with_records(events)
         } else {
@@ -636,4 +679,11 @@ impl Working {
         }
         Ok(())
     }
+}
+
+fn decode_floor(bytes: &[u8]) -> Result<i64, StoreError> {
+    let b: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| corrupt("meta", "clock floor is not 8 bytes"))?;
+    Ok(i64::from_be_bytes(b))
 }

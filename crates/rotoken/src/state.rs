@@ -141,6 +141,7 @@ pub fn decide(rec: &FamilyRecord, a: &Attempt, limits: &Limits) -> Decision {
     let graceable = current > 0
         && a.presented == current - 1
         && rec.sealed_successor.is_some()
+        && a.now >= rec.rotated_at
         && a.now < rec.rotated_at.saturating_add(limits.grace_ms);
     let proceed = match a.secret {
         SecretCheck::Mismatch => return Decision::Revoke(RevokeReason::Diverged),
@@ -206,6 +207,14 @@ mod tests {
             (3, attempt(3, Current, t + 1), Decision::Rotate),
             (3, attempt(3, Mismatch, t + 1), Decision::Revoke(RevokeReason::Diverged)),
             (3, attempt(2, Predecessor, t + 29_999), Decision::Grace),
+            (3, attempt(2, Predecessor, t), Decision::Grace),
+            // Before the rotation (another server's clock behind, a restore
+            // under an older clock): outside the window.
+            (
+                3,
+                attempt(2, Predecessor, t - 1),
+                Decision::Revoke(RevokeReason::ReuseDetected),
+            ),
             (
                 3,
                 attempt(2, Predecessor, t + 30_000),

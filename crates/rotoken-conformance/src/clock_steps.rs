@@ -1,0 +1,89 @@
+//! A clock that can't go back (docs/design.md, "Time"): the wall clock
+//! stepped back or forward, within one engine and across a restart.
+
+use std::time::Duration;
+
+use crate::{Backend, HOUR, Harness, MINUTE, SECOND, T0, grant, ms, small_policy};
+use rotoken::{Engine, ExpiryKind, RotateError, RotateRequest};
+
+fn harness(backend: &dyn Backend) -> Harness {
+    Harness::new(backend, small_policy(1_000))
+}
+
+/// Issues at the clock's time, then rotates once: (predecessor, successor).
+fn rotated_once(engine: &Engine) -> (String, String) {
+    let t0 = engine
+        .issue(&grant("alice", "web"))
+        .unwrap()
+        .refresh_token
+        .expose()
+        .to_owned();
+    let t1 = engine.rotate(&t0, &RotateRequest::new("web")).unwrap();
+    (t0, t1.refresh_token.expose().to_owned())
+}
+
+fn present(engine: &Engine, token: &str) -> Result<rotoken::Rotated, RotateError> {
+    engine.rotate(token, &RotateRequest::new("web"))
+}
+
+/// Rotating while the clock runs 600 s fast, then correcting it: 40 s of
+/// real time later the predecessor is past the 30 s grace window and
+/// revokes the family (it used to get the live successor for 560 s).
+pub fn a_clock_corrected_back_does_not_reopen_the_grace_window(backend: &dyn Backend) {
+    let h = harness(backend);
+    let engine = h.open();
+    h.clock.set_unix_millis(T0 + 600 * SECOND);
+    let (t0, _t1) = rotated_once(&engine);
+    h.clock.set_unix_millis(T0);
+    h.clock.advance(Duration::from_secs(40));
+    assert!(matches!(present(&engine, &t0), Err(RotateError::ReuseDetected { .. })));
+}
+
+/// A clock set back an hour: the engine keeps its time, so a retry inside
+/// the window still works and one after it still revokes.
+pub fn a_clock_set_back_an_hour_keeps_the_window_in_real_time(backend: &dyn Backend) {
+    let h = harness(backend);
+    let engine = h.open();
+    let (t0, t1) = rotated_once(&engine);
+    h.clock.set_unix_millis(T0 - HOUR);
+    h.clock.advance(Duration::from_secs(10));
+    let retry = present(&engine, &t0).unwrap();
+    assert!(retry.retried);
+    assert_eq!(retry.refresh_token.expose(), t1);
+    // Stamped at the engine's time, not the stepped-back wall clock.
+    assert!(ms(retry.expires_at) >= T0 + HOUR);
+    h.clock.advance(Duration::from_secs(30));
+    assert!(matches!(present(&engine, &t0), Err(RotateError::ReuseDetected { .. })));
+}
+
+/// The floor survives a restart: an engine reopened under a clock set
+/// back starts from the time the last one acted on.
+pub fn the_floor_survives_a_restart(backend: &dyn Backend) {
+    let h = harness(backend);
+    let engine = h.open();
+    h.clock.set_unix_millis(T0 + 10 * MINUTE);
+    let (t0, _t1) = rotated_once(&engine);
+    drop(engine);
+    h.clock.set_unix_millis(T0);
+    let engine = h.open();
+    h.clock.advance(Duration::from_secs(40));
+    assert!(matches!(present(&engine, &t0), Err(RotateError::ReuseDetected { .. })));
+}
+
+/// A forward step is taken at once and kept: a family it jumps past
+/// expires, and correcting the clock does not bring it back.
+pub fn a_forward_step_is_kept_after_the_clock_is_corrected(backend: &dyn Backend) {
+    let h = harness(backend);
+    let engine = h.open();
+    let (_t0, t1) = rotated_once(&engine);
+    h.clock.set_unix_millis(T0 + 2 * HOUR);
+    assert!(matches!(
+        present(&engine, &t1),
+        Err(RotateError::Expired { kind: ExpiryKind::Idle })
+    ));
+    h.clock.set_unix_millis(T0 + MINUTE);
+    assert!(matches!(
+        present(&engine, &t1),
+        Err(RotateError::Expired { kind: ExpiryKind::Idle })
+    ));
+}
