@@ -378,6 +378,7 @@ macro_rules! conformance_tests {
             lifecycle::lowering_the_generation_limit_is_not_corruption,
             lifecycle::keys_rotate_without_invalidating_live_families,
             lifecycle::retiring_a_key_after_the_absolute_lifetime_keeps_sessions_listable,
+            lifecycle::a_removed_key_makes_one_session_unreadable_not_the_list,
             lifecycle::gc_removes_expired_and_revoked_families_in_bounded_steps,
             lifecycle::event_sequence_numbers_never_repeat_after_gc,
             lifecycle::sessions_list_a_subjects_families,

@@ -294,6 +294,31 @@ pub fn retiring_a_key_after_the_absolute_lifetime_keeps_sessions_listable(backen
     assert_eq!(sessions.unwrap().iter().filter(|s| s.active).count(), 1);
 }
 
+/// A key retired too early (a live family's grant is sealed under it) is
+/// partial damage: `sessions` lists the subject's other families and marks
+/// that one unreadable, naming the missing key, instead of failing whole.
+pub fn a_removed_key_makes_one_session_unreadable_not_the_list(backend: &dyn Backend) {
+    let h = harness(backend);
+    let engine = h.open();
+    let (sealed_under_1, _) = issue(&engine, "alice");
+    drop(engine);
+    let mut k2 = h.keys.clone();
+    k2.rotate().unwrap();
+    let engine = h.try_open(k2.clone()).unwrap();
+    let (readable, _) = issue(&engine, "alice");
+    drop(engine);
+    k2.retire(1).unwrap();
+    let engine = h.try_open(k2).unwrap();
+    let sessions = engine.sessions("alice").unwrap();
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    let damaged = sessions.iter().find(|s| s.family == sealed_under_1).unwrap();
+    let why = damaged.unreadable.as_deref().expect("marked unreadable");
+    assert!(why.contains("key 1"), "{why}");
+    assert!(damaged.client_id.is_empty());
+    let fine = sessions.iter().find(|s| s.family == readable).unwrap();
+    assert_eq!((fine.unreadable.as_deref(), fine.client_id.as_str()), (None, "web"));
+}
+
 /// Gc removes expired and revoked families in bounded steps.
 pub fn gc_removes_expired_and_revoked_families_in_bounded_steps(backend: &dyn Backend) {
     let h = harness(backend);

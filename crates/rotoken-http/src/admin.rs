@@ -336,6 +336,10 @@ pub struct SessionJson {
     pub active: bool,
     /// Why it was revoked, if it was.
     pub revoked: Option<&'static str>,
+    /// Why its grant cannot be read (a key removed from the key file),
+    /// naming the key; client and scope are empty then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
 }
 
 /// RFC 3339, or the Unix time for a year RFC 3339 cannot hold.
@@ -356,6 +360,7 @@ impl From<rotoken::Session> for SessionJson {
             expires_at: rfc3339(s.expires_at),
             active: s.active,
             revoked: s.revoked.map(rotoken::RevokeReason::as_str),
+            unreadable: s.unreadable,
         }
     }
 }

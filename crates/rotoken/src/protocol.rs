@@ -453,7 +453,9 @@ impl Protocol {
     }
 
     /// One family as a session; `None` for a family past its life whose
-    /// grant was sealed with a retired key (gone but for gc).
+    /// grant was sealed with a retired key (gone but for gc). A live family
+    /// whose grant is sealed under a key removed from the keyring is listed
+    /// with [`Session::unreadable`] naming that key, and no client or scope.
     pub(crate) fn session(
         &self,
         family: FamilyId,
@@ -461,10 +463,16 @@ impl Protocol {
         now: i64,
     ) -> Result<Option<Session>, StoreError> {
         let live = self.is_live(rec, now);
-        let grant = match self.grant_if_openable(&family, rec)? {
-            Some(g) => g,
-            None if !live => return Ok(None),
-            None => return Err(retired_grant_key(&family)),
+        let (client_id, scope, unreadable) = match self.grant_or_missing_key(&family, rec)? {
+            Ok(g) => (g.client_id, g.scope, None),
+            Err(_) if !live => return Ok(None),
+            Err(key) => (
+                String::new(),
+                crate::Scope::default(),
+                Some(format!(
+                    "its grant is sealed under key {key}, which is no longer in the key file; restore that key to read it"
+                )),
+            ),
         };
         let revoked = match rec.state {
             FamilyState::Revoked(r) => Some(r),
@@ -472,14 +480,15 @@ impl Protocol {
         };
         Ok(Some(Session {
             family,
-            client_id: grant.client_id,
-            scope: grant.scope,
+            client_id,
+            scope,
             generation: rec.generation,
             created_at: from_millis(rec.created_at),
             rotated_at: from_millis(rec.rotated_at),
             expires_at: from_millis(state::deadline(rec, &self.limits)),
             active: live,
             revoked,
+            unreadable,
         }))
     }
 

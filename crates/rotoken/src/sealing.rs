@@ -48,13 +48,23 @@ impl Protocol {
     /// has since been retired (expected only for families past their
     /// absolute lifetime, which is when keys may retire).
     pub(crate) fn grant_if_openable(&self, family: &FamilyId, rec: &FamilyRecord) -> Result<Option<Grant>, StoreError> {
+        Ok(self.grant_or_missing_key(family, rec)?.ok())
+    }
+
+    /// Opens a family's sealed grant, or names the key it was sealed under
+    /// when that key is no longer in the keyring.
+    pub(crate) fn grant_or_missing_key(
+        &self,
+        family: &FamilyId,
+        rec: &FamilyRecord,
+    ) -> Result<Result<Grant, u32>, StoreError> {
         let pt = match self.keys.open(&grant_ad(family, rec), &rec.sealed_grant) {
             Ok(pt) => pt,
-            Err(crate::SealError::UnknownKey(_)) => return Ok(None),
+            Err(crate::SealError::UnknownKey(id)) => return Ok(Err(id)),
             Err(e) => return Err(corrupt("families", format!("grant of {family}: {e}"))),
         };
         crate::record::decode_grant(&pt)
-            .map(Some)
+            .map(Ok)
             .map_err(|e| corrupt("families", format!("grant of {family}: {e}")))
     }
 

@@ -244,6 +244,11 @@ pub struct Session {
     pub active: bool,
     /// Why it was revoked, if it was.
     pub revoked: Option<RevokeReason>,
+    /// Set when the family's grant cannot be opened (sealed under a key
+    /// since removed from the key file): what is wrong, naming the key.
+    /// `client_id` and `scope` are empty then; the other sessions are
+    /// listed as usual.
+    pub unreadable: Option<String>,
 }
 
 /// What one [`Engine::gc`] step did.
