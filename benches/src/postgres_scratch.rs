@@ -8,8 +8,6 @@
 //! there), and drops the schema with everything in it at the end. `VACUUM
 //! FULL` runs on the schema's own tables only.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use rotoken_postgres::testing::Sql;
 use rotoken_postgres::tokio_postgres::Config;
 
@@ -31,16 +29,9 @@ impl Scratch {
     ///
     /// The connection failed, or the role may not create a schema there.
     pub fn create(base: &Config) -> Result<Self, BoxError> {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let schema = format!(
-            "rotoken_bench_{}_{}_{nanos}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
+        let mut id = [0u8; 8];
+        getrandom::fill(&mut id).map_err(|e| format!("random: {e}"))?;
+        let schema = format!("rotoken_bench_{:016x}", u64::from_be_bytes(id));
         let sql = Sql::connect(base)?;
         sql.execute(&format!("CREATE SCHEMA {schema}; SET search_path = {schema}"))?;
         let mut config = base.clone();

@@ -141,6 +141,14 @@ fn bench_on_a_given_database_keeps_it() {
     assert_eq!(code, 0, "{stdout}");
 }
 
+/// `--store URL bench` and the words of `rest`.
+fn bench_on<'a>(url: &'a str, rest: &'a str) -> Vec<&'a str> {
+    ["--store", url, "bench"]
+        .into_iter()
+        .chain(rest.split_whitespace())
+        .collect()
+}
+
 /// Every JSON line on stdout of a successful run.
 fn json_lines(dir: &Path, args: &[&str]) -> Vec<Value> {
     let (code, stdout, stderr) = rotoken(dir, args);
@@ -170,20 +178,10 @@ fn bench_on_postgres_compares_the_peer_design_at_each_caller_count() {
         .unwrap();
     let runs = json_lines(
         dir.path(),
-        &[
-            "--store",
+        &bench_on(
             &url,
-            "bench",
-            "--duration",
-            "1",
-            "--families",
-            "8",
-            "--callers",
-            "1,4",
-            "--compare",
-            "postgres-peer",
-            "--json",
-        ],
+            "--duration 1 --families 8 --callers 1,4 --compare postgres-peer --json",
+        ),
     );
     assert_eq!(runs.len(), 2, "one line per caller count: {runs:?}");
     for (v, callers) in runs.iter().zip([1, 4]) {
@@ -209,10 +207,7 @@ fn bench_on_postgres_compares_the_peer_design_at_each_caller_count() {
         assert!(v["mean_batch"].as_f64().unwrap() >= 1.0, "{v}");
     }
     // Without --compare: rotoken only.
-    let v = json(
-        dir.path(),
-        &["--store", &url, "bench", "--duration", "1", "--families", "4", "--json"],
-    );
+    let v = json(dir.path(), &bench_on(&url, "--duration 1 --families 4 --json"));
     assert_eq!(v["concurrency"], 4, "capped at the families: {v}");
     assert!(
         v.get("postgres_peer").is_none() && v.get("ratio_vs_postgres_peer").is_none(),
@@ -221,17 +216,7 @@ fn bench_on_postgres_compares_the_peer_design_at_each_caller_count() {
     // Text output names both designs and the ratio.
     let (code, stdout, stderr) = rotoken(
         dir.path(),
-        &[
-            "--store",
-            &url,
-            "bench",
-            "--duration",
-            "1",
-            "--families",
-            "2",
-            "--compare",
-            "postgres-peer",
-        ],
+        &bench_on(&url, "--duration 1 --families 2 --compare postgres-peer"),
     );
     assert_eq!(code, 0, "{stderr}");
     assert!(
@@ -260,19 +245,10 @@ fn bench_bytes_on_postgres_stays_flat_for_rotoken_and_grows_for_the_peer() {
     let dir = tempfile::tempdir().unwrap();
     let lines = json_lines(
         dir.path(),
-        &[
-            "--store",
+        &bench_on(
             &url,
-            "bench",
-            "--bytes",
-            "--families",
-            "32",
-            "--rotations",
-            "0,20",
-            "--compare",
-            "postgres-peer",
-            "--json",
-        ],
+            "--bytes --families 32 --rotations 0,20 --compare postgres-peer --json",
+        ),
     );
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert_eq!(lines[0]["rotations"], 0);
