@@ -16,7 +16,8 @@
 //! ## Output contract
 //!
 //! * On success each command prints exactly one JSON object on standard
-//!   output (`demo` prints readable text instead).
+//!   output (`demo` prints readable text instead; `events` prints one JSON
+//!   object per event, a line each).
 //! * On failure it prints one JSON object `{"error": "<code>", "message": "..."}`
 //!   on standard error and exits with 1 for a refusal or user error, 2 for a
 //!   usage error (as clap does), 3 for a storage or corruption problem.
@@ -39,6 +40,7 @@ mod bench;
 mod clients;
 mod commands;
 mod demo;
+mod events;
 mod output;
 mod serve;
 
@@ -154,6 +156,9 @@ pub(crate) enum Command {
     /// to itself: stop `rotoken serve` first. Run `gc` before it to drop
     /// expired families.
     Compact,
+    /// Print the audit events (reuse detected, diverged, revoked, expired) as JSON lines;
+    /// `--follow` keeps printing new ones, `--after SEQ` resumes.
+    Events(events::EventsArgs),
     /// A guided walk through rotation, retries and reuse detection on a temporary database.
     Demo,
     #[cfg(feature = "bench")]

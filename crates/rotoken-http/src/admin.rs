@@ -444,3 +444,35 @@ impl SessionsJson {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn events_query_defaults_caps_and_refuses() {
+        assert_eq!(events_query(None).unwrap(), (0, DEFAULT_EVENTS_LIMIT));
+        assert_eq!(events_query(Some("after=7&limit=3")).unwrap(), (7, 3));
+        assert_eq!(events_query(Some("limit=1000000")).unwrap(), (0, MAX_EVENTS_LIMIT));
+        assert_eq!(events_query(Some("limit=0")).unwrap(), (0, 1));
+        for bad in ["after=-1", "after=x", "limit=1e3", "after=1&after=2"] {
+            let r = events_query(Some(bad)).unwrap_err();
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_events_is_read_with_get() {
+        for (_, route) in AdminRoute::ALL {
+            let expected = if route == AdminRoute::Events {
+                Method::GET
+            } else {
+                Method::POST
+            };
+            assert_eq!(route.method(), expected);
+            assert_eq!(route.allow(), expected.as_str());
+        }
+    }
+}

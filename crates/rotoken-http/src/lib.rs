@@ -87,7 +87,6 @@ mod throttle;
 pub use admin::{
     AdminApi, AdminRoute, DEFAULT_EVENTS_LIMIT, MAX_ADMIN_BODY, MAX_EVENTS_LIMIT, SessionJson, SessionsJson,
 };
-pub use event_json::{EventJson, EventsJson};
 pub use clients_file::{ClientEntry, FileClients};
 pub use dpop::{DPOP_ALGORITHMS, DpopError, MAX_PROOF_LEN, jwk_thumbprint};
 pub use endpoints::issue::{IssueRequest, issue_rule};
@@ -95,6 +94,7 @@ pub use endpoints::token::TokenResponse;
 pub use error::{
     BoxError, ClientFileError, ErrorCode, IssueError, MintError, OAuthError, RegistryError, SigningKeyError,
 };
+pub use event_json::{EventJson, EventsJson};
 pub use form::{Form, parse_form};
 pub use forwarded::client_address;
 pub use ipnet::IpNet;
