@@ -216,6 +216,9 @@ pub(crate) fn policy(g: &Global) -> Policy {
     if let Some(s) = g.revoked_retention_secs {
         p.revoked_retention = Duration::from_secs(s);
     }
+    if let Some(d) = g.event_retention_days {
+        p.event_retention = Duration::from_secs(u64::from(d) * DAY_SECS);
+    }
     match g.durability {
         Some(DurabilityArg::Immediate) => p.durability = Durability::Immediate,
         Some(DurabilityArg::Relaxed) => p.durability = Durability::Relaxed,

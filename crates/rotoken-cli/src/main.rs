@@ -106,6 +106,9 @@ pub(crate) struct Global {
     /// applies to families revoked by this command [default: the core's, 1 day].
     #[arg(long, global = true, value_name = "SECS")]
     pub(crate) revoked_retention_secs: Option<u64>,
+    /// How long audit events are kept before gc removes them, in days [default: the core's, 30].
+    #[arg(long, global = true, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) event_retention_days: Option<u32>,
     /// Commit durability [default: immediate]. `relaxed` may lose recent rotations on a crash.
     #[arg(long, global = true, value_enum, value_name = "MODE")]
     pub(crate) durability: Option<DurabilityArg>,
@@ -167,7 +170,7 @@ pub(crate) enum Command {
     Bench(bench::BenchArgs),
     /// Serve the OAuth endpoints (token, revocation, introspection, metadata, JWKS), health,
     /// metrics and the admin API over HTTP, on an embedded database.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Manage the clients `serve` authenticates (a file of ids and secret hashes).
     #[command(subcommand)]
     Clients(clients::ClientsCommand),
