@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+mod common;
+
 const ADMIN: &str = "admin-token-for-tests-0123456789";
 
 fn bin() -> &'static str {
@@ -259,4 +261,56 @@ fn two_servers_on_one_postgres_share_every_family() {
     }
     let (ok, report) = rotoken(d, &["--store", &url, "check"]);
     assert!(ok && report["ok"] == true, "{report}");
+}
+
+/// `rotoken events --follow` reads a shared PostgreSQL store directly,
+/// beside a running server (no lock, unlike a redb file): it prints a
+/// replay the server detected after the follower started, and
+/// `--after` resumes without repeats.
+#[test]
+fn events_follow_a_postgres_store_beside_a_server() {
+    let Some(db) = rotoken_postgres::testing::database() else {
+        return;
+    };
+    let url = db.url();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(rotoken(d, &["keys", "generate"]).0);
+    assert!(rotoken(d, &["clients", "add", "--id", "spa", "--public"]).0);
+    let server = Server::start(d, &url, "a");
+    let mut follower = common::Follower::spawn(d, &["--store", &url], &[]);
+
+    let t0 = server.issue("alice");
+    let t1 = refreshed(&server.refresh(&t0).unwrap());
+    let _t2 = refreshed(&server.refresh(&t1).unwrap());
+    // Two generations back: reuse whatever the grace window.
+    let replay = server.refresh(&t0).unwrap();
+    assert_eq!((replay.0, replay.1["error"].as_str()), (400, Some("invalid_grant")));
+    let reuse = follower.wait_for(|e| e["kind"] == "reuse_detected");
+    assert_eq!(
+        (reuse["presented"].as_u64(), reuse["current"].as_u64()),
+        (Some(0), Some(2))
+    );
+    // Revoked by another process (the tool) on the same store.
+    let _t3 = server.issue("alice");
+    let (ok, v) = rotoken(d, &["--store", &url, "revoke", "--subject", "alice"]);
+    assert!(ok && v["revoked"] == 1, "{v}");
+    let revoked = follower.wait_for(|e| e["kind"] == "revoked");
+    assert_eq!(revoked["reason"], "subject");
+    common::strictly_increasing(&follower.seen);
+    drop(follower);
+
+    let after = reuse["seq"].as_u64().unwrap().to_string();
+    let out = Command::new(bin())
+        .args(["--store", &url, "events", "--after", &after])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rest: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rest, vec![revoked]);
 }
