@@ -1052,18 +1052,11 @@ fn events_follow_a_running_server_and_resume_after_a_sequence_number() {
 
     // Resuming after the first event prints the rest, once each, and exits.
     let after = old["seq"].as_u64().unwrap().to_string();
-    let out = Command::new(bin())
-        .args(["events", "--admin-url", &admin_base, "--after", &after])
-        .env("ROTOKEN_ADMIN_TOKEN", ADMIN)
-        .current_dir(d)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rest: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rest = common::events(
+        d,
+        &["--admin-url", &admin_base, "--after", &after],
+        &[("ROTOKEN_ADMIN_TOKEN", ADMIN)],
+    );
     assert_eq!(rest, vec![reuse.clone()]);
     // A wrong admin token is refused, not retried for ever.
     let out = Command::new(bin())
@@ -1078,16 +1071,6 @@ fn events_follow_a_running_server_and_resume_after_a_sequence_number() {
     // Once the server has stopped, the file itself gives the same events.
     let (status, _, dir) = server.terminate();
     assert!(status.success());
-    let out = Command::new(bin())
-        .args(["events"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let all: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let all = common::events(dir.path(), &[], &[]);
     assert_eq!(all, vec![old, reuse]);
 }

@@ -117,6 +117,17 @@ fn post(url: &str, bearer: Option<&str>, content_type: &str, body: String) -> Re
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
+/// A database of its own, its URL, and a directory with keys and the
+/// public client `spa` for the servers; `None` without PostgreSQL.
+fn shared_store() -> Option<(rotoken_postgres::testing::TestDb, String, tempfile::TempDir)> {
+    let db = rotoken_postgres::testing::database()?;
+    let url = db.url();
+    let dir = tempfile::tempdir().unwrap();
+    assert!(rotoken(dir.path(), &["keys", "generate"]).0);
+    assert!(rotoken(dir.path(), &["clients", "add", "--id", "spa", "--public"]).0);
+    Some((db, url, dir))
+}
+
 fn refreshed(answer: &(u16, Value)) -> String {
     assert_eq!(answer.0, 200, "{}", answer.1);
     answer.1["refresh_token"].as_str().unwrap().to_owned()
@@ -124,14 +135,10 @@ fn refreshed(answer: &(u16, Value)) -> String {
 
 #[test]
 fn two_servers_on_one_postgres_share_every_family() {
-    let Some(db) = rotoken_postgres::testing::database() else {
+    let Some((_db, url, dir)) = shared_store() else {
         return;
     };
-    let url = db.url();
-    let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    assert!(rotoken(d, &["keys", "generate"]).0);
-    assert!(rotoken(d, &["clients", "add", "--id", "spa", "--public"]).0);
     // The first server writes the signing key; the second reads it.
     let a = Server::start(d, &url, "a");
     let b = Server::start(d, &url, "b");
@@ -269,14 +276,10 @@ fn two_servers_on_one_postgres_share_every_family() {
 /// `--after` resumes without repeats.
 #[test]
 fn events_follow_a_postgres_store_beside_a_server() {
-    let Some(db) = rotoken_postgres::testing::database() else {
+    let Some((_db, url, dir)) = shared_store() else {
         return;
     };
-    let url = db.url();
-    let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    assert!(rotoken(d, &["keys", "generate"]).0);
-    assert!(rotoken(d, &["clients", "add", "--id", "spa", "--public"]).0);
     let server = Server::start(d, &url, "a");
     let mut follower = common::Follower::spawn(d, &["--store", &url], &[]);
 
@@ -301,16 +304,6 @@ fn events_follow_a_postgres_store_beside_a_server() {
     drop(follower);
 
     let after = reuse["seq"].as_u64().unwrap().to_string();
-    let out = Command::new(bin())
-        .args(["--store", &url, "events", "--after", &after])
-        .current_dir(d)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rest: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rest = common::events(d, &["--store", &url, "--after", &after], &[]);
     assert_eq!(rest, vec![revoked]);
 }

@@ -86,3 +86,20 @@ pub(crate) fn strictly_increasing(events: &[Value]) -> Vec<u64> {
     );
     seqs
 }
+
+/// Runs `rotoken events` and `args` in `dir` to the end; the events it printed.
+pub(crate) fn events(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Vec<Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_rotoken"))
+        .arg("events")
+        .args(args)
+        .envs(envs.iter().copied())
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
