@@ -7,12 +7,16 @@
 //! prints rotations per second, latency percentiles and bytes on disk per
 //! live family. `--compare sqlite` runs the one-row-per-token SQLite design
 //! (`rotoken_bench::sqlite_design`) on the same workload in the same run,
-//! one rotation per transaction and then 100 per transaction.
+//! one rotation per transaction and then 100 per transaction. A list of
+//! caller counts (`--concurrency 1,16,64`, alias `--callers`) runs each in
+//! turn. With `--store postgres://...` the run is against rotoken's
+//! PostgreSQL store instead, and `--compare postgres-peer` / `--bytes`
+//! apply (`bench/postgres.rs`).
 //!
 //! The workload driver, the family grants and the measurement live in
 //! `rotoken-bench`, shared with the criterion benchmarks. Progress goes to
 //! standard error; with `--json` standard output holds exactly one JSON
-//! object.
+//! object per run, a line each.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,7 +63,8 @@ pub(crate) struct BenchArgs {
     /// Also run this design on the same workload in the same run, and print the ratio.
     #[arg(long, value_enum, value_name = "DESIGN")]
     pub(crate) compare: Option<CompareArg>,
-    /// Print one JSON object on standard output (progress still goes to standard error).
+    /// Print one JSON object per run (caller count, or --bytes rotation count), a line each,
+    /// on standard output (progress still goes to standard error).
     #[arg(long)]
     pub(crate) json: bool,
     /// Run on the database and keys given by --db and --keys (the database is

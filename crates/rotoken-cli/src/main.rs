@@ -166,7 +166,8 @@ pub(crate) enum Command {
     Demo,
     #[cfg(feature = "bench")]
     /// Benchmark rotation: throughput, latency percentiles and bytes per family
-    /// (`--compare sqlite` runs the one-row-per-token SQLite design on the same workload).
+    /// (`--compare sqlite` runs the one-row-per-token SQLite design on the same workload;
+    /// with `--store postgres://...`, rotoken's PostgreSQL store and `--compare postgres-peer`).
     Bench(bench::BenchArgs),
     /// Serve the OAuth endpoints (token, revocation, introspection, metadata, JWKS), health,
     /// metrics and the admin API over HTTP, on an embedded database.
