@@ -11,8 +11,12 @@
 //! - `sqlite_design` (feature `sqlite`, on by default): the one-row-per-token
 //!   design of the SQL-backed servers over SQLite, the comparison baseline;
 //! - `postgres_peer` (feature `postgres`, on by default): the same design
-//!   over PostgreSQL, the baseline of the PostgreSQL store (the
-//!   `postgres_compare` binary).
+//!   over PostgreSQL, the baseline of the PostgreSQL store;
+//! - `postgres_runs` and `postgres_scratch` (feature `postgres`): rotoken's
+//!   PostgreSQL store and the peer design set up side by side, each in a
+//!   schema of its own on the same server, and their bytes per family
+//!   (`rotoken bench --store postgres://...` and the `postgres_compare`
+//!   binary).
 
 pub mod workload;
 
@@ -24,6 +28,12 @@ pub mod sqlite_design;
 
 #[cfg(feature = "postgres")]
 pub mod postgres_peer;
+
+#[cfg(feature = "postgres")]
+pub mod postgres_runs;
+
+#[cfg(feature = "postgres")]
+pub mod postgres_scratch;
 
 use std::path::PathBuf;
 

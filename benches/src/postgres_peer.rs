@@ -94,7 +94,12 @@ impl PeerDesign {
     /// A connection or schema error.
     pub fn open(mut config: tokio_postgres::Config, connections: usize, durable: bool) -> Result<Self, BoxError> {
         if !durable {
-            config.options("-c synchronous_commit=off");
+            // Added to the options already there (a `search_path`, say).
+            let options = match config.get_options() {
+                Some(o) if !o.is_empty() => format!("{o} -c synchronous_commit=off"),
+                _ => "-c synchronous_commit=off".to_owned(),
+            };
+            config.options(&options);
         }
         let manager = Manager::from_config(
             config,

@@ -62,7 +62,7 @@ pub fn router(server: Arc<OAuthServer>) -> Router {
 }
 
 /// The admin API routes of `api` (`/admin/families`, `/admin/revoke`,
-/// `/admin/sessions`), for a listener only your own servers reach.
+/// `/admin/sessions`, `/admin/events`), for a listener only your own servers reach.
 pub fn admin_router(api: Arc<AdminApi>) -> Router {
     AdminRoute::ALL
         .into_iter()

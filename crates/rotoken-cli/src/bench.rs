@@ -7,12 +7,16 @@
 //! prints rotations per second, latency percentiles and bytes on disk per
 //! live family. `--compare sqlite` runs the one-row-per-token SQLite design
 //! (`rotoken_bench::sqlite_design`) on the same workload in the same run,
-//! one rotation per transaction and then 100 per transaction.
+//! one rotation per transaction and then 100 per transaction. A list of
+//! caller counts (`--concurrency 1,16,64`, alias `--callers`) runs each in
+//! turn. With `--store postgres://...` the run is against rotoken's
+//! PostgreSQL store instead, and `--compare postgres-peer` / `--bytes`
+//! apply (`bench/postgres.rs`).
 //!
 //! The workload driver, the family grants and the measurement live in
 //! `rotoken-bench`, shared with the criterion benchmarks. Progress goes to
 //! standard error; with `--json` standard output holds exactly one JSON
-//! object.
+//! object per run, a line each.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +31,8 @@ use serde::Serialize;
 use crate::output::{self, CliError};
 use crate::{DurabilityArg, Global};
 
+mod postgres;
+
 /// Callers that issue the families before the run.
 const POPULATE_THREADS: usize = 16;
 
@@ -37,10 +43,17 @@ const SQLITE_BATCH: usize = 100;
 /// (`immediate`, the default, or `none`, the engine's relaxed mode).
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// Concurrent callers (threads), each rotating its own share of the families.
-    /// Capped at the number of families.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub(crate) concurrency: u32,
+    /// Concurrent callers (threads), each rotating its own share of the families;
+    /// a list (`1,16,64`) runs each in turn. Capped at the number of families.
+    #[arg(
+        long,
+        visible_alias = "callers",
+        default_value = "64",
+        value_delimiter = ',',
+        value_name = "N[,N...]",
+        value_parser = clap::value_parser!(u32).range(1..=100_000)
+    )]
+    pub(crate) concurrency: Vec<u32>,
     /// Live families to issue before the run.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     pub(crate) families: u64,
@@ -50,7 +63,8 @@ pub(crate) struct BenchArgs {
     /// Also run this design on the same workload in the same run, and print the ratio.
     #[arg(long, value_enum, value_name = "DESIGN")]
     pub(crate) compare: Option<CompareArg>,
-    /// Print one JSON object on standard output (progress still goes to standard error).
+    /// Print one JSON object per run (caller count, or --bytes rotation count), a line each,
+    /// on standard output (progress still goes to standard error).
     #[arg(long)]
     pub(crate) json: bool,
     /// Run on the database and keys given by --db and --keys (the database is
@@ -61,6 +75,19 @@ pub(crate) struct BenchArgs {
     /// Most writes one group commit carries [default: the core's, 256]; 1 turns group commit off.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_batch: Option<u32>,
+    /// PostgreSQL store only: instead of rotations per second, measure the bytes per
+    /// family (tables, TOAST and indexes after VACUUM FULL) after each of --rotations.
+    #[arg(long)]
+    pub(crate) bytes: bool,
+    /// With --bytes: rotations per family before each measure.
+    #[arg(
+        long,
+        default_value = "0,10,100",
+        value_delimiter = ',',
+        value_name = "N[,N...]",
+        requires = "bytes"
+    )]
+    pub(crate) rotations: Vec<u64>,
 }
 
 /// Designs `--compare` can run.
@@ -69,6 +96,9 @@ pub(crate) enum CompareArg {
     /// One row per refresh token with a parent pointer, in SQLite (WAL, synchronous=FULL),
     /// as the SQL-backed servers keep them.
     Sqlite,
+    /// The same one-row-per-token design on the PostgreSQL server of --store
+    /// (`SELECT ... FOR UPDATE` on the presented token, one transaction per rotation).
+    PostgresPeer,
 }
 
 /// The answer, as printed with `--json`.
@@ -121,38 +151,69 @@ fn failed(what: &str, e: impl std::fmt::Display) -> CliError {
     CliError::storage("bench_failed", format!("{what}: {e}"))
 }
 
-/// Runs `rotoken bench`.
+/// Runs `rotoken bench`: on a PostgreSQL store when --store is a URL,
+/// else on a redb file, once per caller count.
 ///
 /// # Errors
 ///
 /// A key, database or SQLite error, or a rotation that failed during the run.
 pub(crate) fn run(g: &Global, a: BenchArgs) -> Result<(), CliError> {
-    if a.compare.is_some() && !cfg!(feature = "sqlite") {
+    let durability = match g.durability {
+        Some(DurabilityArg::Relaxed) => Durability::Relaxed,
+        Some(DurabilityArg::Immediate) | None => Durability::Immediate,
+    };
+    if let rotoken_postgres::StoreLocation::Postgres(url) = g.store() {
+        return postgres::run(&url, durability, &a);
+    }
+    if a.compare == Some(CompareArg::PostgresPeer) || a.bytes {
+        return Err(CliError::refused(
+            "invalid_input",
+            "--compare postgres-peer and --bytes need a PostgreSQL store: --store postgres://...",
+        ));
+    }
+    if a.compare == Some(CompareArg::Sqlite) && !cfg!(feature = "sqlite") {
         return Err(CliError::refused(
             "feature_missing",
             "this rotoken was built without the `sqlite` feature; `--compare sqlite` needs it",
         ));
     }
-    let durability = match g.durability {
-        Some(DurabilityArg::Relaxed) => Durability::Relaxed,
-        Some(DurabilityArg::Immediate) | None => Durability::Immediate,
-    };
-    let families =
-        usize::try_from(a.families).map_err(|_| CliError::refused("invalid_input", "--families too large"))?;
-    let wanted = usize::try_from(a.concurrency).unwrap_or(usize::MAX);
-    let concurrency = wanted.min(families);
-    if concurrency < wanted && !a.json {
-        eprintln!("note: {families} families feed only {concurrency} callers; running {concurrency}");
+    for &callers in &a.concurrency {
+        run_redb(g, &a, callers, durability)?;
     }
+    Ok(())
+}
+
+/// The group-commit settings of `--max-batch`.
+fn group_commit(a: &BenchArgs) -> GroupCommit {
     let mut group_commit = GroupCommit::default();
     if let Some(n) = a.max_batch {
         group_commit.max_batch = usize::try_from(n).unwrap_or(usize::MAX);
     }
+    group_commit
+}
+
+/// `--families` as a count, and `wanted` callers capped at it (saying so).
+fn families_and_callers(a: &BenchArgs, wanted: u32) -> Result<(usize, usize), CliError> {
+    let families =
+        usize::try_from(a.families).map_err(|_| CliError::refused("invalid_input", "--families too large"))?;
+    let wanted = usize::try_from(wanted).unwrap_or(usize::MAX);
+    let concurrency = wanted.min(families);
+    if concurrency < wanted && !a.json {
+        eprintln!("note: {families} families feed only {concurrency} callers; running {concurrency}");
+    }
+    Ok((families, concurrency))
+}
+
+/// One run on a redb file with `callers` callers.
+fn run_redb(g: &Global, a: &BenchArgs, callers: u32, durability: Durability) -> Result<(), CliError> {
+    let (families, concurrency) = families_and_callers(a, callers)?;
+    let group_commit = group_commit(a);
     let duration = Duration::from_secs(a.duration);
 
     // Where the database lives, and its keys.
     let (_temp, path, keys) = if a.use_db {
-        (None, g.db.clone(), crate::commands::load_keys(&g.keys)?)
+        let path = g.store().file().map_or_else(|| g.db.clone(), Path::to_path_buf);
+        (None, path, crate::commands::load_keys(&g.keys)?)
     } else {
         let dir = rotoken_bench::bench_dir().map_err(|e| failed("temporary directory", e))?;
         let path = dir.path().join("bench.redb");
@@ -208,7 +269,7 @@ pub(crate) fn run(g: &Global, a: BenchArgs) -> Result<(), CliError> {
             duration,
             report.rotations_per_sec(),
         )?),
-        None => None,
+        _ => None,
     };
 
     let answer = BenchJson {

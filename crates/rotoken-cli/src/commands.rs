@@ -192,6 +192,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
                 bytes_after: size("the compacted database")?,
             })
         }
+        Command::Events(a) => crate::events::run(g, &a),
         Command::Demo => crate::demo::run(&policy(g)),
         #[cfg(feature = "bench")]
         Command::Bench(a) => crate::bench::run(g, a),
@@ -214,6 +215,9 @@ pub(crate) fn policy(g: &Global) -> Policy {
     }
     if let Some(s) = g.revoked_retention_secs {
         p.revoked_retention = Duration::from_secs(s);
+    }
+    if let Some(d) = g.event_retention_days {
+        p.event_retention = Duration::from_secs(u64::from(d) * DAY_SECS);
     }
     match g.durability {
         Some(DurabilityArg::Immediate) => p.durability = Durability::Immediate,
@@ -305,7 +309,7 @@ fn keys_rotate(path: &Path) -> Result<(), CliError> {
 /// Loads the keys and opens the engine. Only `issue` creates a missing
 /// database; the other commands refuse, so a mistyped `--db` does not
 /// quietly create an empty file and report every token unknown.
-fn open(g: &Global, create: bool) -> Result<Engine, CliError> {
+pub(crate) fn open(g: &Global, create: bool) -> Result<Engine, CliError> {
     let keys = load_keys(&g.keys)?;
     let store = g.store();
     if !create && !store.exists() {

@@ -16,7 +16,8 @@
 //! ## Output contract
 //!
 //! * On success each command prints exactly one JSON object on standard
-//!   output (`demo` prints readable text instead).
+//!   output (`demo` prints readable text instead; `events` prints one JSON
+//!   object per event, a line each).
 //! * On failure it prints one JSON object `{"error": "<code>", "message": "..."}`
 //!   on standard error and exits with 1 for a refusal or user error, 2 for a
 //!   usage error (as clap does), 3 for a storage or corruption problem.
@@ -39,6 +40,7 @@ mod bench;
 mod clients;
 mod commands;
 mod demo;
+mod events;
 mod output;
 mod serve;
 
@@ -104,6 +106,9 @@ pub(crate) struct Global {
     /// applies to families revoked by this command [default: the core's, 1 day].
     #[arg(long, global = true, value_name = "SECS")]
     pub(crate) revoked_retention_secs: Option<u64>,
+    /// How long audit events are kept before gc removes them, in days [default: the core's, 30].
+    #[arg(long, global = true, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) event_retention_days: Option<u32>,
     /// Commit durability [default: immediate]. `relaxed` may lose recent rotations on a crash.
     #[arg(long, global = true, value_enum, value_name = "MODE")]
     pub(crate) durability: Option<DurabilityArg>,
@@ -154,15 +159,19 @@ pub(crate) enum Command {
     /// to itself: stop `rotoken serve` first. Run `gc` before it to drop
     /// expired families.
     Compact,
+    /// Print the audit events (reuse detected, diverged, revoked, expired) as JSON lines;
+    /// `--follow` keeps printing new ones, `--after SEQ` resumes.
+    Events(events::EventsArgs),
     /// A guided walk through rotation, retries and reuse detection on a temporary database.
     Demo,
     #[cfg(feature = "bench")]
     /// Benchmark rotation: throughput, latency percentiles and bytes per family
-    /// (`--compare sqlite` runs the one-row-per-token SQLite design on the same workload).
+    /// (`--compare sqlite` runs the one-row-per-token SQLite design on the same workload;
+    /// with `--store postgres://...`, rotoken's PostgreSQL store and `--compare postgres-peer`).
     Bench(bench::BenchArgs),
     /// Serve the OAuth endpoints (token, revocation, introspection, metadata, JWKS), health,
     /// metrics and the admin API over HTTP, on an embedded database.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Manage the clients `serve` authenticates (a file of ids and secret hashes).
     #[command(subcommand)]
     Clients(clients::ClientsCommand),

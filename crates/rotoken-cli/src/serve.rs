@@ -16,6 +16,7 @@
 mod bind;
 mod config;
 mod conn;
+mod events;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -106,6 +107,14 @@ pub(crate) struct ServeArgs {
     /// redb's page cache in MiB [default: redb's, 1024].
     #[arg(long, env = "ROTOKEN_CACHE_MB", value_name = "MIB")]
     pub(crate) cache_mb: Option<u64>,
+    /// Write the audit events (reuse detected, revoked, ...) as JSON lines to this file
+    /// (appended, created with mode 0600, resumed after its last line) or to standard
+    /// output (`-`), for a SIEM [default: off].
+    #[arg(long, env = "ROTOKEN_EVENTS_TO", value_name = "FILE|-")]
+    pub(crate) events_to: Option<String>,
+    /// Milliseconds between looks for new events to write with --events-to [default: 1000].
+    #[arg(long, env = "ROTOKEN_EVENTS_POLL_MS", value_name = "MS")]
+    pub(crate) events_poll_ms: Option<u64>,
 }
 
 /// The line printed on standard output once the server is listening.
@@ -122,6 +131,9 @@ struct ReadyJson<'a> {
     signing_key: String,
     clients_file: String,
     admin: bool,
+    /// Where events go (`--events-to`); absent when off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events_to: Option<String>,
 }
 
 /// Runs the server until SIGTERM or Ctrl-C.
@@ -207,6 +219,14 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
             .map_err(|e| CliError::storage("runtime_failed", e.to_string()))??,
     );
     tracing::info!(store = %s.store, kind = engine.store_name(), durability = ?s.policy.durability, "database open");
+    let event_sink = match &s.events_to {
+        Some(to) => {
+            let sink = events::EventSink::open(to)?;
+            tracing::info!(to = %to, after = sink.after(), "writing events");
+            Some(sink)
+        }
+        None => None,
+    };
 
     let file = FileClients::open(&s.clients_file).map_err(|e| CliError::refused("clients_invalid", e.to_string()))?;
     let inline = s
@@ -253,6 +273,7 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
         signing_key: s.signing_key.display().to_string(),
         clients_file: s.clients_file.display().to_string(),
         admin: s.admin_token.is_some(),
+        events_to: s.events_to.as_ref().map(ToString::to_string),
     })?;
     tracing::info!(
         %addr,
@@ -265,6 +286,14 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
     );
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let events = event_sink.map(|sink| {
+        tokio::spawn(events::forward_events(
+            engine.clone(),
+            sink,
+            s.events_poll,
+            stop_rx.clone(),
+        ))
+    });
     let signal = async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing requests in flight");
@@ -297,6 +326,12 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
             timeout_secs = s.shutdown_timeout.as_secs(),
             "requests still running at the shutdown deadline"
         );
+    }
+    // The events task writes what committed up to the end, then stops.
+    if let Some(events) = events
+        && tokio::time::timeout(s.shutdown_timeout, events).await.is_err()
+    {
+        tracing::warn!("events still being written at the shutdown deadline");
     }
     // The last reference closes the database (its drop commits nothing new).
     match Arc::try_unwrap(engine) {

@@ -15,6 +15,8 @@ use oauth2::basic::{BasicClient, BasicErrorResponseType};
 use oauth2::{AuthType, ClientId, ClientSecret, RefreshToken, RequestTokenError, TokenResponse as _, TokenUrl};
 use serde_json::{Value, json};
 
+mod common;
+
 const ADMIN: &str = "admin-token-for-tests-0123456789";
 const WEB_SECRET: &str = "web-secret-for-tests-0123456789";
 
@@ -70,6 +72,11 @@ impl Server {
             &format!("{WEB_SECRET}\n"),
         );
         assert_eq!(added["type"], "confidential");
+        Self::start_in(dir, admin, vars)
+    }
+
+    /// Starts the server in `dir` as it is (its clients, keys and database).
+    fn start_in(dir: tempfile::TempDir, admin: bool, vars: &[(&str, &str)]) -> Self {
         let stderr = std::fs::File::create(dir.path().join("serve.log")).unwrap();
         let mut command = Command::new(bin());
         command
@@ -931,4 +938,139 @@ fn localhost_binds_and_names_the_issuer_as_written() {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
+}
+
+/// Events for a SIEM (issue 13 item 7): `serve --events-to` appends every
+/// event to a file of mode 0600 as JSON lines, and a restart resumes after
+/// the last line written: no event twice, none skipped.
+#[test]
+fn serve_writes_a_replay_to_its_private_events_file_and_resumes_after_a_restart() {
+    let vars = [
+        ("ROTOKEN_EVENTS_TO", "events.jsonl"),
+        ("ROTOKEN_EVENTS_POLL_MS", "50"),
+        ("ROTOKEN_GRACE_SECS", "0"),
+    ];
+    let server = Server::start_with_env(true, &vars);
+    let file = server.dir.path().join("events.jsonl");
+    let refresh = |server: &Server, token: &str| {
+        post_form(
+            &server.url("/oauth/token"),
+            &format!("grant_type=refresh_token&client_id=spa&refresh_token={token}"),
+        )
+    };
+    let first = server.issue("spa", "openid offline_access");
+    let (status, v) = refresh(&server, &first);
+    assert_eq!(status, 200, "{v}");
+    // The replay: the retired token again, outside the (zero) grace window.
+    let (status, v) = refresh(&server, &first);
+    assert_eq!((status, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    let events = wait_for_lines(&file, 1);
+    assert_eq!(events[0]["kind"], "reuse_detected", "{events:?}");
+    assert_eq!(
+        (events[0]["presented"].as_u64(), events[0]["current"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert!(events[0]["at"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        !std::fs::read_to_string(&file).unwrap().contains(&first),
+        "no token in the file"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // Restart: the event already written is not written again; a new one follows it.
+    let (status, _, dir) = server.terminate();
+    assert!(status.success());
+    let server = Server::start_in(dir, true, &vars);
+    let second = server.issue("spa", "openid offline_access");
+    let (status, v) = post_json(
+        &server.admin_url("/admin/revoke"),
+        Some(ADMIN),
+        &json!({"token": second}),
+    );
+    assert_eq!((status, v["revoked"].as_u64()), (200, Some(1)), "{v}");
+    let events = wait_for_lines(&file, 2);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(
+        (events[1]["kind"].as_str(), events[1]["reason"].as_str()),
+        (Some("revoked"), Some("token"))
+    );
+    common::strictly_increasing(&events);
+}
+
+/// Waits until `file` holds at least `n` lines; returns them as JSON.
+fn wait_for_lines(file: &Path, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if text.lines().count() >= n {
+            // Let a late duplicate show itself before counting.
+            std::thread::sleep(Duration::from_millis(300));
+            let text = std::fs::read_to_string(file).unwrap();
+            return text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {n} lines in {}: {text:?}",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `rotoken events --follow --admin-url`: a redb file is locked by the
+/// server, so a follower reads through the admin API; it prints events
+/// committed after it started, and `--after SEQ` resumes without repeats.
+#[test]
+fn events_follow_a_running_server_and_resume_after_a_sequence_number() {
+    let server = Server::start_with_env(true, &[("ROTOKEN_GRACE_SECS", "0")]);
+    let admin_base = format!("http://{}", server.admin_addr);
+    let d = server.dir.path();
+    // The file is the server's: opening it directly is refused, with the way round.
+    let out = Command::new(bin()).args(["events"]).current_dir(d).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("locked") && err.contains("--admin-url"), "{err}");
+
+    let revoke = |body: Value| {
+        let (status, v) = post_json(&server.admin_url("/admin/revoke"), Some(ADMIN), &body);
+        assert_eq!((status, v["revoked"].as_u64()), (200, Some(1)), "{v}");
+    };
+    let before = server.issue("spa", "openid offline_access");
+    revoke(json!({"token": before}));
+    let mut follower = common::Follower::spawn(d, &["--admin-url", &admin_base], &[("ROTOKEN_ADMIN_TOKEN", ADMIN)]);
+    let old = follower.wait_for(|e| e["kind"] == "revoked");
+    // Committed after the follower started.
+    let token = server.issue("spa", "openid offline_access");
+    let url = server.url("/oauth/token");
+    let body = format!("grant_type=refresh_token&client_id=spa&refresh_token={token}");
+    assert_eq!(post_form(&url, &body).0, 200);
+    assert_eq!(post_form(&url, &body).0, 400);
+    let reuse = follower.wait_for(|e| e["kind"] == "reuse_detected");
+    assert!(reuse["seq"].as_u64() > old["seq"].as_u64());
+    drop(follower);
+
+    // Resuming after the first event prints the rest, once each, and exits.
+    let after = old["seq"].as_u64().unwrap().to_string();
+    let rest = common::events(
+        d,
+        &["--admin-url", &admin_base, "--after", &after],
+        &[("ROTOKEN_ADMIN_TOKEN", ADMIN)],
+    );
+    assert_eq!(rest, vec![reuse.clone()]);
+    // A wrong admin token is refused, not retried for ever.
+    let out = Command::new(bin())
+        .args(["events", "--follow", "--admin-url", &admin_base])
+        .env("ROTOKEN_ADMIN_TOKEN", "wrong-admin-token-0123456789")
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin_refused"));
+
+    // Once the server has stopped, the file itself gives the same events.
+    let (status, _, dir) = server.terminate();
+    assert!(status.success());
+    let all = common::events(dir.path(), &[], &[]);
+    assert_eq!(all, vec![old, reuse]);
 }

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+mod common;
+
 const ADMIN: &str = "admin-token-for-tests-0123456789";
 
 fn bin() -> &'static str {
@@ -115,6 +117,17 @@ fn post(url: &str, bearer: Option<&str>, content_type: &str, body: String) -> Re
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
+/// A database of its own, its URL, and a directory with keys and the
+/// public client `spa` for the servers; `None` without PostgreSQL.
+fn shared_store() -> Option<(rotoken_postgres::testing::TestDb, String, tempfile::TempDir)> {
+    let db = rotoken_postgres::testing::database()?;
+    let url = db.url();
+    let dir = tempfile::tempdir().unwrap();
+    assert!(rotoken(dir.path(), &["keys", "generate"]).0);
+    assert!(rotoken(dir.path(), &["clients", "add", "--id", "spa", "--public"]).0);
+    Some((db, url, dir))
+}
+
 fn refreshed(answer: &(u16, Value)) -> String {
     assert_eq!(answer.0, 200, "{}", answer.1);
     answer.1["refresh_token"].as_str().unwrap().to_owned()
@@ -122,14 +135,10 @@ fn refreshed(answer: &(u16, Value)) -> String {
 
 #[test]
 fn two_servers_on_one_postgres_share_every_family() {
-    let Some(db) = rotoken_postgres::testing::database() else {
+    let Some((_db, url, dir)) = shared_store() else {
         return;
     };
-    let url = db.url();
-    let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    assert!(rotoken(d, &["keys", "generate"]).0);
-    assert!(rotoken(d, &["clients", "add", "--id", "spa", "--public"]).0);
     // The first server writes the signing key; the second reads it.
     let a = Server::start(d, &url, "a");
     let b = Server::start(d, &url, "b");
@@ -259,4 +268,42 @@ fn two_servers_on_one_postgres_share_every_family() {
     }
     let (ok, report) = rotoken(d, &["--store", &url, "check"]);
     assert!(ok && report["ok"] == true, "{report}");
+}
+
+/// `rotoken events --follow` reads a shared PostgreSQL store directly,
+/// beside a running server (no lock, unlike a redb file): it prints a
+/// replay the server detected after the follower started, and
+/// `--after` resumes without repeats.
+#[test]
+fn events_follow_a_postgres_store_beside_a_server() {
+    let Some((_db, url, dir)) = shared_store() else {
+        return;
+    };
+    let d = dir.path();
+    let server = Server::start(d, &url, "a");
+    let mut follower = common::Follower::spawn(d, &["--store", &url], &[]);
+
+    let t0 = server.issue("alice");
+    let t1 = refreshed(&server.refresh(&t0).unwrap());
+    let _t2 = refreshed(&server.refresh(&t1).unwrap());
+    // Two generations back: reuse whatever the grace window.
+    let replay = server.refresh(&t0).unwrap();
+    assert_eq!((replay.0, replay.1["error"].as_str()), (400, Some("invalid_grant")));
+    let reuse = follower.wait_for(|e| e["kind"] == "reuse_detected");
+    assert_eq!(
+        (reuse["presented"].as_u64(), reuse["current"].as_u64()),
+        (Some(0), Some(2))
+    );
+    // Revoked by another process (the tool) on the same store.
+    let _t3 = server.issue("alice");
+    let (ok, v) = rotoken(d, &["--store", &url, "revoke", "--subject", "alice"]);
+    assert!(ok && v["revoked"] == 1, "{v}");
+    let revoked = follower.wait_for(|e| e["kind"] == "revoked");
+    assert_eq!(revoked["reason"], "subject");
+    common::strictly_increasing(&follower.seen);
+    drop(follower);
+
+    let after = reuse["seq"].as_u64().unwrap().to_string();
+    let rest = common::events(d, &["--store", &url, "--after", &after], &[]);
+    assert_eq!(rest, vec![revoked]);
 }

@@ -9,6 +9,7 @@
 //! | `POST /admin/families` | `{"subject", "client_id", "scope", "dpop_jkt"?, "metadata"?}` | the token response: a refresh token only with `offline_access`, for a registered client |
 //! | `POST /admin/revoke` | exactly one of `{"subject"}`, `{"client_id"}`, `{"family_id"}`, `{"token"}` | `{"revoked": n}` |
 //! | `POST /admin/sessions` | `{"subject"}` | `{"sessions": [...]}` |
+//! | `GET /admin/events?after=N&limit=M` | none | `{"events": [...]}`: events with `seq > N` (default 0), at most `M` (default 100, at most 1000), oldest first, each as [`EventJson`](crate::EventJson) |
 //!
 //! Bad admin tokens spend the client address's failure budget (the OAuth
 //! server's `auth_max_failures` over `auth_failure_window`); past it they
@@ -23,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::json_response;
+use crate::event_json::EventsJson;
 use crate::throttle::retry_after_secs;
 use crate::{IssueRequest, OAuthServer, SecretHash, Throttle};
 
@@ -42,16 +44,41 @@ pub enum AdminRoute {
     Revoke,
     /// `POST /admin/sessions`: a subject's families.
     Sessions,
+    /// `GET /admin/events`: the audit events after a sequence number.
+    Events,
 }
 
 impl AdminRoute {
     /// Every route with its path.
-    pub const ALL: [(&'static str, AdminRoute); 3] = [
+    pub const ALL: [(&'static str, AdminRoute); 4] = [
         ("/admin/families", AdminRoute::Families),
         ("/admin/revoke", AdminRoute::Revoke),
         ("/admin/sessions", AdminRoute::Sessions),
+        ("/admin/events", AdminRoute::Events),
     ];
+
+    /// The one method the route accepts.
+    pub fn method(self) -> Method {
+        match self {
+            Self::Events => Method::GET,
+            _ => Method::POST,
+        }
+    }
+
+    /// [`AdminRoute::method`] as an `Allow` header value.
+    fn allow(self) -> HeaderValue {
+        match self {
+            Self::Events => HeaderValue::from_static("GET"),
+            _ => HeaderValue::from_static("POST"),
+        }
+    }
 }
+
+/// Events per `GET /admin/events` answer unless `limit` says otherwise.
+pub const DEFAULT_EVENTS_LIMIT: usize = 100;
+
+/// The most events one `GET /admin/events` answer holds.
+pub const MAX_EVENTS_LIMIT: usize = 1000;
 
 /// The admin API over an [`OAuthServer`]. `Send + Sync`.
 ///
@@ -115,19 +142,21 @@ impl AdminApi {
         if let Err(r) = self.authorize(request) {
             return *r;
         }
-        if request.method() != Method::POST {
+        let method = route.method();
+        if request.method() != method {
             let mut r = error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "invalid_request",
-                "this endpoint accepts only POST",
+                &format!("this endpoint accepts only {method}"),
             );
-            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+            r.headers_mut().insert(header::ALLOW, route.allow());
             return r;
         }
         let result = match route {
             AdminRoute::Families => body(request).map(|b| self.issue(b)),
             AdminRoute::Revoke => body(request).map(|b| self.revoke(b)),
             AdminRoute::Sessions => body(request).map(|b| self.sessions(&b)),
+            AdminRoute::Events => events_query(request.uri().query()).map(|(after, limit)| self.events(after, limit)),
         };
         result.unwrap_or_else(|r| *r)
     }
@@ -250,6 +279,45 @@ impl AdminApi {
             }
         }
     }
+}
+
+impl AdminApi {
+    fn events(&self, after: u64, limit: usize) -> Response<Bytes> {
+        match self.oauth.engine().events(after, limit) {
+            Ok(list) => ok_json(&EventsJson::new(&list)),
+            Err(e) => {
+                tracing::error!(error = %e, "admin events failed");
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    e.code().as_str(),
+                    "reading events failed",
+                )
+            }
+        }
+    }
+}
+
+/// `after` (default 0) and `limit` (default [`DEFAULT_EVENTS_LIMIT`], at
+/// most [`MAX_EVENTS_LIMIT`]) of an events query string.
+fn events_query(query: Option<&str>) -> Result<(u64, usize), Box<Response<Bytes>>> {
+    let bad = |what: &str| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!("{what} must be a whole number"),
+        ))
+    };
+    let form = crate::form::parse(query.unwrap_or_default().as_bytes())
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, "invalid_request", &e.description())))?;
+    let after = match form.get("after") {
+        Some(v) => v.parse::<u64>().map_err(|_| bad("after"))?,
+        None => 0,
+    };
+    let limit = match form.get("limit") {
+        Some(v) => v.parse::<usize>().map_err(|_| bad("limit"))?,
+        None => DEFAULT_EVENTS_LIMIT,
+    };
+    Ok((after, limit.clamp(1, MAX_EVENTS_LIMIT)))
 }
 
 /// A JSON body of at most [`MAX_ADMIN_BODY`] bytes.
@@ -378,6 +446,38 @@ impl SessionsJson {
     pub fn new(sessions: Vec<rotoken::Session>) -> Self {
         Self {
             sessions: sessions.into_iter().map(SessionJson::from).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn events_query_defaults_caps_and_refuses() {
+        assert_eq!(events_query(None).unwrap(), (0, DEFAULT_EVENTS_LIMIT));
+        assert_eq!(events_query(Some("after=7&limit=3")).unwrap(), (7, 3));
+        assert_eq!(events_query(Some("limit=1000000")).unwrap(), (0, MAX_EVENTS_LIMIT));
+        assert_eq!(events_query(Some("limit=0")).unwrap(), (0, 1));
+        for bad in ["after=-1", "after=x", "limit=1e3", "after=1&after=2"] {
+            let r = events_query(Some(bad)).unwrap_err();
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_events_is_read_with_get() {
+        for (_, route) in AdminRoute::ALL {
+            let expected = if route == AdminRoute::Events {
+                Method::GET
+            } else {
+                Method::POST
+            };
+            assert_eq!(route.method(), expected);
+            assert_eq!(route.allow(), expected.as_str());
         }
     }
 }

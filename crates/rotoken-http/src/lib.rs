@@ -68,6 +68,7 @@ mod dpop;
 mod dpop_nonce;
 mod endpoints;
 mod error;
+mod event_json;
 mod form;
 mod forwarded;
 mod jwt;
@@ -83,7 +84,9 @@ mod service;
 mod signing_key;
 mod throttle;
 
-pub use admin::{AdminApi, AdminRoute, MAX_ADMIN_BODY, SessionJson, SessionsJson};
+pub use admin::{
+    AdminApi, AdminRoute, DEFAULT_EVENTS_LIMIT, MAX_ADMIN_BODY, MAX_EVENTS_LIMIT, SessionJson, SessionsJson,
+};
 pub use clients_file::{ClientEntry, FileClients};
 pub use dpop::{DPOP_ALGORITHMS, DpopError, MAX_PROOF_LEN, jwk_thumbprint};
 pub use endpoints::issue::{IssueRequest, issue_rule};
@@ -91,6 +94,7 @@ pub use endpoints::token::TokenResponse;
 pub use error::{
     BoxError, ClientFileError, ErrorCode, IssueError, MintError, OAuthError, RegistryError, SigningKeyError,
 };
+pub use event_json::{EventJson, EventsJson};
 pub use form::{Form, parse_form};
 pub use forwarded::client_address;
 pub use ipnet::IpNet;

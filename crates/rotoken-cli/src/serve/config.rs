@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::ServeArgs;
 use super::bind::BindAddr;
 use super::conn::Limits;
+use super::events::EventsTo;
 use crate::output::CliError;
 use crate::{DurabilityArg, Global};
 
@@ -73,6 +74,9 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     gc_interval_secs: Option<u64>,
     cache_mb: Option<u64>,
+    /// A file for the audit events as JSON lines, or `-` for standard output.
+    events_to: Option<String>,
+    events_poll_ms: Option<u64>,
     #[serde(default)]
     policy: PolicyConfig,
     #[serde(default)]
@@ -89,6 +93,7 @@ struct PolicyConfig {
     absolute_days: Option<u64>,
     max_generations: Option<u32>,
     revoked_retention_secs: Option<u64>,
+    event_retention_days: Option<u64>,
     durability: Option<DurabilityName>,
 }
 
@@ -139,6 +144,10 @@ pub(crate) struct Settings {
     pub(crate) gc_interval: Option<Duration>,
     /// redb's page cache; `None`: redb's default.
     pub(crate) cache_bytes: Option<usize>,
+    /// Where the audit events are written; `None`: nowhere.
+    pub(crate) events_to: Option<EventsTo>,
+    /// Time between looks for new events.
+    pub(crate) events_poll: Duration,
     /// The config file read, if any.
     pub(crate) config_file: Option<PathBuf>,
 }
@@ -206,6 +215,14 @@ pub(crate) fn resolve(g: &Global, a: &ServeArgs, env: &dyn Fn(&str) -> Option<St
         .or(p.revoked_retention_secs);
     if let Some(s) = retention {
         policy.revoked_retention = Duration::from_secs(s);
+    }
+    let event_retention = g
+        .event_retention_days
+        .map(u64::from)
+        .or(env_num("ROTOKEN_EVENT_RETENTION_DAYS")?)
+        .or(p.event_retention_days);
+    if let Some(d) = event_retention {
+        policy.event_retention = days(d, "event_retention_days")?;
     }
     let durability = match (g.durability, env("ROTOKEN_DURABILITY"), p.durability) {
         (Some(DurabilityArg::Immediate), _, _) => Durability::Immediate,
@@ -303,6 +320,14 @@ pub(crate) fn resolve(g: &Global, a: &ServeArgs, env: &dyn Fn(&str) -> Option<St
         Some(mb @ 1..=1_048_576) => Some(usize::try_from(mb << 20).map_err(|_| invalid("cache_mb is too large"))?),
         Some(_) => return Err(invalid("cache_mb must be between 1 and 1048576")),
     };
+    let events_poll = match a.events_poll_ms.or(file.events_poll_ms).unwrap_or(1_000) {
+        ms @ 10..=3_600_000 => Duration::from_millis(ms),
+        _ => return Err(invalid("events_poll_ms must be between 10 and 3600000")),
+    };
+    let events_to = match a.events_to.clone().or(file.events_to.clone()) {
+        Some(t) if t.trim().is_empty() => return Err(invalid("events_to must be a file path or -")),
+        t => t.as_deref().map(EventsTo::parse),
+    };
     let issuer = a.issuer.clone().or(file.issuer);
     if let Some(i) = &issuer {
         let ok = (i.starts_with("https://") || i.starts_with("http://")) && !i.contains(['?', '#']);
@@ -350,6 +375,8 @@ pub(crate) fn resolve(g: &Global, a: &ServeArgs, env: &dyn Fn(&str) -> Option<St
         log_format: a.log_format.or(file.log_format).unwrap_or_default(),
         gc_interval,
         cache_bytes,
+        events_to,
+        events_poll,
         config_file,
     })
 }
@@ -423,7 +450,7 @@ mod tests {
     fn parse(args: &[&str]) -> (Global, ServeArgs) {
         let cli = Cli::try_parse_from(std::iter::once("rotoken").chain(args.iter().copied())).unwrap();
         match cli.command {
-            Command::Serve(a) => (cli.global, a),
+            Command::Serve(a) => (cli.global, *a),
             _ => unreachable!(),
         }
     }
@@ -522,6 +549,56 @@ mod tests {
         let (g, a) = parse(&["--store", "/tmp/z.redb", "serve", "--config", c]);
         let s = resolve(&g, &a, &env(&[])).unwrap();
         assert_eq!(s.store, StoreLocation::File("/tmp/z.redb".into()));
+    }
+
+    #[test]
+    fn events_destination_poll_and_retention_resolve_flag_then_env_then_file() {
+        let (g, a) = parse(&["serve"]);
+        let s = resolve(&g, &a, &env(&[])).unwrap();
+        assert_eq!(s.events_to, None, "off by default");
+        assert_eq!(s.events_poll, Duration::from_secs(1));
+        assert_eq!(s.policy.event_retention, Policy::default().event_retention);
+
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(
+            &cfg,
+            "events_to = \"/var/log/rotoken/events.jsonl\"\nevents_poll_ms = 250\n[policy]\nevent_retention_days = 90\n",
+        )
+        .unwrap();
+        let c = cfg.to_str().unwrap();
+        let (g, a) = parse(&["serve", "--config", c]);
+        let s = resolve(&g, &a, &env(&[])).unwrap();
+        assert_eq!(
+            s.events_to,
+            Some(EventsTo::File("/var/log/rotoken/events.jsonl".into()))
+        );
+        assert_eq!(s.events_poll, Duration::from_millis(250));
+        assert_eq!(s.policy.event_retention, Duration::from_secs(90 * DAY));
+        let s = resolve(&g, &a, &env(&[("ROTOKEN_EVENT_RETENTION_DAYS", "7")])).unwrap();
+        assert_eq!(s.policy.event_retention, Duration::from_secs(7 * DAY));
+        let (g, a) = parse(&[
+            "--event-retention-days",
+            "2",
+            "serve",
+            "--config",
+            c,
+            "--events-to",
+            "-",
+        ]);
+        let s = resolve(&g, &a, &env(&[("ROTOKEN_EVENT_RETENTION_DAYS", "7")])).unwrap();
+        assert_eq!(s.events_to, Some(EventsTo::Stdout));
+        assert_eq!(s.policy.event_retention, Duration::from_secs(2 * DAY));
+        for text in [
+            "events_poll_ms = 0",
+            "events_to = \" \"",
+            "[policy]\nevent_retention_days = 0",
+        ] {
+            std::fs::write(&cfg, text).unwrap();
+            let (g, a) = parse(&["serve", "--config", c]);
+            let e = resolve(&g, &a, &env(&[])).unwrap_err();
+            assert_eq!(e.code, "config_invalid", "{text}: {e:?}");
+        }
     }
 
     #[test]

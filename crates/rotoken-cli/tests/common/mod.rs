@@ -1,0 +1,105 @@
+//! Shared by the integration tests: `rotoken events --follow` as a child
+//! process whose output lines arrive on a channel.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long a test waits for an event to be printed. Generous: a loaded
+/// machine is slow, and a passing test never waits this long.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A running `rotoken events --follow ...`.
+pub(crate) struct Follower {
+    child: Child,
+    lines: Receiver<String>,
+    /// Every event printed so far, in order.
+    pub(crate) seen: Vec<Value>,
+}
+
+impl Follower {
+    /// Starts `rotoken events --follow --interval-ms 50` and `args` in `dir`.
+    pub(crate) fn spawn(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rotoken"))
+            .args(["events", "--follow", "--interval-ms", "50"])
+            .args(args)
+            .current_dir(dir)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads lines until one is an event that `want` accepts; panics after
+    /// [`PATIENCE`]. Returns that event.
+    pub(crate) fn wait_for(&mut self, want: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no such event within {PATIENCE:?}; seen: {:?}", self.seen));
+            let event: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not a JSON line: {line:?}"));
+            self.seen.push(event.clone());
+            if want(&event) {
+                return event;
+            }
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `seq` of each event, asserting they strictly increase (no repeats).
+pub(crate) fn strictly_increasing(events: &[Value]) -> Vec<u64> {
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "not strictly increasing: {seqs:?}"
+    );
+    seqs
+}
+
+/// Runs `rotoken events` and `args` in `dir` to the end; the events it printed.
+pub(crate) fn events(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Vec<Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_rotoken"))
+        .arg("events")
+        .args(args)
+        .envs(envs.iter().copied())
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
