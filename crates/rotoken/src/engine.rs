@@ -45,7 +45,7 @@ const GC_STEP: usize = 1000;
 /// [`Options::gc_every`] is `None`, a background thread collects expired
 /// families and old events; it stops when the engine is dropped.
 pub struct Engine {
-    core: Arc<Core>,
+    pub(crate) core: Arc<Core>,
     collector: Option<Collector>,
 }
 
