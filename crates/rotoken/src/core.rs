@@ -30,6 +30,8 @@ use crate::token::FamilyId;
 use crate::types::{Introspection, Issued, Options, RevokeTarget, RotateRequest, Rotated, Session, Stats};
 
 const META_KEY_CHECK: &str = "key_check";
+/// The policy every opener uses (`Policy::to_stored`).
+pub(crate) const META_POLICY: &str = "policy";
 /// The engine's time is never earlier than this (unix ms, big-endian i64).
 const META_CLOCK_FLOOR: &str = "clock_floor";
 /// How far the engine's time runs ahead of the persisted floor before a
@@ -66,7 +68,7 @@ impl fmt::Debug for Core {
         f.debug_struct("Engine")
             .field("store", &self.store.name())
             .field("keys", &self.protocol.keys)
-            .field("policy", &self.protocol.policy)
+            .field("policy", &self.protocol.rules().policy)
             .finish_non_exhaustive()
     }
 }
@@ -145,27 +147,12 @@ impl Core {
     pub(crate) fn new(store: Box<dyn Store>, keys: Keyring, options: Options) -> Result<Self, OpenError> {
         options.policy.validate().map_err(OpenError::InvalidPolicy)?;
         let check = keys.key_check();
-        let stored = store.begin_read()?.meta(META_KEY_CHECK)?;
-        let stored = match stored {
-            Some(kc) => kc,
-            None => {
-                // The key check is always committed durably, whatever the policy.
-                let mut txn = store.begin_write(Commit::Durable)?;
-                if txn.meta(META_KEY_CHECK)?.is_none() {
-                    txn.set_meta(META_KEY_CHECK, &check)?;
-                }
-                txn.commit()?;
-                // Read back: a concurrent first opener (another server on a
-                // shared store) may have recorded its keys first.
-                store
-                    .begin_read()?
-                    .meta(META_KEY_CHECK)?
-                    .ok_or_else(|| corrupt("meta", "key check missing after it was written"))?
-            }
-        };
-        if !bool::from(stored.as_slice().ct_eq(&check)) {
+        let (stored_check, stored_policy) = establish(&*store, &check, &options.policy)?;
+        if !bool::from(stored_check.as_slice().ct_eq(&check)) {
             return Err(OpenError::WrongKeys);
         }
+        // Every opener runs by the database's policy (its own durability aside).
+        let policy = Policy::from_stored(&stored_policy, &options.policy).map_err(|e| corrupt("meta", e))?;
         let concurrent = store.concurrent_batches();
         let floor = store
             .begin_read()?
@@ -173,7 +160,7 @@ impl Core {
             .map_or(Ok(i64::MIN), |v| decode_floor(&v))?;
         Ok(Self {
             store,
-            protocol: Arc::new(Protocol::new(keys, options.policy)),
+            protocol: Arc::new(Protocol::new(keys, policy)),
             floor: Floor::new(floor, &*options.clock),
             clock: options.clock,
             persisted_floor: AtomicI64::new(floor),
@@ -190,8 +177,8 @@ impl Core {
     }
 
     /// See [`crate::Engine::policy`].
-    pub(crate) fn policy(&self) -> &Policy {
-        &self.protocol.policy
+    pub(crate) fn policy(&self) -> Policy {
+        self.protocol.rules().policy.clone()
     }
 
     /// See [`crate::Engine::store_name`].
@@ -263,11 +250,12 @@ impl Core {
     /// Whether the next write transaction commits durably: always, unless
     /// durability is relaxed; then every [`Policy::relaxed_flush_every`]-th.
     pub(crate) fn next_commit(&self) -> Commit {
-        if self.protocol.policy.durability == Durability::Relaxed {
+        let rules = self.protocol.rules();
+        if rules.policy.durability == Durability::Relaxed {
             // Exact when batches run one at a time (redb); with several in
             // flight a durable commit may come a few commits late.
             let since = self.relaxed_commits.load(Ordering::Relaxed);
-            if since.saturating_add(1) < self.protocol.policy.relaxed_flush_every {
+            if since.saturating_add(1) < rules.policy.relaxed_flush_every {
                 return Commit::Relaxed;
             }
         }
@@ -327,6 +315,11 @@ impl Core {
     /// Hands committed events to the subscribers' queue (never blocks).
     pub(crate) fn emit(&self, committed: Committed) {
         self.delivery.send(committed);
+    }
+
+    /// Hands committed events that concern no family to the subscribers' queue.
+    pub(crate) fn emit_unattached(&self, events: Vec<Event>) {
+        self.delivery.send(events.into_iter().map(|e| (e, None)).collect());
     }
 
     /// True if committed events must be kept with their records for subscribers.
@@ -535,7 +528,16 @@ impl Working {
                     ids.extend_from_slice(&found);
                     listed.insert((Index::Client, *tag), found);
                 }
-                Op::Issue(_) => {}
+                Op::Issue(p) => {
+                    // The (subject, client) cap needs the subject's families.
+                    let tag = p.rec.subject_tag;
+                    if protocol.rules().policy.max_families_per_user > 0 && !listed.contains_key(&(Index::Subject, tag))
+                    {
+                        let found = txn.families_by(Index::Subject, &tag)?;
+                        ids.extend_from_slice(&found);
+                        listed.insert((Index::Subject, tag), found);
+                    }
+                }
             }
         }
         // One order for every locker, so two batches never wait on each other in a cycle.
@@ -569,22 +571,68 @@ impl Working {
 
     fn apply(&mut self, protocol: &Protocol, op: &Op, now: i64) -> Done {
         match op {
-            Op::Issue(p) => Done::Issue(self.issue(p)),
+            Op::Issue(p) => Done::Issue(self.issue(protocol, p, now)),
             Op::Rotate(p) => Done::Rotate(self.rotate(protocol, p, now).map(Box::new)),
             Op::Revoke(p) => Done::Revoke(self.revoke(protocol, p, now)),
         }
     }
 
-    fn issue(&mut self, p: &PreparedIssue) -> Result<Issued, IssueError> {
+    fn issue(&mut self, protocol: &Protocol, p: &PreparedIssue, now: i64) -> Result<Issued, IssueError> {
         let family = p.issued.family;
         if self.slots.contains_key(&family) {
             // 128 random bits never collide in practice; refuse rather than overwrite.
             return Err(corrupt("families", "family id collision").into());
         }
+        // Decided before anything changes: an error issues nothing.
+        let capped = self.over_cap(protocol, &p.rec, now)?;
         self.slots.insert(family, Slot::Present(p.rec.clone()));
         self.dirty.insert(family);
         self.issued.push(family);
+        for (old, t) in capped {
+            self.record(old, t);
+        }
         Ok(p.issued.clone())
+    }
+
+    /// The revocations that keep the new family's (subject, client) within
+    /// [`crate::Policy::max_families_per_user`]: its oldest live families
+    /// (by issue time, then id), as many as one more family would exceed.
+    fn over_cap(
+        &self,
+        protocol: &Protocol,
+        new: &FamilyRecord,
+        now: i64,
+    ) -> Result<Vec<(FamilyId, Transition)>, StoreError> {
+        let cap = protocol.rules().policy.max_families_per_user;
+        if cap == 0 {
+            return Ok(Vec::new());
+        }
+        let mut live = Vec::new();
+        for f in self.named(Index::Subject, &new.subject_tag) {
+            match self.slots.get(&f) {
+                Some(Slot::Present(rec))
+                    if bool::from(rec.client_tag.ct_eq(&new.client_tag)) && protocol.is_live(rec, now) =>
+                {
+                    live.push((rec.created_at, f));
+                }
+                // A damaged family of this subject is not counted (its
+                // tags cannot be trusted); check reports it.
+                _ => {}
+            }
+        }
+        let excess = (live.len() + 1).saturating_sub(cap as usize);
+        live.sort_unstable_by_key(|(created, f)| (*created, *f.as_bytes()));
+        let mut out = Vec::with_capacity(excess);
+        for (_, f) in live.into_iter().take(excess) {
+            if let Some(Slot::Present(rec)) = self.slots.get(&f)
+                && let Some(t) = protocol
+                    .revoke(rec, RevokeReason::Cap, None, now)
+                    .map_err(|e| corrupt("families", e))?
+            {
+                out.push((f, t));
+            }
+        }
+        Ok(out)
     }
 
     fn rotate(&mut self, protocol: &Protocol, p: &PreparedRotate, now: i64) -> Result<RotateDone, RotateError> {
@@ -657,10 +705,9 @@ impl Working {
         events
             .into_iter()
             .filter_map(|e| match self.slots.get(&e.family) {
-                Some(Slot::Present(rec)) => Some((rec.clone(), e)),
+                Some(Slot::Present(rec)) => Some((e, Some(rec.clone()))),
                 _ => None,
             })
-            .map(|(rec, e)| (e, rec))
             .collect()
     }
 
@@ -678,6 +725,33 @@ impl Working {
             }
         }
         Ok(())
+    }
+}
+
+/// The key-check value and the policy as stored, recording this opener's
+/// when the database has none yet (a new database; for the policy, also one
+/// written before policies were stored). Read under contract rule 7, so of
+/// two first openers of a shared store exactly one records its own.
+fn establish(store: &dyn Store, check: &[u8], policy: &Policy) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
+    let read = |store: &dyn Store| -> Result<_, StoreError> {
+        let r = store.begin_read()?;
+        Ok((r.meta(META_KEY_CHECK)?, r.meta(META_POLICY)?))
+    };
+    if let (Some(kc), Some(p)) = read(store)? {
+        return Ok((kc, p));
+    }
+    // Always committed durably, whatever the policy.
+    let mut txn = store.begin_write(Commit::Durable)?;
+    if txn.meta(META_KEY_CHECK)?.is_none() {
+        txn.set_meta(META_KEY_CHECK, check)?;
+    }
+    if txn.meta(META_POLICY)?.is_none() {
+        txn.set_meta(META_POLICY, &policy.to_stored())?;
+    }
+    txn.commit()?;
+    match read(store)? {
+        (Some(kc), Some(p)) => Ok((kc, p)),
+        _ => Err(corrupt("meta", "key check or policy missing after it was written")),
     }
 }
 
