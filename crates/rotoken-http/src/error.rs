@@ -65,6 +65,7 @@ pub struct OAuthError {
     www_authenticate: Option<&'static str>,
     retry_after: Option<u64>,
     allow: Option<&'static str>,
+    core: Option<rotoken::Code>,
 }
 
 impl OAuthError {
@@ -83,7 +84,14 @@ impl OAuthError {
             www_authenticate: (code == ErrorCode::InvalidClient).then_some(BASIC_CHALLENGE),
             retry_after: None,
             allow: None,
+            core: None,
         }
+    }
+
+    /// The same error, remembering the core code it answers.
+    pub(crate) fn with_core_code(mut self, code: rotoken::Code) -> Self {
+        self.core = Some(code);
+        self
     }
 
     /// `invalid_request` (400).
@@ -152,6 +160,13 @@ impl OAuthError {
     /// The code.
     pub fn code(&self) -> ErrorCode {
         self.code
+    }
+
+    /// The core error code this answer was made from, if it came from a
+    /// core error (the `From` impls, [`OAuthError::from_code`]): ask it
+    /// [`rotoken::Code::is_client_error`] or [`rotoken::Code::revoked_a_family`].
+    pub fn core_code(&self) -> Option<rotoken::Code> {
+        self.core
     }
 
     /// The human-readable description.

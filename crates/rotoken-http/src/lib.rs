@@ -63,6 +63,7 @@
 mod admin;
 mod atomic_file;
 mod clients_file;
+mod core_error;
 mod credentials;
 mod dpop;
 mod dpop_nonce;

@@ -5,17 +5,13 @@
 use http::HeaderMap;
 
 use crate::dpop::{CheckedProof, DpopError};
-use crate::error::{ErrorCode, OAuthError};
+use crate::error::OAuthError;
 use crate::server::OAuthServer;
 
 /// The OAuth error for a refused DPoP proof.
 pub(crate) fn dpop_error(e: DpopError) -> OAuthError {
     tracing::debug!(reason = %e, "DPoP proof refused");
-    match e {
-        DpopError::UseNonce => OAuthError::new(ErrorCode::UseDpopNonce, e.to_string()),
-        DpopError::NonceUnavailable => OAuthError::server_error(),
-        _ => OAuthError::new(ErrorCode::InvalidDpopProof, e.to_string()),
-    }
+    OAuthError::from(e)
 }
 
 impl OAuthServer {
