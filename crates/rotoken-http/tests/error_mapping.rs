@@ -1,5 +1,6 @@
 //! The public mapping from core errors to OAuth errors, row by row: what a
 //! server calling the engine directly answers with `OAuthError::from`.
+#![allow(clippy::unwrap_used)]
 
 use rotoken::{
     Code, ExpiryKind, FamilyId, InvalidInput, KeyError, OpenError, ParseError, RevokeError, RevokeReason, RotateError,
