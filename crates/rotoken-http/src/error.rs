@@ -295,9 +295,13 @@ pub enum MintError {
     /// The OS random number generator failed.
     #[error("OS random number generator failed: {0}")]
     Random(getrandom::Error),
-    /// A server-supplied minter failed.
+    /// A server-supplied minter, or a claims hook, failed.
     #[error("access token minter: {0}")]
     Other(#[source] BoxError),
+    /// A claims hook returned a claim the minter sets itself
+    /// ([`crate::RESERVED_CLAIMS`]).
+    #[error("the claims hook returned the reserved claim `{0}`")]
+    ReservedClaim(String),
 }
 
 /// Errors loading, generating or saving a [`crate::SigningKey`].

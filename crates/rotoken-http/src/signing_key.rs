@@ -34,7 +34,7 @@ impl fmt::Debug for SigningKey {
     }
 }
 
-const KEY_FILE_HEADER: &str = "rotoken-signing-key v1";
+pub(crate) const KEY_FILE_HEADER: &str = "rotoken-signing-key v1";
 const MAX_KEY_FILE_LEN: u64 = 16 * 1024;
 
 impl SigningKey {

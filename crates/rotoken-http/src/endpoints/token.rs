@@ -199,6 +199,7 @@ impl OAuthServer {
                 family: Some(&rotated.family),
                 metadata: &rotated.grant.metadata,
                 audience: self.audience(client),
+                now: Some(self.config.clock.now()),
             })
             .map_err(|e| {
                 tracing::error!(error = %e, client_id = %client.id, "minting the access token failed");
