@@ -33,7 +33,7 @@ use clap::Args;
 use rotoken::{Engine, Keyring, Options};
 use rotoken_http::{
     AdminApi, ClientRegistry, Config, FileClients, JwtMinter, MemoryClients, OAuthServer, RegisteredClient,
-    RegistryError, SigningKey,
+    RegistryError, SigningKeys,
 };
 use serde::Serialize;
 
@@ -183,14 +183,17 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
         None => None,
     };
     let keys = load_or_generate_keys(&s.keys)?;
-    let (signing, created) = SigningKey::load_or_generate(&s.signing_key)
+    let (signing, created) = SigningKeys::load_or_generate(&s.signing_key)
         .map_err(|e| CliError::refused("signing_key_invalid", e.to_string()))?;
     if created {
         tracing::warn!(
             path = %s.signing_key.display(),
-            kid = signing.kid(),
+            kid = signing.current.kid(),
             "generated an access-token signing key (EdDSA); keep it secret"
         );
+    }
+    for retired in &signing.previous {
+        tracing::info!(kid = retired.key.kid(), retired_at = %retired.retired_at, "retired signing key still verifying");
     }
     let options = Options {
         policy: s.policy.clone(),
@@ -225,7 +228,7 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
             "listening beyond loopback with a plain http issuer: put TLS in front and set --issuer to its https URL"
         );
     }
-    let minter = JwtMinter::new(signing, issuer.clone(), s.access_token_lifetime);
+    let minter = JwtMinter::from_keys(signing, issuer.clone(), s.access_token_lifetime);
     let mut config = Config::new(issuer.clone());
     config.max_body_bytes = s.max_body_bytes;
     config.trusted_proxies = s.trusted_proxies.clone();
