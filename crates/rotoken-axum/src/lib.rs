@@ -4,7 +4,9 @@
 //! endpoints: the token endpoint (refresh grant), revocation,
 //! introspection, the RFC 8414 metadata document and the JWK Set, at the
 //! paths in the [`rotoken_http::Config`]; [`admin_router`] mounts the admin
-//! API ([`rotoken_http::AdminApi`]). Everything else is in
+//! API ([`rotoken_http::AdminApi`]); [`health_router`] and
+//! [`metrics_router`] answer `/healthz` and `/metrics` as `rotoken serve`
+//! does. Everything else is in
 //! [`rotoken_http`]; this crate only mounts it.
 //!
 //! ```
@@ -32,6 +34,10 @@
 //! that failed client authentications are throttled per peer address.
 
 #![forbid(unsafe_code)]
+
+mod ops;
+
+pub use ops::{health_router, metrics_router};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -27,8 +27,7 @@ use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::response::Response;
 use clap::Args;
 use rotoken::{Engine, Keyring, Options};
 use rotoken_http::{
@@ -416,53 +415,17 @@ async fn shutdown_signal() {
     }
 }
 
-/// A health check: the database answers.
-async fn health(engine: Arc<Engine>) -> Response {
-    let ok = tokio::task::spawn_blocking(move || engine.families_count().is_ok())
-        .await
-        .unwrap_or(false);
-    let (status, text) = if ok {
-        (StatusCode::OK, r#"{"status":"ok"}"#)
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"unavailable"}"#)
-    };
-    json(status, text.to_owned())
-}
-
 /// The public listener: the OAuth endpoints, metadata, JWKS and `/healthz`.
 fn public_app(oauth: Arc<OAuthServer>, s: &config::Settings) -> Router {
-    let engine = oauth.engine().clone();
-    let router = rotoken_axum::router(oauth).route("/healthz", get(move || health(engine.clone())));
+    let router = rotoken_axum::router(oauth.clone()).merge(rotoken_axum::health_router(oauth));
     with_limits(router, s)
 }
 
 /// The admin listener: the admin API, `/metrics` and `/healthz`.
 fn admin_app(oauth: Arc<OAuthServer>, s: &config::Settings) -> Router {
-    let metrics = {
-        let oauth = oauth.clone();
-        move || async move {
-            let engine = oauth.engine().clone();
-            let families = tokio::task::spawn_blocking(move || engine.families_count().ok())
-                .await
-                .ok()
-                .flatten();
-            if let Some(n) = families {
-                oauth.metrics().set_families(n);
-            }
-            let mut r = oauth.metrics().render().into_response();
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(rotoken_http::METRICS_CONTENT_TYPE),
-            );
-            r
-        }
-    };
-    let engine = oauth.engine().clone();
+    let router = rotoken_axum::health_router(oauth.clone()).merge(rotoken_axum::metrics_router(oauth.clone()));
     let admin = Arc::new(AdminApi::new(oauth, s.admin_token.clone()));
-    let router = rotoken_axum::admin_router(admin)
-        .route("/healthz", get(move || health(engine.clone())))
-        .route("/metrics", get(metrics));
-    with_limits(router, s)
+    with_limits(rotoken_axum::admin_router(admin).merge(router), s)
 }
 
 /// The 404 JSON fallback, request logs and the time limit.
