@@ -85,3 +85,16 @@ fn peer_addr(mut request: Request) -> Request {
     }
     request
 }
+
+/// The Rust snippets of the README and the guides in `docs/`, compiled
+/// (and, unless marked `no_run`, run) by `cargo test --doc -p rotoken-axum`:
+/// this crate's tests depend on everything they use. `tests/docs.rs`
+/// checks that every document with a Rust snippet is listed here.
+#[cfg(doctest)]
+mod doc_snippets {
+    #[doc = include_str!("../../../README.md")]
+    struct Readme;
+
+    #[doc = include_str!("../../../docs/integration.md")]
+    struct Integration;
+}
