@@ -97,4 +97,10 @@ mod doc_snippets {
 
     #[doc = include_str!("../../../docs/integration.md")]
     struct Integration;
+
+    #[doc = include_str!("../../../crates/rotoken-http/README.md")]
+    struct HttpReadme;
+
+    #[doc = include_str!("../../../crates/rotoken-axum/README.md")]
+    struct AxumReadme;
 }

@@ -33,7 +33,8 @@ fn every_document_with_a_rust_snippet_is_compiled_by_the_doc_tests() {
             info.split(',').next().is_some_and(|lang| lang.trim() == "rust")
         });
         let relative = file.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/");
-        if has_rust && !lib.contains(&format!("include_str!(\"../../../{relative}\")")) {
+        let included = lib.contains(&format!("include_str!(\"../../../{relative}\")"));
+        if has_rust && !included {
             missing.push(relative);
         }
     }
