@@ -55,6 +55,14 @@ fn form(path: &str, body: String) -> http::Request<Body> {
         .unwrap()
 }
 
+/// The public client `spa` refreshing `rt`.
+fn refresh_spa(rt: &str) -> http::Request<Body> {
+    form(
+        "/oauth/token",
+        format!("grant_type=refresh_token&client_id=spa&refresh_token={rt}"),
+    )
+}
+
 #[tokio::test]
 async fn every_route_answers_at_its_path() {
     let dir = tempfile::tempdir().unwrap();
@@ -70,14 +78,7 @@ async fn every_route_answers_at_its_path() {
         .refresh_token
         .unwrap();
 
-    let (status, headers, v) = send(
-        &app,
-        form(
-            "/oauth/token",
-            format!("grant_type=refresh_token&client_id=spa&refresh_token={rt}"),
-        ),
-    )
-    .await;
+    let (status, headers, v) = send(&app, refresh_spa(&rt)).await;
     assert_eq!(status, 200);
     assert_eq!(headers["cache-control"], "no-store");
     let rt2 = v["refresh_token"].as_str().unwrap().to_owned();
@@ -157,14 +158,7 @@ async fn health_and_metrics_routes_mount_in_a_linked_router() {
         ))
         .unwrap();
     let rt = issued.refresh_token.unwrap();
-    let (status, _, _) = send(
-        &app,
-        form(
-            "/oauth/token",
-            format!("grant_type=refresh_token&client_id=spa&refresh_token={rt}"),
-        ),
-    )
-    .await;
+    let (status, _, _) = send(&app, refresh_spa(&rt)).await;
     assert_eq!(status, 200);
     let own = oauth.engine().rotate(&rt, &rotoken::RotateRequest::new("spa"));
     oauth.metrics().record_rotate(own.as_ref());

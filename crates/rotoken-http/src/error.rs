@@ -328,6 +328,16 @@ pub enum SigningKeyError {
     Random(getrandom::Error),
 }
 
+impl SigningKeyError {
+    /// The I/O error's wrapper for the key file at `path`.
+    pub(crate) fn io(path: &std::path::Path) -> impl Fn(std::io::Error) -> Self + Copy + '_ {
+        move |source| Self::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
 /// Errors from [`crate::OAuthServer::issue`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -135,12 +135,7 @@ fn load_previous(path: &Path) -> Result<Vec<RetiredKey>, SigningKeyError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => Zeroizing::new(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(SigningKeyError::Io {
-                path: path.display().to_string(),
-                source,
-            });
-        }
+        Err(source) => return Err(SigningKeyError::io(path)(source)),
     };
     let fail = |s: &str| SigningKeyError::Format(format!("{}: {s}", path.display()));
     let mut blocks: Vec<String> = Vec::new();
@@ -201,10 +196,7 @@ fn save_previous(path: &Path, keys: &[RetiredKey]) -> Result<(), SigningKeyError
             text.push('\n');
         }
     }
-    crate::atomic_file::write_atomically(path, text.as_bytes()).map_err(|source| SigningKeyError::Io {
-        path: path.display().to_string(),
-        source,
-    })
+    crate::atomic_file::write_atomically(path, text.as_bytes()).map_err(SigningKeyError::io(path))
 }
 
 #[cfg(test)]
