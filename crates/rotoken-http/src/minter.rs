@@ -63,7 +63,7 @@ impl fmt::Debug for AccessToken {
 }
 
 /// Mints access tokens. A server implements it to issue its own kind of
-/// token; [`JwtMinter`] signs JWTs.
+/// token; [`JwtMinter`](crate::JwtMinter) signs JWTs.
 ///
 /// ```
 /// use rotoken_http::{AccessToken, AccessTokenMinter, AccessTokenRequest, MintError};
@@ -94,7 +94,7 @@ pub trait AccessTokenMinter: Send + Sync {
         json!({ "keys": [] })
     }
 
-    /// The JWK Set at `now` (the server's clock): [`JwtMinter`] publishes a
+    /// The JWK Set at `now` (the server's clock): [`JwtMinter`](crate::JwtMinter) publishes a
     /// retired key only while tokens it signed may be unexpired. Default:
     /// [`AccessTokenMinter::jwks`].
     fn jwks_at(&self, now: time::OffsetDateTime) -> Value {

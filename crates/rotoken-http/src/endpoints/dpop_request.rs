@@ -25,7 +25,7 @@ impl OAuthServer {
     ///
     /// Call it once the exchange request is otherwise authenticated (client
     /// and code): the proof is remembered against replay here. With
-    /// [`Config::dpop_nonce`] on, a proof without the current nonce gets
+    /// [`Config::dpop_nonce`](crate::Config::dpop_nonce) on, a proof without the current nonce gets
     /// [`DpopError::UseNonce`]: answer `use_dpop_nonce` with
     /// [`OAuthServer::dpop_nonce`] in a `DPoP-Nonce` header.
     pub fn dpop_thumbprint(&self, headers: &HeaderMap, method: &str, url: &str) -> Result<Option<String>, DpopError> {
