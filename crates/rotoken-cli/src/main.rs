@@ -184,8 +184,8 @@ pub(crate) enum KeysCommand {
     List,
     /// Replace serve's access-token signing key with a new Ed25519 key. The
     /// old key moves to `<signing key>.previous` and stays in the JWKS and
-    /// verifies its tokens until they expire; restart `rotoken serve` to
-    /// sign with the new key.
+    /// verifies its tokens until they expire; send `rotoken serve` a SIGHUP
+    /// (or restart it) to sign with the new key.
     RotateSigning(signing::RotateSigningArgs),
 }
 

@@ -11,11 +11,13 @@
 //!
 //! When ready it prints one JSON line on standard output (`listening`,
 //! `issuer`, the files in use); logs go to standard error and never hold a
-//! token, a secret, or a request's query string.
+//! token, a secret, or a request's query string. SIGHUP reads the
+//! access-token signing keys again (after `rotoken keys rotate-signing`).
 
 mod bind;
 mod config;
 mod conn;
+mod signing;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,8 +33,8 @@ use axum::response::Response;
 use clap::Args;
 use rotoken::{Engine, Keyring, Options};
 use rotoken_http::{
-    AdminApi, ClientRegistry, Config, FileClients, JwtMinter, MemoryClients, OAuthServer, RegisteredClient,
-    RegistryError, SigningKeys,
+    AdminApi, ClientRegistry, Config, FileClients, MemoryClients, OAuthServer, RegisteredClient, RegistryError,
+    SigningKeys,
 };
 use serde::Serialize;
 
@@ -227,7 +229,13 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
             "listening beyond loopback with a plain http issuer: put TLS in front and set --issuer to its https URL"
         );
     }
-    let minter = JwtMinter::from_keys(signing, issuer.clone(), s.access_token_lifetime);
+    let minter = Arc::new(signing::ReloadingMinter::new(
+        signing,
+        s.signing_key.clone(),
+        issuer.clone(),
+        s.access_token_lifetime,
+    ));
+    tokio::spawn(signing::reload_on_sighup(minter.clone()));
     let mut config = Config::new(issuer.clone());
     config.max_body_bytes = s.max_body_bytes;
     config.trusted_proxies = s.trusted_proxies.clone();
@@ -236,7 +244,7 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
     let oauth = Arc::new(OAuthServer::new(
         engine.clone(),
         Arc::new(Clients { inline, file }),
-        Arc::new(minter),
+        minter,
         config,
     ));
     let app = public_app(oauth.clone(), &s);

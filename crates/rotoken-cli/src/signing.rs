@@ -65,6 +65,6 @@ pub(crate) fn rotate_signing(a: &RotateSigningArgs) -> Result<(), CliError> {
                 retired_at: output::rfc3339(r.retired_at),
             })
             .collect(),
-        next_step: "restart rotoken serve: it signs with the new key and publishes both until the old key's tokens expire",
+        next_step: "send rotoken serve a SIGHUP (or restart it): it signs with the new key and publishes both until the old key's tokens expire",
     })
 }

@@ -354,6 +354,34 @@ fn a_rotated_signing_key_keeps_old_access_tokens_verifying_after_a_restart() {
     assert!(status.success());
 }
 
+#[test]
+fn sighup_loads_a_rotated_signing_key_without_a_restart() {
+    let server = Server::start();
+    let old_kids = jwks_kids(&server.addr);
+    let rotated = rotoken(server.dir.path(), &["keys", "rotate-signing"], "");
+    let new_kid = rotated["kid"].as_str().unwrap().to_owned();
+    assert_eq!(jwks_kids(&server.addr), old_kids, "nothing changes before the signal");
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    // The reload runs when the signal arrives: wait for it (not for a time).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.log().contains("signing keys reloaded") {
+        assert!(Instant::now() < deadline, "no reload logged: {}", server.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(jwks_kids(&server.addr), [new_kid, old_kids[0].clone()]);
+    // A bad key file on the next SIGHUP keeps the keys in use.
+    std::fs::write(server.dir.path().join("rotoken.signing.key"), "garbage").unwrap();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    while !server.log().contains("signing keys not reloaded") {
+        assert!(Instant::now() < deadline, "no failed reload logged: {}", server.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(jwks_kids(&server.addr).len(), 2);
+    let (status, _, _) = server.terminate();
+    assert!(status.success());
+}
+
 fn post_json(url: &str, bearer: Option<&str>, body: &Value) -> (u16, Value) {
     let mut req = http::Request::post(url).header("content-type", "application/json");
     if let Some(t) = bearer {
