@@ -39,6 +39,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Keys(KeysCommand::Generate { force }) => keys_generate(&g.keys, force),
         Command::Keys(KeysCommand::Rotate) => keys_rotate(&g.keys),
+        Command::Keys(KeysCommand::RotateSigning(a)) => crate::signing::rotate_signing(&a),
         Command::Keys(KeysCommand::List) => output::print_json(&KeysJson::of(&g.keys, &load_keys(&g.keys)?)),
         Command::Issue(a) => {
             // The same rule as `serve`'s admin API: a registered client and

@@ -43,6 +43,7 @@ mod demo;
 mod events;
 mod output;
 mod serve;
+mod signing;
 
 use std::ffi::OsString;
 use std::io::Write as _;
@@ -190,6 +191,11 @@ pub(crate) enum KeysCommand {
     Rotate,
     /// List key ids, creation times and the active id (never key material).
     List,
+    /// Replace serve's access-token signing key with a new Ed25519 key. The
+    /// old key moves to `<signing key>.previous` and stays in the JWKS and
+    /// verifies its tokens until they expire; send `rotoken serve` a SIGHUP
+    /// (or restart it) to sign with the new key.
+    RotateSigning(signing::RotateSigningArgs),
 }
 
 /// `rotoken issue ...`

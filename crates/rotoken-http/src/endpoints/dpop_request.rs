@@ -5,17 +5,13 @@
 use http::HeaderMap;
 
 use crate::dpop::{CheckedProof, DpopError};
-use crate::error::{ErrorCode, OAuthError};
+use crate::error::OAuthError;
 use crate::server::OAuthServer;
 
 /// The OAuth error for a refused DPoP proof.
 pub(crate) fn dpop_error(e: DpopError) -> OAuthError {
     tracing::debug!(reason = %e, "DPoP proof refused");
-    match e {
-        DpopError::UseNonce => OAuthError::new(ErrorCode::UseDpopNonce, e.to_string()),
-        DpopError::NonceUnavailable => OAuthError::server_error(),
-        _ => OAuthError::new(ErrorCode::InvalidDpopProof, e.to_string()),
-    }
+    OAuthError::from(e)
 }
 
 impl OAuthServer {
@@ -29,7 +25,7 @@ impl OAuthServer {
     ///
     /// Call it once the exchange request is otherwise authenticated (client
     /// and code): the proof is remembered against replay here. With
-    /// [`Config::dpop_nonce`] on, a proof without the current nonce gets
+    /// [`Config::dpop_nonce`](crate::Config::dpop_nonce) on, a proof without the current nonce gets
     /// [`DpopError::UseNonce`]: answer `use_dpop_nonce` with
     /// [`OAuthServer::dpop_nonce`] in a `DPoP-Nonce` header.
     pub fn dpop_thumbprint(&self, headers: &HeaderMap, method: &str, url: &str) -> Result<Option<String>, DpopError> {
