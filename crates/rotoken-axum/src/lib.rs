@@ -103,4 +103,7 @@ mod doc_snippets {
 
     #[doc = include_str!("../../../crates/rotoken-axum/README.md")]
     struct AxumReadme;
+
+    #[doc = include_str!("../../../crates/rotoken/README.md")]
+    struct CoreReadme;
 }

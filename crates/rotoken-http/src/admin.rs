@@ -119,7 +119,7 @@ impl AdminApi {
             c.auth_max_failures,
             c.auth_failure_window,
             c.auth_throttle_capacity,
-            c.clock.clone(),
+            Arc::clone(oauth.clock()),
         );
         Self { oauth, token, throttle }
     }

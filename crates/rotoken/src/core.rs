@@ -176,6 +176,11 @@ impl Core {
         &self.protocol.keys
     }
 
+    /// See [`crate::Engine::clock`].
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// See [`crate::Engine::policy`].
     pub(crate) fn policy(&self) -> Policy {
         self.protocol.rules().policy.clone()

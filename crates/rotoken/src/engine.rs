@@ -153,6 +153,12 @@ impl Engine {
         self.core.flush_events();
     }
 
+    /// The clock the engine reads (give the same one to anything else that
+    /// must agree with it, such as rotoken-http's access-token minter).
+    pub fn clock(&self) -> &Arc<dyn crate::Clock> {
+        self.core.clock()
+    }
+
     /// The keyring in use.
     pub fn keyring(&self) -> &Keyring {
         self.core.keyring()

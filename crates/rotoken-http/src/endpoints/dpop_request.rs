@@ -32,7 +32,7 @@ impl OAuthServer {
         let Some(proof) = self.check_dpop(headers, method, url)? else {
             return Ok(None);
         };
-        let now = self.config.clock.now().unix_timestamp();
+        let now = self.clock.now().unix_timestamp();
         self.dpop.remember(&proof, now)?;
         Ok(Some(proof.jkt))
     }
@@ -40,7 +40,7 @@ impl OAuthServer {
     /// The DPoP nonce to send in `DPoP-Nonce` now, if nonces are on.
     pub fn dpop_nonce(&self) -> Option<String> {
         let nonces = self.nonces.as_ref()?.as_ref()?;
-        Some(nonces.current(self.config.clock.now().unix_timestamp()))
+        Some(nonces.current(self.clock.now().unix_timestamp()))
     }
 
     /// Checks the `DPoP` header's proof and nonce, without remembering it.
@@ -60,7 +60,7 @@ impl OAuthServer {
         let proof = value
             .to_str()
             .map_err(|_| DpopError::Malformed("the header is not ASCII"))?;
-        let now = self.config.clock.now().unix_timestamp();
+        let now = self.clock.now().unix_timestamp();
         let checked = self.dpop.check(proof, method, url, now)?;
         match &self.nonces {
             None => {}

@@ -56,7 +56,7 @@ impl OAuthServer {
         }
         let mut r = json_response(
             StatusCode::OK,
-            Bytes::from(self.minter.jwks_at(self.config.clock.now()).to_string()),
+            Bytes::from(self.minter.jwks_at(self.clock.now()).to_string()),
         );
         r.headers_mut().insert(
             header::CONTENT_TYPE,

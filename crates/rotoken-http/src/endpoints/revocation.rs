@@ -53,7 +53,7 @@ impl OAuthServer {
             }
             // Not a refresh token: an access token is refused as RFC 7009
             // §2.2.1 allows, anything else is not an error (§2.2).
-            Err(RevokeError::Malformed(_)) if self.minter.introspect_at(token, self.config.clock.now()).is_some() => {
+            Err(RevokeError::Malformed(_)) if self.minter.introspect_at(token, self.clock.now()).is_some() => {
                 Err(OAuthError::new(
                     ErrorCode::UnsupportedTokenType,
                     "access tokens are self-contained and expire on their own; revoke the refresh token",

@@ -161,7 +161,7 @@ impl OAuthServer {
             if !self.authenticates(token) {
                 return Err(self.rotate_error(RotateError::InvalidToken, &client.id));
             }
-            let now = self.config.clock.now().unix_timestamp();
+            let now = self.clock.now().unix_timestamp();
             self.dpop.remember(proof, now).map_err(dpop_error)?;
         }
         let mut rotate = RotateRequest::new(client.id.clone());
@@ -199,7 +199,7 @@ impl OAuthServer {
                 family: Some(&rotated.family),
                 metadata: &rotated.grant.metadata,
                 audience: self.audience(client),
-                now: Some(self.config.clock.now()),
+                now: Some(self.clock.now()),
             })
             .map_err(|e| {
                 tracing::error!(error = %e, client_id = %client.id, "minting the access token failed");
@@ -245,6 +245,6 @@ impl OAuthServer {
 
     /// Whole seconds from now until `at`, 0 if past.
     pub(crate) fn seconds_until(&self, at: time::OffsetDateTime) -> u64 {
-        u64::try_from((at - self.config.clock.now()).whole_seconds()).unwrap_or(0)
+        u64::try_from((at - self.clock.now()).whole_seconds()).unwrap_or(0)
     }
 }

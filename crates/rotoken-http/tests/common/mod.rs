@@ -78,7 +78,6 @@ pub fn fixture_with_minter(minter: impl AccessTokenMinter + 'static, tweak: impl
         .with(RegisteredClient::public("no-refresh").without_refresh())
         .with(RegisteredClient::public("api-spa").with_audience(API_AUDIENCE));
     let mut config = Config::new(ISSUER);
-    config.clock = Arc::new(clock.clone());
     tweak(&mut config);
     let server = Arc::new(OAuthServer::new(engine, Arc::new(clients), Arc::new(minter), config));
     Fixture { server, clock, dir }
