@@ -64,7 +64,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
                     "a refresh token is issued only for a scope that holds offline_access",
                 ));
             }
-            let engine = open(g, true)?;
+            let engine = open(g, true, true)?;
             let mut grant = Grant::new(a.subject, a.client, scope);
             if let Some(c) = a.confirmation {
                 grant = grant.with_confirmation(c);
@@ -82,7 +82,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Rotate(a) => {
             let token = read_token(a.token)?;
-            let engine = open(g, false)?;
+            let engine = open(g, false, true)?;
             let mut request = RotateRequest::new(a.client);
             request.scope = a.scope.as_deref().map(Scope::parse).transpose()?;
             request.confirmation = a.confirmation;
@@ -100,7 +100,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Introspect(a) => {
             let token = read_token(a.token)?;
-            let engine = open(g, false)?;
+            let engine = open(g, false, true)?;
             output::print_json(&IntrospectionJson::from(engine.introspect(&token)?))
         }
         Command::Revoke(a) => {
@@ -127,18 +127,18 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
                     });
                 }
             };
-            let engine = open(g, false)?;
+            let engine = open(g, false, true)?;
             output::print_json(&RevokedJson {
                 revoked: engine.revoke(target)?,
             })
         }
         Command::Sessions(a) => {
-            let engine = open(g, false)?;
+            let engine = open(g, false, true)?;
             let sessions = engine.sessions(&a.subject)?;
             output::print_json(&rotoken_http::SessionsJson::new(sessions))
         }
         Command::Gc(a) => {
-            let engine = open(g, false)?;
+            let engine = open(g, false, true)?;
             let limit = usize::try_from(a.limit).unwrap_or(usize::MAX);
             let mut total = GcJson::default();
             loop {
@@ -154,8 +154,9 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
             }
             output::print_json(&total)
         }
+        Command::Policy(c) => crate::policy::run(g, c),
         Command::Check => {
-            let engine = open(g, false)?;
+            let engine = open(g, false, true)?;
             let report = CheckJson::from(engine.check()?);
             output::print_json(&report)?;
             if report.ok {
@@ -179,7 +180,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
                     "`rotoken compact` compacts a redb file; a PostgreSQL store is compacted by PostgreSQL (VACUUM)",
                 ));
             };
-            let mut engine = open(g, false)?;
+            let mut engine = open(g, false, true)?;
             let size = |what| {
                 std::fs::metadata(file)
                     .map(|m| m.len())
@@ -203,6 +204,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 /// The policy: the core's defaults, with the global flags applied.
+/// The policy the flags describe (the core's defaults where none is given).
 pub(crate) fn policy(g: &Global) -> Policy {
     let mut p = Policy::default();
     if let Some(s) = g.grace_secs {
@@ -219,6 +221,9 @@ pub(crate) fn policy(g: &Global) -> Policy {
     }
     if let Some(d) = g.event_retention_days {
         p.event_retention = Duration::from_secs(u64::from(d) * DAY_SECS);
+    }
+    if let Some(n) = g.max_families_per_user {
+        p.max_families_per_user = n;
     }
     match g.durability {
         Some(DurabilityArg::Immediate) => p.durability = Durability::Immediate,
@@ -310,7 +315,7 @@ fn keys_rotate(path: &Path) -> Result<(), CliError> {
 /// Loads the keys and opens the engine. Only `issue` creates a missing
 /// database; the other commands refuse, so a mistyped `--db` does not
 /// quietly create an empty file and report every token unknown.
-pub(crate) fn open(g: &Global, create: bool) -> Result<Engine, CliError> {
+pub(crate) fn open(g: &Global, create: bool, compare_policy: bool) -> Result<Engine, CliError> {
     let keys = load_keys(&g.keys)?;
     let store = g.store();
     if !create && !store.exists() {
@@ -321,11 +326,15 @@ pub(crate) fn open(g: &Global, create: bool) -> Result<Engine, CliError> {
             ),
         ));
     }
-    let options = Options {
-        policy: policy(g),
-        ..Options::default()
-    };
-    Ok(store.open(keys, options)?)
+    // The policy flags set a new database's policy; every later opener
+    // runs by the stored one (see `rotoken policy`). Background gc is left
+    // to `rotoken gc` and the server.
+    let options = Options::default().with_policy(policy(g)).with_gc_every(None);
+    let engine = store.open(keys, options)?;
+    if compare_policy {
+        crate::policy::check_flags(g, &engine)?;
+    }
+    Ok(engine)
 }
 
 /// The token named by a TOKEN argument: the argument itself, or standard

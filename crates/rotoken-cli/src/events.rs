@@ -103,7 +103,7 @@ impl Source {
 pub(crate) fn run(g: &Global, a: &EventsArgs) -> Result<(), CliError> {
     let source = match &a.admin_url {
         Some(base) => admin_source(base)?,
-        None => Source::Store(Box::new(crate::commands::open(g, false).map_err(|e| {
+        None => Source::Store(Box::new(crate::commands::open(g, false, true).map_err(|e| {
             if e.code == "locked" {
                 CliError::refused(
                     e.code,

@@ -42,6 +42,7 @@ mod commands;
 mod demo;
 mod events;
 mod output;
+mod policy;
 mod serve;
 mod signing;
 
@@ -68,7 +69,8 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
-/// Options shared by every subcommand: where the files are, and the policy.
+/// Options shared by every subcommand: where the files are, and the policy
+/// (for a new database; `rotoken policy set` changes an existing one's).
 #[derive(Debug, Args)]
 pub(crate) struct Global {
     /// The database file.
@@ -110,6 +112,10 @@ pub(crate) struct Global {
     /// How long audit events are kept before gc removes them, in days [default: the core's, 30].
     #[arg(long, global = true, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) event_retention_days: Option<u32>,
+    /// The most live families per (subject, client); issuing one more revokes the oldest
+    /// [default: the core's, 200; 0: no cap].
+    #[arg(long, global = true, value_name = "N")]
+    pub(crate) max_families_per_user: Option<u32>,
     /// Commit durability [default: immediate]. `relaxed` may lose recent rotations on a crash.
     #[arg(long, global = true, value_enum, value_name = "MODE")]
     pub(crate) durability: Option<DurabilityArg>,
@@ -155,6 +161,10 @@ pub(crate) enum Command {
     Gc(GcArgs),
     /// Verify the database's invariants; exits non-zero if problems are found.
     Check,
+    /// Show or change the database's policy (lifetimes, grace, limits,
+    /// retention, per-user caps), which every server and command runs by.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Rewrite the database compactly (tables in key order, free pages
     /// dropped) and print the file size before and after. Needs the database
     /// to itself: stop `rotoken serve` first. Run `gc` before it to drop

@@ -222,6 +222,12 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
             .await
             .map_err(|e| CliError::storage("runtime_failed", e.to_string()))??,
     );
+    if !crate::policy::same_rules(&engine.policy(), &s.policy) {
+        tracing::warn!(
+            "the configured policy differs from the database's, which applies (every server runs by it); \
+             change it with `rotoken policy set`, see `rotoken policy show`"
+        );
+    }
     tracing::info!(store = %s.store, kind = engine.store_name(), durability = ?s.policy.durability, "database open");
     let event_sink = match &s.events_to {
         Some(to) => {

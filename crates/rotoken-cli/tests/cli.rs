@@ -549,8 +549,9 @@ fn gc_removes_revoked_families_past_retention() {
     );
 
     // Revoked with no retention: due at once. A limit of 2 takes several steps.
-    env.run(&["--revoked-retention-secs", "0", "revoke", "--subject", "bob"])
+    env.run(&["policy", "set", "--revoked-retention-secs", "0", "--by", "test"])
         .ok();
+    env.run(&["revoke", "--subject", "bob"]).ok();
     std::thread::sleep(std::time::Duration::from_millis(5));
     let v = env.run(&["gc", "--limit", "2"]).ok();
     assert_eq!(v["removed"], 5, "{v}");
@@ -563,6 +564,32 @@ fn gc_removes_revoked_families_past_retention() {
     assert_eq!(alice["sessions"][0]["family_id"], keep.as_str());
     assert_eq!(env.run(&["check"]).ok()["ok"], true);
     assert_eq!(env.run(&["gc", "--limit", "0"]).code, 2);
+}
+
+/// The database's policy is the one every command runs by: flags that
+/// disagree are refused (they used to apply other rules silently), and
+/// `rotoken policy set` changes it, with a history of who changed what.
+#[test]
+fn policy_flags_that_disagree_with_the_database_are_refused_until_set() {
+    let env = Env::with_keys();
+    env.issue("alice", "web");
+    env.run(&["--idle-days", "7", "gc"]).fails_with(1, "policy_mismatch");
+    let shown = env.run(&["policy", "show"]).ok();
+    assert_eq!(shown["policy"]["idle_lifetime_secs"], 30 * 86_400, "{shown}");
+    assert_eq!(shown["policy"]["max_families_per_user"], 200, "{shown}");
+    let set = env
+        .run(&["--idle-days", "7", "policy", "set", "--by", "alice@ops"])
+        .ok();
+    assert_eq!(set["policy"]["idle_lifetime_secs"], 7 * 86_400, "{set}");
+    assert_eq!(set["history"][0]["by"], "alice@ops");
+    assert_eq!(set["history"][0]["old"]["idle_lifetime_secs"], 30 * 86_400);
+    env.run(&["--idle-days", "7", "gc"]).ok();
+    env.run(&["gc"]).ok();
+    assert_eq!(
+        env.run(&["--idle-days", "0", "policy", "set"]).code,
+        2,
+        "clap refuses 0 days"
+    );
 }
 
 #[test]
