@@ -272,8 +272,9 @@ impl Model {
     }
 
     /// Records a family the engine issued at `now` with generation-0 `token`,
-    /// and the cap's revocations of the oldest live families of the same
-    /// (subject, client) it pushed over [`rotoken::Policy::max_families_per_user`].
+    /// and the removal (with a `revoked`/`cap` event) of the oldest live
+    /// families of the same (subject, client) it pushed over
+    /// [`rotoken::Policy::max_families_per_user`].
     pub(crate) fn issue(&mut self, id: FamilyId, subject: usize, client: usize, bound: bool, token: String, now: i64) {
         if self.limits.cap > 0 {
             let mut live: Vec<usize> = (0..self.fams.len())
@@ -289,7 +290,15 @@ impl Model {
             live.sort_by_key(|&i| (self.fams[i].created_at, *self.fams[i].id.as_bytes()));
             let excess = (live.len() + 1).saturating_sub(self.limits.cap as usize);
             for &i in &live[..excess] {
-                self.revoke(i, RevokeReason::Cap, EventKind::Revoked(RevokeReason::Cap), now);
+                // Removed at once: its tokens are unknown from now on.
+                self.fams[i].removed = true;
+                self.next_seq += 1;
+                self.events.push((
+                    self.next_seq,
+                    now,
+                    self.fams[i].id,
+                    EventKind::Revoked(RevokeReason::Cap),
+                ));
             }
         }
         self.fams.push(MFamily {

@@ -511,6 +511,8 @@ struct Working {
     /// Families issued in this batch, in order.
     issued: Vec<FamilyId>,
     dirty: BTreeSet<FamilyId>,
+    /// Families removed in this batch, as they were (for subscribers).
+    removed: HashMap<FamilyId, FamilyRecord>,
     events: Vec<(FamilyId, EventKind)>,
 }
 
@@ -519,6 +521,13 @@ impl Working {
     fn lock(txn: &mut dyn WriteTxn, ops: &[Op], protocol: &Protocol) -> Result<Self, StoreError> {
         let mut listed = HashMap::new();
         let mut ids = Vec::new();
+        // How many families this batch issues per subject tag.
+        let mut issuing: HashMap<[u8; TAG16], usize> = HashMap::new();
+        for op in ops {
+            if let Op::Issue(p) = op {
+                *issuing.entry(p.rec.subject_tag).or_default() += 1;
+            }
+        }
         for op in ops {
             match op {
                 Op::Rotate(r) => ids.push(r.presented.family),
@@ -534,12 +543,16 @@ impl Working {
                     listed.insert((Index::Client, *tag), found);
                 }
                 Op::Issue(p) => {
-                    // The (subject, client) cap needs the subject's families.
+                    // The (subject, client) cap needs the subject's families,
+                    // but only once it has as many as the cap (of any
+                    // client or state): below that, none can be over it.
                     let tag = p.rec.subject_tag;
-                    if protocol.rules().policy.max_families_per_user > 0 && !listed.contains_key(&(Index::Subject, tag))
-                    {
+                    let cap = protocol.rules().policy.max_families_per_user as usize;
+                    if cap > 0 && !listed.contains_key(&(Index::Subject, tag)) {
                         let found = txn.families_by(Index::Subject, &tag)?;
-                        ids.extend_from_slice(&found);
+                        if found.len() + issuing.get(&tag).copied().unwrap_or(1) > cap {
+                            ids.extend_from_slice(&found);
+                        }
                         listed.insert((Index::Subject, tag), found);
                     }
                 }
@@ -570,6 +583,7 @@ impl Working {
             listed,
             issued: Vec::new(),
             dirty: BTreeSet::new(),
+            removed: HashMap::new(),
             events: Vec::new(),
         })
     }
@@ -588,56 +602,42 @@ impl Working {
             // 128 random bits never collide in practice; refuse rather than overwrite.
             return Err(corrupt("families", "family id collision").into());
         }
-        // Decided before anything changes: an error issues nothing.
-        let capped = self.over_cap(protocol, &p.rec, now)?;
+        let capped = self.over_cap(protocol, &p.rec, now);
         self.slots.insert(family, Slot::Present(p.rec.clone()));
         self.dirty.insert(family);
         self.issued.push(family);
-        for (old, t) in capped {
-            self.record(old, t);
+        for old in capped {
+            // Removed at once, not kept as revoked: a client issuing without
+            // end for one user cannot grow the store, nor the work of its
+            // next issue. Its tokens are unknown from now on.
+            if let Some(Slot::Present(rec)) = self.slots.insert(old, Slot::Absent) {
+                self.removed.insert(old, rec);
+            }
+            self.dirty.insert(old);
+            self.events.push((old, EventKind::Revoked(RevokeReason::Cap)));
         }
         Ok(p.issued.clone())
     }
 
-    /// The revocations that keep the new family's (subject, client) within
-    /// [`crate::Policy::max_families_per_user`]: its oldest live families
-    /// (by issue time, then id), as many as one more family would exceed.
-    fn over_cap(
-        &self,
-        protocol: &Protocol,
-        new: &FamilyRecord,
-        now: i64,
-    ) -> Result<Vec<(FamilyId, Transition)>, StoreError> {
-        let cap = protocol.rules().policy.max_families_per_user;
-        if cap == 0 {
-            return Ok(Vec::new());
-        }
-        let mut live = Vec::new();
-        for f in self.named(Index::Subject, &new.subject_tag) {
-            match self.slots.get(&f) {
+    /// The families to remove so the new family's (subject, client) stays
+    /// within [`crate::Policy::max_families_per_user`] (the rule:
+    /// [`Protocol::over_cap`]).
+    fn over_cap(&self, protocol: &Protocol, new: &FamilyRecord, now: i64) -> Vec<FamilyId> {
+        let live: Vec<(i64, FamilyId)> = self
+            .named(Index::Subject, &new.subject_tag)
+            .into_iter()
+            .filter_map(|f| match self.slots.get(&f) {
                 Some(Slot::Present(rec))
                     if bool::from(rec.client_tag.ct_eq(&new.client_tag)) && protocol.is_live(rec, now) =>
                 {
-                    live.push((rec.created_at, f));
+                    Some((rec.created_at, f))
                 }
-                // A damaged family of this subject is not counted (its
-                // tags cannot be trusted); check reports it.
-                _ => {}
-            }
-        }
-        let excess = (live.len() + 1).saturating_sub(cap as usize);
-        live.sort_unstable_by_key(|(created, f)| (*created, *f.as_bytes()));
-        let mut out = Vec::with_capacity(excess);
-        for (_, f) in live.into_iter().take(excess) {
-            if let Some(Slot::Present(rec)) = self.slots.get(&f)
-                && let Some(t) = protocol
-                    .revoke(rec, RevokeReason::Cap, None, now)
-                    .map_err(|e| corrupt("families", e))?
-            {
-                out.push((f, t));
-            }
-        }
-        Ok(out)
+                // A damaged family is not counted (its tags cannot be
+                // trusted); check reports it.
+                _ => None,
+            })
+            .collect();
+        protocol.over_cap(live)
     }
 
     fn rotate(&mut self, protocol: &Protocol, p: &PreparedRotate, now: i64) -> Result<RotateDone, RotateError> {
@@ -711,7 +711,7 @@ impl Working {
             .into_iter()
             .filter_map(|e| match self.slots.get(&e.family) {
                 Some(Slot::Present(rec)) => Some((e, Some(rec.clone()))),
-                _ => None,
+                _ => self.removed.get(&e.family).map(|rec| (e, Some(rec.clone()))),
             })
             .collect()
     }
@@ -720,6 +720,9 @@ impl Working {
     fn write_back(&self, txn: &mut dyn WriteTxn, protocol: &Protocol) -> Result<(), StoreError> {
         for family in &self.dirty {
             let Some(Slot::Present(rec)) = self.slots.get(family) else {
+                if let Some(old) = self.stored.get(family) {
+                    txn.remove_family(family, old)?;
+                }
                 continue;
             };
             let bytes = protocol.record_bytes(family, rec);

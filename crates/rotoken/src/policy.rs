@@ -39,8 +39,9 @@ pub struct Policy {
     /// In relaxed mode, every this many commits one is made durable. Default 1,000.
     pub relaxed_flush_every: u32,
     /// The most live families one (subject, client) pair may hold: issuing
-    /// one more revokes the oldest (reason `cap`, with an event). Default
-    /// 200 (Auth0 keeps 200 per user per application); 0 means no cap.
+    /// one more removes the oldest (its tokens become unknown; a `revoked`
+    /// event with reason `cap` is recorded). Default 200 (Auth0 keeps 200
+    /// per user per application); 0 means no cap.
     pub max_families_per_user: u32,
 }
 

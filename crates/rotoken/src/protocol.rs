@@ -435,6 +435,20 @@ impl Protocol {
         }
     }
 
+    /// The per-user cap: of the live families `(issued at, id)` of one
+    /// (subject, client), the ones to remove so that one more family keeps
+    /// them within [`Policy::max_families_per_user`]: the oldest, by issue
+    /// time then id.
+    pub(crate) fn over_cap(&self, mut live: Vec<(i64, FamilyId)>) -> Vec<FamilyId> {
+        let cap = self.rules().policy.max_families_per_user as usize;
+        if cap == 0 {
+            return Vec::new();
+        }
+        let excess = (live.len() + 1).saturating_sub(cap);
+        live.sort_unstable_by_key(|(created, f)| (*created, *f.as_bytes()));
+        live.into_iter().take(excess).map(|(_, f)| f).collect()
+    }
+
     /// What gc does with a family whose gc time has come.
     pub(crate) fn gc(&self, rec: &FamilyRecord, now: i64) -> GcAction {
         let revoked = rec.state != FamilyState::Active;

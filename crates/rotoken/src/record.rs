@@ -76,8 +76,9 @@ pub enum RevokeReason {
     Subject = 5,
     /// Revoked with every family of its client.
     Client = 6,
-    /// The oldest live family of its (subject, client), revoked when one
-    /// more was issued beyond [`crate::Policy::max_families_per_user`].
+    /// The oldest live family of its (subject, client), removed when one
+    /// more was issued beyond [`crate::Policy::max_families_per_user`]
+    /// (only in events: the family itself is gone).
     Cap = 7,
 }
 
