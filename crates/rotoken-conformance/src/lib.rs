@@ -398,6 +398,7 @@ macro_rules! conformance_tests {
             policy_rules::a_policy_change_is_stored_recorded_and_evented,
             policy_rules::shortening_the_idle_lifetime_reschedules_gc,
             policy_rules::issuing_past_the_cap_revokes_the_oldest,
+            policy_rules::revoking_a_large_subject_takes_bounded_steps,
             subscribers::notices_carry_the_families_grant,
             subscribers::a_subscriber_may_call_the_engine,
             subscribers::a_panicking_subscriber_changes_no_answer,

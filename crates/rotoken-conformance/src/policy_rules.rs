@@ -137,3 +137,39 @@ pub fn issuing_past_the_cap_revokes_the_oldest(backend: &dyn Backend) {
         .count();
     assert_eq!(live, 2);
 }
+
+/// Revoking a subject with more families than one step (1,000) takes
+/// bounded steps: no transaction locks more than a step, and when the call
+/// returns every family of the subject is revoked.
+pub fn revoking_a_large_subject_takes_bounded_steps(backend: &dyn Backend) {
+    const N: usize = 2_500;
+    let policy = crate::relaxed_policy().with_max_families_per_user(0);
+    let h = Harness::new(backend, policy);
+    let engine = h.open();
+    let tokens = crate::group_commit::together(8, |i| {
+        (0..N / 8 + usize::from(i < N % 8))
+            .map(|_| issue(&engine, "big", "web").1)
+            .collect::<Vec<_>>()
+    });
+    let tokens: Vec<String> = tokens.into_iter().flatten().collect();
+    assert_eq!(tokens.len(), N);
+    let (_, bystander) = issue(&engine, "small", "web");
+    let before = engine.stats().largest_lock;
+    assert_eq!(engine.revoke(rotoken::RevokeTarget::Subject("big")).unwrap(), N);
+    let largest = engine.stats().largest_lock;
+    assert!(largest <= 1_000, "one transaction locked {largest} families");
+    assert!(largest > before, "the revocation's steps locked families");
+    for t in tokens.iter().step_by(97) {
+        assert!(matches!(
+            engine.rotate(t, &RotateRequest::new("web")),
+            Err(RotateError::Revoked(RevokeReason::Subject))
+        ));
+    }
+    assert!(engine.sessions("big").unwrap().iter().all(|s| !s.active));
+    assert!(engine.rotate(&bystander, &RotateRequest::new("web")).is_ok());
+    assert_eq!(
+        engine.revoke(rotoken::RevokeTarget::Subject("big")).unwrap(),
+        0,
+        "already revoked"
+    );
+}

@@ -23,7 +23,7 @@ use crate::grant::{Grant, MAX_SUBJECT_LEN, check_text};
 use crate::keys::{Keyring, TAG16, TagKind};
 use crate::notify::{Committed, Delivery, EventSink, QUEUE_COMMITS};
 use crate::policy::{Durability, Policy};
-use crate::protocol::{PreparedIssue, PreparedRevoke, PreparedRotate, Protocol, RotateDone, Transition};
+use crate::protocol::{PreparedIssue, PreparedRevoke, PreparedRotate, Protocol, RotateDone, Transition, tag_reason};
 use crate::record::{Event, EventKind, FamilyRecord, RevokeReason};
 use crate::store::{Commit, Index, IndexKeys, MAX_CONFLICT_RETRIES, Store, WriteTxn};
 use crate::token::FamilyId;
@@ -61,6 +61,7 @@ struct Counters {
     conflicts: AtomicU64,
     gc_removed: AtomicU64,
     gc_failures: AtomicU64,
+    largest_lock: AtomicU64,
 }
 
 impl fmt::Debug for Core {
@@ -90,7 +91,7 @@ pub(crate) enum Done {
 }
 
 impl Done {
-    fn into_issue(self) -> Result<Issued, IssueError> {
+    pub(crate) fn into_issue(self) -> Result<Issued, IssueError> {
         match self {
             Self::Issue(r) => r,
             Self::Failed(e) => Err(e.into()),
@@ -98,7 +99,7 @@ impl Done {
         }
     }
 
-    fn into_rotate(self) -> Result<Box<RotateDone>, RotateError> {
+    pub(crate) fn into_rotate(self) -> Result<Box<RotateDone>, RotateError> {
         match self {
             Self::Rotate(r) => r,
             Self::Failed(e) => Err(e.into()),
@@ -106,7 +107,7 @@ impl Done {
         }
     }
 
-    fn into_revoke(self) -> Result<usize, RevokeError> {
+    pub(crate) fn into_revoke(self) -> Result<usize, RevokeError> {
         match self {
             Self::Revoke(r) => r,
             Self::Failed(e) => Err(e.into()),
@@ -117,6 +118,12 @@ impl Done {
 
 fn mismatch() -> StoreError {
     StoreError::Unavailable("a batch returned another operation's result")
+}
+
+impl crate::revoke_steps::Submit for Core {
+    fn submit(&self, op: Op) -> Done {
+        self.batcher.submit(op, self)
+    }
 }
 
 impl Apply<Op, Done> for Core {
@@ -201,6 +208,7 @@ impl Core {
             conflicts_retried: self.stats.conflicts.load(Ordering::Relaxed),
             gc_removed: self.stats.gc_removed.load(Ordering::Relaxed),
             gc_failures: self.stats.gc_failures.load(Ordering::Relaxed),
+            largest_lock: self.stats.largest_lock.load(Ordering::Relaxed),
             events_not_delivered: self.delivery.counts().not_delivered.load(Ordering::Relaxed),
             subscriber_panics: self.delivery.counts().subscriber_panics.load(Ordering::Relaxed),
         }
@@ -375,13 +383,19 @@ impl Core {
     /// See [`crate::Engine::revoke`].
     pub(crate) fn revoke(&self, target: RevokeTarget<'_>) -> Result<usize, RevokeError> {
         let op = self.protocol.prepare_revoke(target)?;
-        Done::into_revoke(self.batcher.submit(Op::Revoke(op), self))
+        self.revoke_prepared(op, self)
     }
 
     /// See [`crate::Engine::revoke_async`].
     pub(crate) async fn revoke_async(self: &Arc<Self>, target: RevokeTarget<'_>) -> Result<usize, RevokeError> {
         let op = self.protocol.prepare_revoke(target)?;
-        Done::into_revoke(self.submit_async(Op::Revoke(op)).await)
+        if op.tag().is_none() {
+            return Done::into_revoke(self.submit_async(Op::Revoke(op)).await);
+        }
+        // A subject or client revocation may take many steps: on the
+        // blocking pool, each step through the commit path.
+        let core = Arc::clone(self);
+        blocking::unblock(move || core.revoke_prepared(op, &*core)).await
     }
 
     async fn submit_async(self: &Arc<Self>, op: Op) -> Done {
@@ -416,6 +430,9 @@ impl Core {
         let now = self.now();
         let raised = self.raise_floor(&mut *txn, now)?;
         let mut batch = Working::lock(&mut *txn, ops, &self.protocol)?;
+        self.stats
+            .largest_lock
+            .fetch_max(batch.slots.len() as u64, Ordering::Relaxed);
         let dones = ops.iter().map(|op| batch.apply(&self.protocol, op, now)).collect();
         batch.write_back(&mut *txn, &self.protocol)?;
         let events = Self::append_events(&mut *txn, std::mem::take(&mut batch.events), now)?;
@@ -542,6 +559,16 @@ impl Working {
                     ids.extend_from_slice(&found);
                     listed.insert((Index::Client, *tag), found);
                 }
+                Op::Revoke(PreparedRevoke::Listed(families, _)) => ids.extend_from_slice(families),
+                Op::Revoke(PreparedRevoke::Rest(index, tag, taken)) => {
+                    let rest: Vec<FamilyId> = txn
+                        .families_by(*index, tag)?
+                        .into_iter()
+                        .filter(|f| !taken.contains(f))
+                        .collect();
+                    ids.extend_from_slice(&rest);
+                    listed.entry((*index, *tag)).or_insert(rest);
+                }
                 Op::Issue(p) => {
                     // The (subject, client) cap needs the subject's families,
                     // but only once it has as many as the cap (of any
@@ -658,6 +685,8 @@ impl Working {
             PreparedRevoke::Family(f, reason, owner) => (vec![*f], *reason, owner.as_ref()),
             PreparedRevoke::Subject(tag) => (self.named(Index::Subject, tag), RevokeReason::Subject, None),
             PreparedRevoke::Client(tag) => (self.named(Index::Client, tag), RevokeReason::Client, None),
+            PreparedRevoke::Listed(families, reason) => (families.clone(), *reason, None),
+            PreparedRevoke::Rest(index, tag, _) => (self.named(*index, tag), tag_reason(*index), None),
         };
         // Decided for every family first: an error revokes none of them.
         let mut changes = Vec::new();

@@ -54,6 +54,7 @@ pub mod policy;
 mod policy_store;
 mod protocol;
 pub mod record;
+mod revoke_steps;
 mod sealing;
 pub mod state;
 pub mod store;

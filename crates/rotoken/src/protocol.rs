@@ -44,9 +44,10 @@ use crate::keys::{Keyring, TAG16, TagKind};
 use crate::policy::Policy;
 use crate::record::{EventKind, FamilyRecord, FamilyState, RevokeReason, SEALED_SUCCESSOR_LEN};
 use crate::state::{self, Attempt, Decision, Limits, Refusal, SecretCheck};
-use crate::store::IndexKeys;
+use crate::store::{Index, IndexKeys};
 use crate::token::{self, FamilyId, Secret, Token};
 use crate::types::{Introspection, Issued, RevokeTarget, RotateRequest, Rotated, Session};
+use std::collections::HashSet;
 use std::sync::{Arc, PoisonError, RwLock};
 
 /// The keys and rules every operation runs by.
@@ -89,6 +90,31 @@ pub(crate) enum PreparedRevoke {
     Subject([u8; TAG16]),
     /// Every family of a client tag.
     Client([u8; TAG16]),
+    /// One step of a large subject or client revocation: these families.
+    Listed(Vec<FamilyId>, RevokeReason),
+    /// The last step of a large subject or client revocation: every family
+    /// under the tag when its transaction lists them, but those the earlier
+    /// steps already took.
+    Rest(Index, [u8; TAG16], Arc<HashSet<FamilyId>>),
+}
+
+impl PreparedRevoke {
+    /// The index and tag of a subject or client revocation.
+    pub(crate) fn tag(&self) -> Option<(Index, [u8; TAG16])> {
+        match self {
+            Self::Subject(t) => Some((Index::Subject, *t)),
+            Self::Client(t) => Some((Index::Client, *t)),
+            _ => None,
+        }
+    }
+}
+
+/// Why a subject or client revocation revokes.
+pub(crate) fn tag_reason(index: Index) -> RevokeReason {
+    match index {
+        Index::Subject => RevokeReason::Subject,
+        _ => RevokeReason::Client,
+    }
 }
 
 /// What a rotation hands back to its caller once its batch has committed.
