@@ -144,7 +144,10 @@ impl<Op: Send + 'static, Done: Send + 'static> Batcher<Op, Done> {
             if let Some(done) = lock(&slot).done.take() {
                 return done;
             }
-            if st.may_lead(self.most_leaders) {
+            // Lead only if there is work: with several leaders allowed, a
+            // caller whose operation another leader already took waits for
+            // its result instead of committing an empty batch.
+            if st.may_lead(self.most_leaders) && !st.pending.is_empty() {
                 st = self.lead(st, engine);
                 continue;
             }
@@ -342,6 +345,7 @@ mod tests {
 
     impl Apply<u32, u32> for Recorder {
         fn apply_batch(&self, ops: Vec<u32>) -> Vec<u32> {
+            assert!(!ops.is_empty(), "an empty batch was led");
             let first = {
                 let mut sizes = lock(&self.sizes);
                 sizes.push(ops.len());
