@@ -258,8 +258,34 @@ fn offline_access_decides_whether_a_refresh_token_is_issued() {
     assert_eq!(f.refresh_spa(&rt).status(), 200);
     let sessions = f.server.engine().sessions("alice").unwrap();
     assert_eq!(sessions.len(), 1, "only the offline_access grant made a family");
+    // The issue call names the family (for the server's own records), and
+    // never sends it to the client.
+    assert_eq!(without.family, None);
+    assert_eq!(with.family, Some(sessions[0].family));
+    let body = String::from_utf8(with.clone().into_response().into_body().to_vec()).unwrap();
+    assert!(!body.contains(&sessions[0].family.to_string()), "{body}");
     let bad = f
         .server
         .issue(&IssueRequest::new("", "spa", Scope::parse("offline_access").unwrap()));
     assert_eq!(bad.unwrap_err().code(), "invalid_input");
+}
+
+#[tokio::test]
+async fn issue_async_issues_like_issue() {
+    let f = fixture();
+    let issued = f
+        .server
+        .issue_async(&IssueRequest::new(
+            "carol",
+            "spa",
+            Scope::parse("openid offline_access").unwrap(),
+        ))
+        .await
+        .unwrap();
+    let family = issued.family.expect("a family");
+    assert_eq!(
+        f.server.engine().sessions_async("carol").await.unwrap()[0].family,
+        family
+    );
+    assert_eq!(f.refresh_spa(&issued.refresh_token.unwrap()).status(), 200);
 }

@@ -96,6 +96,32 @@ impl OAuthServer {
     /// [`IssueError::Core`] for an invalid grant or a storage failure,
     /// [`IssueError::Mint`] if the access token could not be minted.
     pub fn issue(&self, request: &IssueRequest) -> Result<TokenResponse, IssueError> {
+        let (grant, client) = self.issue_checks(request)?;
+        let issued = match &grant {
+            Some(g) => Some(self.engine.issue(g)?),
+            None => None,
+        };
+        self.issue_answer(request, &client, issued)
+    }
+
+    /// [`OAuthServer::issue`] for async callers: the engine's commit does
+    /// not block the runtime's thread.
+    ///
+    /// # Errors
+    ///
+    /// As [`OAuthServer::issue`].
+    pub async fn issue_async(&self, request: &IssueRequest) -> Result<TokenResponse, IssueError> {
+        let (grant, client) = self.issue_checks(request)?;
+        let issued = match &grant {
+            Some(g) => Some(self.engine.issue_async(g).await?),
+            None => None,
+        };
+        self.issue_answer(request, &client, issued)
+    }
+
+    /// The grant to issue a family for (`None`: no `offline_access`, an
+    /// access token only) and the registered client.
+    fn issue_checks(&self, request: &IssueRequest) -> Result<(Option<Grant>, RegisteredClient), IssueError> {
         let mut grant = Grant::new(
             request.subject.clone(),
             request.client_id.clone(),
@@ -107,18 +133,22 @@ impl OAuthServer {
         }
         grant.validate().map_err(rotoken::IssueError::from)?;
         let (client, refresh) = issue_rule(self.clients.as_ref(), &request.client_id, &request.scope)?;
-        let (refresh_token, family, expiry) = if refresh {
-            let issued = self.engine.issue(&grant)?;
+        Ok((refresh.then_some(grant), client))
+    }
+
+    /// The token response for an issue: the access token, and the family's
+    /// first refresh token if one was issued.
+    fn issue_answer(
+        &self,
+        request: &IssueRequest,
+        client: &RegisteredClient,
+        issued: Option<rotoken::Issued>,
+    ) -> Result<TokenResponse, IssueError> {
+        if let Some(i) = &issued {
             self.metrics.issued();
-            tracing::info!(client_id = %request.client_id, family = %issued.family, "family issued");
-            (
-                Some(issued.refresh_token.expose().to_owned()),
-                Some(issued.family),
-                Some((issued.expires_at, issued.authorization_expires_at)),
-            )
-        } else {
-            (None, None, None)
-        };
+            tracing::info!(client_id = %request.client_id, family = %i.family, "family issued");
+        }
+        let family = issued.as_ref().map(|i| i.family);
         let access = self.minter.mint(&AccessTokenRequest {
             subject: &request.subject,
             client_id: &request.client_id,
@@ -126,17 +156,18 @@ impl OAuthServer {
             dpop_jkt: request.dpop_jkt.as_deref(),
             family: family.as_ref(),
             metadata: &request.metadata,
-            audience: self.audience(&client),
+            audience: self.audience(client),
             now: Some(self.clock.now()),
         })?;
         Ok(TokenResponse {
             access_token: access.value,
             token_type: if request.dpop_jkt.is_some() { "DPoP" } else { "Bearer" },
             expires_in: access.expires_in,
-            refresh_token,
-            refresh_token_expires_in: expiry.map(|(at, _)| self.seconds_until(at)),
-            authorization_expires_in: expiry.map(|(_, at)| self.seconds_until(at)),
+            refresh_token: issued.as_ref().map(|i| i.refresh_token.expose().to_owned()),
+            refresh_token_expires_in: issued.as_ref().map(|i| self.seconds_until(i.expires_at)),
+            authorization_expires_in: issued.as_ref().map(|i| self.seconds_until(i.authorization_expires_at)),
             scope: None,
+            family,
         })
     }
 }

@@ -50,6 +50,10 @@ pub struct TokenResponse {
     /// The scope, when it differs from the one requested.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// The refresh token's family, for the server's own records (tie a
+    /// session, an event or a logout to it). Never sent to the client.
+    #[serde(skip)]
+    pub family: Option<rotoken::FamilyId>,
 }
 
 impl fmt::Debug for TokenResponse {
@@ -62,6 +66,7 @@ impl fmt::Debug for TokenResponse {
             .field("refresh_token_expires_in", &self.refresh_token_expires_in)
             .field("authorization_expires_in", &self.authorization_expires_in)
             .field("scope", &self.scope)
+            .field("family", &self.family)
             .finish()
     }
 }
@@ -214,6 +219,7 @@ impl OAuthServer {
             refresh_token_expires_in: Some(self.seconds_until(rotated.expires_at)),
             authorization_expires_in: Some(self.seconds_until(rotated.authorization_expires_at)),
             scope: (rotated.scope != *requested).then(|| rotated.scope.to_string()),
+            family: Some(rotated.family),
         })
     }
 
