@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{RevokeError, StoreError};
+use crate::error::{OpenError, RevokeError, StoreError};
 use crate::store::SchemaStatus;
 use crate::token::FamilyId;
 use crate::{Engine, RevokeTarget};
@@ -59,6 +59,10 @@ pub enum BackupError {
         #[source]
         source: std::io::Error,
     },
+    /// The database to back up could not be opened (held by another
+    /// process, not rotoken's, a newer schema).
+    #[error(transparent)]
+    Open(#[from] OpenError),
     /// Reading the store or writing the copy failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -66,12 +70,13 @@ pub enum BackupError {
 
 impl BackupError {
     /// A stable snake_case code: `backup_unsupported`, `backup_exists`,
-    /// `io_error`, or the storage error's code.
+    /// `io_error`, or the open or storage error's code.
     pub fn code(&self) -> &'static str {
         match self {
             Self::Unsupported(_) => "backup_unsupported",
             Self::Exists(_) => "backup_exists",
             Self::Io { .. } => "io_error",
+            Self::Open(e) => e.code().as_str(),
             Self::Store(e) => e.code().as_str(),
         }
     }

@@ -350,35 +350,52 @@ impl Store for RedbStore {
     /// copied table by table into a new database file, committed durably
     /// with two-phase commit.
     fn backup(&self, out: &Path) -> Result<BackupInfo, BackupError> {
-        let io = |source| BackupError::Io {
-            path: out.to_path_buf(),
-            source,
-        };
-        create_new_private(out).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => BackupError::Exists(out.to_path_buf()),
-            _ => io(e),
-        })?;
-        let written = self.guard(|| {
-            let read = self.db.begin_read()?;
-            let copy = Database::builder().create(out)?;
-            let info = copy_snapshot(&read, &copy)?;
-            drop(copy);
-            Ok::<_, StoreError>(info)
-        });
-        let sized = written.map_err(BackupError::Store).and_then(|mut info| {
-            let file = std::fs::File::open(out).map_err(io)?;
-            file.sync_all().map_err(io)?;
-            info.bytes = file.metadata().map_err(io)?.len();
-            Ok(info)
-        });
-        if sized.is_err() {
-            let _ = std::fs::remove_file(out);
-        }
-        sized
+        write_backup(out, || Ok(self.guard(|| Ok::<_, StoreError>(self.db.begin_read()?))?))
     }
 }
 
 impl RedbStore {
+    /// Backs up the database file at `source`, which no process may have
+    /// open, into a new file at `out` (mode 0600), as [`Store::backup`] does
+    /// for an open store. `source` is opened read-only: nothing is written
+    /// to it, so an older release's file is copied as it is (not migrated).
+    ///
+    /// # Errors
+    ///
+    /// [`BackupError::Open`] with [`OpenError::Locked`] while another process
+    /// has it open, [`OpenError::NotRotoken`] for a file that is not a redb
+    /// database of rotoken's (or one that needs crash recovery: open it
+    /// once first), and the errors of [`Store::backup`].
+    pub fn backup_file(source: &Path, out: &Path) -> Result<BackupInfo, BackupError> {
+        let io = |e: std::io::Error| OpenError::Store(StoreError::from(redb::Error::from(e)));
+        if std::fs::metadata(source).map_err(io)?.len() == 0 || !looks_like_redb(source).map_err(io)? {
+            return Err(OpenError::NotRotoken.into());
+        }
+        let db = catch_redb_panics(|| match Database::builder().open_read_only(source) {
+            Ok(db) => Ok(db),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(OpenError::Locked),
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) => {
+                Err(OpenError::Store(StoreError::from(redb::Error::from(e))))
+            }
+            Err(_) => Err(OpenError::NotRotoken),
+        })?;
+        write_backup(out, || {
+            let read = catch_redb_panics(|| Ok::<_, StoreError>(db.begin_read()?))?;
+            catch_redb_panics(|| schema_version(&read))?;
+            Ok::<_, BackupError>(read)
+        })
+    }
+
+    /// True if another process has the database file at `path` open
+    /// (`rotoken serve`, say): replacing it then would go unnoticed by that
+    /// process, which keeps writing to the file it opened.
+    pub fn is_held(path: &Path) -> bool {
+        matches!(
+            catch_redb_panics(|| Ok::<_, StoreError>(Database::builder().open_read_only(path).map(drop))),
+            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen))
+        )
+    }
+
     /// The sequence number of the last event this database has numbered
     /// (0 if none): the events of a stream with greater numbers happened
     /// after it (after the backup it was restored from, say), even if gc
@@ -423,6 +440,41 @@ fn next_event_seq(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Res
         Some(Err(_)) => Err(corrupt("meta", "event sequence")),
         None => Ok(1),
     }
+}
+
+/// Creates `out` (0600, never over an existing file) and copies the
+/// snapshot `begin` starts into it; removes the file again on failure.
+fn write_backup(
+    out: &Path,
+    begin: impl FnOnce() -> Result<ReadTransaction, BackupError>,
+) -> Result<BackupInfo, BackupError> {
+    let io = |source| BackupError::Io {
+        path: out.to_path_buf(),
+        source,
+    };
+    create_new_private(out).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => BackupError::Exists(out.to_path_buf()),
+        _ => io(e),
+    })?;
+    let written = begin().and_then(|read| {
+        catch_redb_panics(|| {
+            let copy = Database::builder().create(out)?;
+            let info = copy_snapshot(&read, &copy)?;
+            drop(copy);
+            Ok::<_, StoreError>(info)
+        })
+        .map_err(BackupError::Store)
+    });
+    let sized = written.and_then(|mut info| {
+        let file = std::fs::File::open(out).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        info.bytes = file.metadata().map_err(io)?.len();
+        Ok(info)
+    });
+    if sized.is_err() {
+        let _ = std::fs::remove_file(out);
+    }
+    sized
 }
 
 /// Copies every table of the snapshot `read` into the empty database
@@ -1180,5 +1232,36 @@ mod backup_tests {
             8,
             "an event number was reused"
         );
+    }
+
+    #[test]
+    fn a_closed_file_is_backed_up_without_a_write_and_a_held_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.redb");
+        let store = RedbStore::open(&path, None).unwrap();
+        let mut txn = store.begin_write(Commit::Durable).unwrap();
+        txn.append_event(1, b"event").unwrap();
+        txn.commit().unwrap();
+        assert!(RedbStore::is_held(&path));
+        let err = RedbStore::backup_file(&path, &dir.path().join("held.redb")).unwrap_err();
+        assert!(matches!(err, BackupError::Open(OpenError::Locked)), "{err}");
+        assert!(!dir.path().join("held.redb").exists(), "a failed backup left its file");
+        drop(store);
+        assert!(!RedbStore::is_held(&path));
+
+        let before = std::fs::read(&path).unwrap();
+        let out = dir.path().join("closed.redb");
+        let info = RedbStore::backup_file(&path, &out).unwrap();
+        assert_eq!((info.events, info.last_event_seq), (1, 1));
+        assert!(
+            std::fs::read(&path).unwrap() == before,
+            "backing up wrote to the source"
+        );
+        assert_eq!(RedbStore::open(&out, None).unwrap().last_event_seq().unwrap(), 1);
+
+        let text = dir.path().join("text");
+        std::fs::write(&text, b"not a database").unwrap();
+        let err = RedbStore::backup_file(&text, &dir.path().join("t.redb")).unwrap_err();
+        assert!(matches!(err, BackupError::Open(OpenError::NotRotoken)), "{err}");
     }
 }
