@@ -192,6 +192,9 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
                 bytes_after: size("the compacted database")?,
             })
         }
+        Command::Migrate => crate::backup::migrate(g),
+        Command::Backup(a) => crate::backup::backup(g, &a),
+        Command::Restore(a) => crate::backup::restore(g, &a),
         Command::Events(a) => crate::events::run(g, &a),
         Command::Demo => crate::demo::run(&policy(g)),
         #[cfg(feature = "bench")]
@@ -311,8 +314,19 @@ fn keys_rotate(path: &Path) -> Result<(), CliError> {
 /// quietly create an empty file and report every token unknown.
 pub(crate) fn open(g: &Global, create: bool) -> Result<Engine, CliError> {
     let keys = load_keys(&g.keys)?;
+    let store = if create { g.store() } else { existing_store(g)? };
+    let options = Options {
+        policy: policy(g),
+        ..Options::default()
+    };
+    Ok(store.open(keys, options)?)
+}
+
+/// The store of `--db` / `--store`, refused with `db_missing` when it is a
+/// file that does not exist.
+pub(crate) fn existing_store(g: &Global) -> Result<rotoken_postgres::StoreLocation, CliError> {
     let store = g.store();
-    if !create && !store.exists() {
+    if !store.exists() {
         return Err(CliError::refused(
             "db_missing",
             format!(
@@ -320,11 +334,7 @@ pub(crate) fn open(g: &Global, create: bool) -> Result<Engine, CliError> {
             ),
         ));
     }
-    let options = Options {
-        policy: policy(g),
-        ..Options::default()
-    };
-    Ok(store.open(keys, options)?)
+    Ok(store)
 }
 
 /// The token named by a TOKEN argument: the argument itself, or standard
