@@ -796,6 +796,12 @@ fn rotate_in(env: &Env, db: &str, token: &str) -> String {
     str_of(&env.run(&["--db", db, "rotate", token, "--client", "web"]).ok()["refresh_token"])
 }
 
+/// Rotating `token` as client `web` in the database `db` is refused with `code`.
+fn refused_in(env: &Env, db: &str, token: &str, code: &str) {
+    env.run(&["--db", db, "rotate", token, "--client", "web"])
+        .fails_with(1, code);
+}
+
 /// The state after a backup: what happened since, and the event stream
 /// that recorded it. Returns (tokens, the reused family's id).
 struct AfterBackup {
@@ -871,15 +877,11 @@ fn a_restore_with_the_event_stream_keeps_a_family_revoked_after_the_backup_revok
     );
 
     // A's token of the backup is live in the backup, but A was revoked since: still revoked.
-    env.run(&["--db", db, "rotate", &after.a0, "--client", "web"])
-        .fails_with(1, "revoked");
-    env.run(&["--db", db, "rotate", &after.a2, "--client", "web"])
-        .fails_with(1, "revoked");
+    refused_in(&env, db, &after.a0, "revoked");
+    refused_in(&env, db, &after.a2, "revoked");
     // What happened after the backup is never accepted.
-    env.run(&["--db", db, "rotate", &after.c0, "--client", "web"])
-        .fails_with(1, "unknown_token");
-    env.run(&["--db", db, "rotate", &after.b1, "--client", "web"])
-        .fails_with(1, "diverged");
+    refused_in(&env, db, &after.c0, "unknown_token");
+    refused_in(&env, db, &after.b1, "diverged");
     assert_eq!(env.run(&["--db", db, "check"]).ok()["ok"], true);
 
     // Event numbers the stream holds are never given again: new events follow it.
@@ -925,15 +927,11 @@ fn a_restore_without_the_stream_revives_a_revoked_family_but_never_accepts_a_lat
     // What the stream would have kept: A, revoked after the backup, is live again.
     assert_eq!(env.run(&["--db", db, "introspect", &after.a0]).ok()["active"], true);
     // Tokens issued or rotated after the backup are unknown or diverged, never accepted.
-    env.run(&["--db", db, "rotate", &after.c0, "--client", "web"])
-        .fails_with(1, "unknown_token");
-    env.run(&["--db", db, "rotate", &after.b1, "--client", "web"])
-        .fails_with(1, "diverged");
-    env.run(&["--db", db, "rotate", &after.a2, "--client", "web"])
-        .fails_with(1, "diverged");
+    refused_in(&env, db, &after.c0, "unknown_token");
+    refused_in(&env, db, &after.b1, "diverged");
+    refused_in(&env, db, &after.a2, "diverged");
     // ... and a diverged token revoked its family, the backup's token with it.
-    env.run(&["--db", db, "rotate", &after.a0, "--client", "web"])
-        .fails_with(1, "revoked");
+    refused_in(&env, db, &after.a0, "revoked");
 }
 
 #[test]
