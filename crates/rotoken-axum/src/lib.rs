@@ -4,7 +4,9 @@
 //! endpoints: the token endpoint (refresh grant), revocation,
 //! introspection, the RFC 8414 metadata document and the JWK Set, at the
 //! paths in the [`rotoken_http::Config`]; [`admin_router`] mounts the admin
-//! API ([`rotoken_http::AdminApi`]). Everything else is in
+//! API ([`rotoken_http::AdminApi`]); [`health_router`] and
+//! [`metrics_router`] answer `/healthz` and `/metrics` as `rotoken serve`
+//! does. Everything else is in
 //! [`rotoken_http`]; this crate only mounts it.
 //!
 //! ```
@@ -32,6 +34,10 @@
 //! that failed client authentications are throttled per peer address.
 
 #![forbid(unsafe_code)]
+
+mod ops;
+
+pub use ops::{health_router, metrics_router};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,4 +84,26 @@ fn peer_addr(mut request: Request) -> Request {
         request.extensions_mut().insert(PeerAddr(addr.ip()));
     }
     request
+}
+
+/// The Rust snippets of the README and the guides in `docs/`, compiled
+/// (and, unless marked `no_run`, run) by `cargo test --doc -p rotoken-axum`:
+/// this crate's tests depend on everything they use. `tests/docs.rs`
+/// checks that every document with a Rust snippet is listed here.
+#[cfg(doctest)]
+mod doc_snippets {
+    #[doc = include_str!("../../../README.md")]
+    struct Readme;
+
+    #[doc = include_str!("../../../docs/integration.md")]
+    struct Integration;
+
+    #[doc = include_str!("../../../crates/rotoken-http/README.md")]
+    struct HttpReadme;
+
+    #[doc = include_str!("../../../crates/rotoken-axum/README.md")]
+    struct AxumReadme;
+
+    #[doc = include_str!("../../../crates/rotoken/README.md")]
+    struct CoreReadme;
 }

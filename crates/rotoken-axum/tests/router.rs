@@ -55,6 +55,14 @@ fn form(path: &str, body: String) -> http::Request<Body> {
         .unwrap()
 }
 
+/// The public client `spa` refreshing `rt`.
+fn refresh_spa(rt: &str) -> http::Request<Body> {
+    form(
+        "/oauth/token",
+        format!("grant_type=refresh_token&client_id=spa&refresh_token={rt}"),
+    )
+}
+
 #[tokio::test]
 async fn every_route_answers_at_its_path() {
     let dir = tempfile::tempdir().unwrap();
@@ -70,14 +78,7 @@ async fn every_route_answers_at_its_path() {
         .refresh_token
         .unwrap();
 
-    let (status, headers, v) = send(
-        &app,
-        form(
-            "/oauth/token",
-            format!("grant_type=refresh_token&client_id=spa&refresh_token={rt}"),
-        ),
-    )
-    .await;
+    let (status, headers, v) = send(&app, refresh_spa(&rt)).await;
     assert_eq!(status, 200);
     assert_eq!(headers["cache-control"], "no-store");
     let rt2 = v["refresh_token"].as_str().unwrap().to_owned();
@@ -134,4 +135,50 @@ async fn throttling_is_per_peer_address() {
         200,
         "the right secret is never refused"
     );
+}
+
+#[tokio::test]
+async fn health_and_metrics_routes_mount_in_a_linked_router() {
+    let dir = tempfile::tempdir().unwrap();
+    let oauth = setup(dir.path());
+    let app = rotoken_axum::router(oauth.clone())
+        .merge(rotoken_axum::health_router(oauth.clone()))
+        .merge(rotoken_axum::metrics_router(oauth.clone()));
+    let get = |path: &str| http::Request::get(path).body(Body::empty()).unwrap();
+    let (status, _, v) = send(&app, get("/healthz")).await;
+    assert_eq!((status, v["status"].as_str()), (200, Some("ok")));
+
+    // A rotation made through the router, and one made by the server's own
+    // code outside it (recorded with Metrics::record_rotate), both count.
+    let issued = oauth
+        .issue(&IssueRequest::new(
+            "alice",
+            "spa",
+            Scope::parse("offline_access").unwrap(),
+        ))
+        .unwrap();
+    let rt = issued.refresh_token.unwrap();
+    let (status, _, _) = send(&app, refresh_spa(&rt)).await;
+    assert_eq!(status, 200);
+    let own = oauth.engine().rotate(&rt, &rotoken::RotateRequest::new("spa"));
+    oauth.metrics().record_rotate(own.as_ref());
+    assert!(own.unwrap().retried, "within the grace window");
+
+    let r = app.clone().oneshot(get("/metrics")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    for line in [
+        "rotoken_rotations_total 1",
+        "rotoken_grace_retries_total 1",
+        "rotoken_families 1",
+        "rotoken_families_issued_total 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing in:\n{text}");
+    }
 }

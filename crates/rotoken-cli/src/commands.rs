@@ -39,6 +39,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Keys(KeysCommand::Generate { force }) => keys_generate(&g.keys, force),
         Command::Keys(KeysCommand::Rotate) => keys_rotate(&g.keys),
+        Command::Keys(KeysCommand::RotateSigning(a)) => crate::signing::rotate_signing(&a),
         Command::Keys(KeysCommand::List) => output::print_json(&KeysJson::of(&g.keys, &load_keys(&g.keys)?)),
         Command::Issue(a) => {
             // The same rule as `serve`'s admin API: a registered client and
@@ -63,7 +64,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
                     "a refresh token is issued only for a scope that holds offline_access",
                 ));
             }
-            let engine = open(g, true)?;
+            let engine = open(g, true, true)?;
             let mut grant = Grant::new(a.subject, a.client, scope);
             if let Some(c) = a.confirmation {
                 grant = grant.with_confirmation(c);
@@ -81,7 +82,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Rotate(a) => {
             let token = read_token(a.token)?;
-            let engine = open(g, false)?;
+            let engine = open(g, false, true)?;
             let mut request = RotateRequest::new(a.client);
             request.scope = a.scope.as_deref().map(Scope::parse).transpose()?;
             request.confirmation = a.confirmation;
@@ -99,7 +100,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Introspect(a) => {
             let token = read_token(a.token)?;
-            let engine = open(g, false)?;
+            let engine = open(g, false, true)?;
             output::print_json(&IntrospectionJson::from(engine.introspect(&token)?))
         }
         Command::Revoke(a) => {
@@ -126,18 +127,18 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
                     });
                 }
             };
-            let engine = open(g, false)?;
+            let engine = open(g, false, true)?;
             output::print_json(&RevokedJson {
                 revoked: engine.revoke(target)?,
             })
         }
         Command::Sessions(a) => {
-            let engine = open(g, false)?;
+            let engine = open(g, false, true)?;
             let sessions = engine.sessions(&a.subject)?;
             output::print_json(&rotoken_http::SessionsJson::new(sessions))
         }
         Command::Gc(a) => {
-            let engine = open(g, false)?;
+            let engine = open(g, false, true)?;
             let limit = usize::try_from(a.limit).unwrap_or(usize::MAX);
             let mut total = GcJson::default();
             loop {
@@ -153,8 +154,9 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
             }
             output::print_json(&total)
         }
+        Command::Policy(c) => crate::policy::run(g, c),
         Command::Check => {
-            let engine = open(g, false)?;
+            let engine = open(g, false, true)?;
             let report = CheckJson::from(engine.check()?);
             output::print_json(&report)?;
             if report.ok {
@@ -178,7 +180,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
                     "`rotoken compact` compacts a redb file; a PostgreSQL store is compacted by PostgreSQL (VACUUM)",
                 ));
             };
-            let mut engine = open(g, false)?;
+            let mut engine = open(g, false, true)?;
             let size = |what| {
                 std::fs::metadata(file)
                     .map(|m| m.len())
@@ -205,6 +207,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 /// The policy: the core's defaults, with the global flags applied.
+/// The policy the flags describe (the core's defaults where none is given).
 pub(crate) fn policy(g: &Global) -> Policy {
     let mut p = Policy::default();
     if let Some(s) = g.grace_secs {
@@ -221,6 +224,9 @@ pub(crate) fn policy(g: &Global) -> Policy {
     }
     if let Some(d) = g.event_retention_days {
         p.event_retention = Duration::from_secs(u64::from(d) * DAY_SECS);
+    }
+    if let Some(n) = g.max_families_per_user {
+        p.max_families_per_user = n;
     }
     match g.durability {
         Some(DurabilityArg::Immediate) => p.durability = Durability::Immediate,
@@ -312,14 +318,18 @@ fn keys_rotate(path: &Path) -> Result<(), CliError> {
 /// Loads the keys and opens the engine. Only `issue` creates a missing
 /// database; the other commands refuse, so a mistyped `--db` does not
 /// quietly create an empty file and report every token unknown.
-pub(crate) fn open(g: &Global, create: bool) -> Result<Engine, CliError> {
+pub(crate) fn open(g: &Global, create: bool, compare_policy: bool) -> Result<Engine, CliError> {
     let keys = load_keys(&g.keys)?;
     let store = if create { g.store() } else { existing_store(g)? };
-    let options = Options {
-        policy: policy(g),
-        ..Options::default()
-    };
-    Ok(store.open(keys, options)?)
+    // The policy flags set a new database's policy; every later opener
+    // runs by the stored one (see `rotoken policy`). Background gc is left
+    // to `rotoken gc` and the server.
+    let options = Options::default().with_policy(policy(g)).with_gc_every(None);
+    let engine = store.open(keys, options)?;
+    if compare_policy {
+        crate::policy::check_flags(g, &engine)?;
+    }
+    Ok(engine)
 }
 
 /// The store of `--db` / `--store`, refused with `db_missing` when it is a

@@ -80,7 +80,7 @@ impl Source {
 pub(crate) fn run(g: &Global, a: &EventsArgs) -> Result<(), CliError> {
     let source = match &a.admin_url {
         Some(base) => Source::Admin(AdminClient::from_env(base, Duration::from_secs(30))?),
-        None => Source::Store(Box::new(crate::commands::open(g, false).map_err(|e| {
+        None => Source::Store(Box::new(crate::commands::open(g, false, true).map_err(|e| {
             if e.code == "locked" {
                 CliError::refused(
                     e.code,

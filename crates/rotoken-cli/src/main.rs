@@ -44,7 +44,9 @@ mod commands;
 mod demo;
 mod events;
 mod output;
+mod policy;
 mod serve;
+mod signing;
 
 use std::ffi::OsString;
 use std::io::Write as _;
@@ -69,7 +71,8 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
-/// Options shared by every subcommand: where the files are, and the policy.
+/// Options shared by every subcommand: where the files are, and the policy
+/// (for a new database; `rotoken policy set` changes an existing one's).
 #[derive(Debug, Args)]
 pub(crate) struct Global {
     /// The database file.
@@ -111,6 +114,10 @@ pub(crate) struct Global {
     /// How long audit events are kept before gc removes them, in days [default: the core's, 30].
     #[arg(long, global = true, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) event_retention_days: Option<u32>,
+    /// The most live families per (subject, client); issuing one more revokes the oldest
+    /// [default: the core's, 200; 0: no cap].
+    #[arg(long, global = true, value_name = "N")]
+    pub(crate) max_families_per_user: Option<u32>,
     /// Commit durability [default: immediate]. `relaxed` may lose recent rotations on a crash.
     #[arg(long, global = true, value_enum, value_name = "MODE")]
     pub(crate) durability: Option<DurabilityArg>,
@@ -156,6 +163,10 @@ pub(crate) enum Command {
     Gc(GcArgs),
     /// Verify the database's invariants; exits non-zero if problems are found.
     Check,
+    /// Show or change the database's policy (lifetimes, grace, limits,
+    /// retention, per-user caps), which every server and command runs by.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Rewrite the database compactly (tables in key order, free pages
     /// dropped) and print the file size before and after. Needs the database
     /// to itself: stop `rotoken serve` first. Run `gc` before it to drop
@@ -206,6 +217,11 @@ pub(crate) enum KeysCommand {
     Rotate,
     /// List key ids, creation times and the active id (never key material).
     List,
+    /// Replace serve's access-token signing key with a new Ed25519 key. The
+    /// old key moves to `<signing key>.previous` and stays in the JWKS and
+    /// verifies its tokens until they expire; send `rotoken serve` a SIGHUP
+    /// (or restart it) to sign with the new key.
+    RotateSigning(signing::RotateSigningArgs),
 }
 
 /// `rotoken issue ...`

@@ -11,12 +11,14 @@
 //!
 //! When ready it prints one JSON line on standard output (`listening`,
 //! `issuer`, the files in use); logs go to standard error and never hold a
-//! token, a secret, or a request's query string.
+//! token, a secret, or a request's query string. SIGHUP reads the
+//! access-token signing keys again (after `rotoken keys rotate-signing`).
 
 mod bind;
 mod config;
 mod conn;
 mod events;
+mod signing;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,13 +29,12 @@ use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::response::Response;
 use clap::Args;
-use rotoken::{Engine, Keyring, Options};
+use rotoken::{Keyring, Options};
 use rotoken_http::{
-    AdminApi, ClientRegistry, Config, FileClients, JwtMinter, MemoryClients, OAuthServer, RegisteredClient,
-    RegistryError, SigningKey,
+    AdminApi, ClientRegistry, Config, FileClients, MemoryClients, OAuthServer, RegisteredClient, RegistryError,
+    SigningKeys,
 };
 use serde::Serialize;
 
@@ -194,14 +195,17 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
         None => None,
     };
     let keys = load_or_generate_keys(&s.keys)?;
-    let (signing, created) = SigningKey::load_or_generate(&s.signing_key)
+    let (signing, created) = SigningKeys::load_or_generate(&s.signing_key)
         .map_err(|e| CliError::refused("signing_key_invalid", e.to_string()))?;
     if created {
         tracing::warn!(
             path = %s.signing_key.display(),
-            kid = signing.kid(),
+            kid = signing.current.kid(),
             "generated an access-token signing key (EdDSA); keep it secret"
         );
+    }
+    for retired in &signing.previous {
+        tracing::info!(kid = retired.key.kid(), retired_at = %retired.retired_at, "retired signing key still verifying");
     }
     // The engine's own background gc: without it a long-running server
     // would keep every revoked and expired family (and its pages) for ever,
@@ -218,6 +222,12 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
             .await
             .map_err(|e| CliError::storage("runtime_failed", e.to_string()))??,
     );
+    if !crate::policy::same_rules(&engine.policy(), &s.policy) {
+        tracing::warn!(
+            "the configured policy differs from the database's, which applies (every server runs by it); \
+             change it with `rotoken policy set`, see `rotoken policy show`"
+        );
+    }
     tracing::info!(store = %s.store, kind = engine.store_name(), durability = ?s.policy.durability, "database open");
     let event_sink = match &s.events_to {
         Some(to) => {
@@ -258,7 +268,13 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
             "listening beyond loopback with a plain http issuer: put TLS in front and set --issuer to its https URL"
         );
     }
-    let minter = JwtMinter::new(signing, issuer.clone(), s.access_token_lifetime);
+    let minter = Arc::new(signing::ReloadingMinter::new(
+        signing,
+        s.signing_key.clone(),
+        issuer.clone(),
+        s.access_token_lifetime,
+    ));
+    tokio::spawn(signing::reload_on_sighup(minter.clone()));
     let mut config = Config::new(issuer.clone());
     config.max_body_bytes = s.max_body_bytes;
     config.trusted_proxies = s.trusted_proxies.clone();
@@ -267,7 +283,7 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
     let oauth = Arc::new(OAuthServer::new(
         engine.clone(),
         Arc::new(Clients { inline, file }),
-        Arc::new(minter),
+        minter,
         config,
     ));
     let app = public_app(oauth.clone(), &s);
@@ -407,53 +423,17 @@ async fn shutdown_signal() {
     }
 }
 
-/// A health check: the database answers.
-async fn health(engine: Arc<Engine>) -> Response {
-    let ok = tokio::task::spawn_blocking(move || engine.families_count().is_ok())
-        .await
-        .unwrap_or(false);
-    let (status, text) = if ok {
-        (StatusCode::OK, r#"{"status":"ok"}"#)
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"unavailable"}"#)
-    };
-    json(status, text.to_owned())
-}
-
 /// The public listener: the OAuth endpoints, metadata, JWKS and `/healthz`.
 fn public_app(oauth: Arc<OAuthServer>, s: &config::Settings) -> Router {
-    let engine = oauth.engine().clone();
-    let router = rotoken_axum::router(oauth).route("/healthz", get(move || health(engine.clone())));
+    let router = rotoken_axum::router(oauth.clone()).merge(rotoken_axum::health_router(oauth));
     with_limits(router, s)
 }
 
 /// The admin listener: the admin API, `/metrics` and `/healthz`.
 fn admin_app(oauth: Arc<OAuthServer>, s: &config::Settings) -> Router {
-    let metrics = {
-        let oauth = oauth.clone();
-        move || async move {
-            let engine = oauth.engine().clone();
-            let families = tokio::task::spawn_blocking(move || engine.families_count().ok())
-                .await
-                .ok()
-                .flatten();
-            if let Some(n) = families {
-                oauth.metrics().set_families(n);
-            }
-            let mut r = oauth.metrics().render().into_response();
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(rotoken_http::METRICS_CONTENT_TYPE),
-            );
-            r
-        }
-    };
-    let engine = oauth.engine().clone();
+    let router = rotoken_axum::health_router(oauth.clone()).merge(rotoken_axum::metrics_router(oauth.clone()));
     let admin = Arc::new(AdminApi::new(oauth, s.admin_token.clone()));
-    let router = rotoken_axum::admin_router(admin)
-        .route("/healthz", get(move || health(engine.clone())))
-        .route("/metrics", get(metrics));
-    with_limits(router, s)
+    with_limits(rotoken_axum::admin_router(admin).merge(router), s)
 }
 
 /// The 404 JSON fallback, request logs and the time limit.

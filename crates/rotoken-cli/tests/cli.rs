@@ -287,11 +287,11 @@ fn reuse_of_the_immediate_predecessor_without_grace() {
     let env = Env::with_keys();
     let (t0, _) = env.issue("alice", "web");
     let t1 = str_of(&env.run(&["rotate", &t0, "--client", "web"]).ok()["refresh_token"]);
+    // Global options are accepted after the subcommand too.
+    env.run(&["policy", "set", "--by", "test", "--grace-secs", "0"]).ok();
     env.run(&["--grace-secs", "0", "rotate", &t0, "--client", "web"])
         .fails_with(1, "reuse_detected");
-    // Global options are accepted after the subcommand too.
-    env.run(&["rotate", &t1, "--client", "web", "--grace-secs", "0"])
-        .fails_with(1, "revoked");
+    env.run(&["rotate", &t1, "--client", "web"]).fails_with(1, "revoked");
 }
 
 #[test]
@@ -549,8 +549,9 @@ fn gc_removes_revoked_families_past_retention() {
     );
 
     // Revoked with no retention: due at once. A limit of 2 takes several steps.
-    env.run(&["--revoked-retention-secs", "0", "revoke", "--subject", "bob"])
+    env.run(&["policy", "set", "--revoked-retention-secs", "0", "--by", "test"])
         .ok();
+    env.run(&["revoke", "--subject", "bob"]).ok();
     std::thread::sleep(std::time::Duration::from_millis(5));
     let v = env.run(&["gc", "--limit", "2"]).ok();
     assert_eq!(v["removed"], 5, "{v}");
@@ -563,6 +564,32 @@ fn gc_removes_revoked_families_past_retention() {
     assert_eq!(alice["sessions"][0]["family_id"], keep.as_str());
     assert_eq!(env.run(&["check"]).ok()["ok"], true);
     assert_eq!(env.run(&["gc", "--limit", "0"]).code, 2);
+}
+
+/// The database's policy is the one every command runs by: flags that
+/// disagree are refused (they used to apply other rules silently), and
+/// `rotoken policy set` changes it, with a history of who changed what.
+#[test]
+fn policy_flags_that_disagree_with_the_database_are_refused_until_set() {
+    let env = Env::with_keys();
+    env.issue("alice", "web");
+    env.run(&["--idle-days", "7", "gc"]).fails_with(1, "policy_mismatch");
+    let shown = env.run(&["policy", "show"]).ok();
+    assert_eq!(shown["policy"]["idle_lifetime_secs"], 30 * 86_400, "{shown}");
+    assert_eq!(shown["policy"]["max_families_per_user"], 200, "{shown}");
+    let set = env
+        .run(&["--idle-days", "7", "policy", "set", "--by", "alice@ops"])
+        .ok();
+    assert_eq!(set["policy"]["idle_lifetime_secs"], 7 * 86_400, "{set}");
+    assert_eq!(set["history"][0]["by"], "alice@ops");
+    assert_eq!(set["history"][0]["old"]["idle_lifetime_secs"], 30 * 86_400);
+    env.run(&["--idle-days", "7", "gc"]).ok();
+    env.run(&["gc"]).ok();
+    assert_eq!(
+        env.run(&["--idle-days", "0", "policy", "set"]).code,
+        2,
+        "clap refuses 0 days"
+    );
 }
 
 #[test]
@@ -579,8 +606,9 @@ fn check_reports_a_healthy_database() {
     assert_eq!(v["active"], 1);
     assert_eq!(v["events"], 1);
     assert_eq!(v["problems"], serde_json::json!([]));
-    // Changing the policy between runs does not make a sound database look broken.
-    assert_eq!(env.run(&["--idle-days", "1", "check"]).ok()["ok"], true);
+    // Changing the policy does not make a sound database look broken.
+    env.run(&["--idle-days", "1", "policy", "set", "--by", "test"]).ok();
+    assert_eq!(env.run(&["check"]).ok()["ok"], true);
 }
 
 #[test]

@@ -62,20 +62,25 @@ impl Server {
     /// Like [`Server::start_with`], with extra environment variables.
     fn start_with_env(admin: bool, vars: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        Self::register_clients(dir.path());
+        Self::start_in(dir, admin, vars)
+    }
+
+    /// Registers the public client `spa` and the confidential client `web` in `dir`.
+    fn register_clients(dir: &Path) {
         assert_eq!(
-            rotoken(dir.path(), &["clients", "add", "--id", "spa", "--public"], "")["type"],
+            rotoken(dir, &["clients", "add", "--id", "spa", "--public"], "")["type"],
             "public"
         );
         let added = rotoken(
-            dir.path(),
+            dir,
             &["clients", "add", "--id", "web", "--secret-stdin"],
             &format!("{WEB_SECRET}\n"),
         );
         assert_eq!(added["type"], "confidential");
-        Self::start_in(dir, admin, vars)
     }
 
-    /// Starts the server in `dir` as it is (its clients, keys and database).
+    /// Starts the server in `dir` (its files kept from an earlier run).
     fn start_in(dir: tempfile::TempDir, admin: bool, vars: &[(&str, &str)]) -> Self {
         let stderr = std::fs::File::create(dir.path().join("serve.log")).unwrap();
         let mut command = Command::new(bin());
@@ -111,7 +116,11 @@ impl Server {
         });
         let addr = ready["listening"].as_str().unwrap().to_owned();
         assert!(addr.starts_with("127.0.0.1:"));
-        assert_eq!(ready["issuer"], format!("http://{addr}"));
+        let issuer = vars
+            .iter()
+            .find(|(k, _)| *k == "ROTOKEN_ISSUER")
+            .map(|(_, v)| (*v).to_owned());
+        assert_eq!(ready["issuer"], issuer.unwrap_or_else(|| format!("http://{addr}")));
         let admin_addr = ready["admin_listening"].as_str().unwrap().to_owned();
         assert!(admin_addr.starts_with("127.0.0.1:"));
         assert_ne!(admin_addr, addr);
@@ -276,6 +285,101 @@ fn the_admin_api_and_metrics_are_not_on_the_public_port() {
         let (status, _, _) = raw(&server.addr, &head("GET", path, None, 0), b"");
         assert_eq!(status, 200, "{path}");
     }
+    let (status, _, _) = server.terminate();
+    assert!(status.success());
+}
+
+/// The `kid`s of the JWK Set at `addr`.
+fn jwks_kids(addr: &str) -> Vec<String> {
+    let (status, v, _) = raw(addr, &head("GET", "/oauth/jwks", None, 0), b"");
+    assert_eq!(status, 200);
+    v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_rotated_signing_key_keeps_old_access_tokens_verifying_after_a_restart() {
+    // The issuer (the tokens' `iss`) stays the same across the restart.
+    let issuer = [("ROTOKEN_ISSUER", "https://as.test")];
+    let server = Server::start_with_env(true, &issuer);
+    let (status, issued) = post_json(
+        &server.admin_url("/admin/families"),
+        Some(ADMIN),
+        &json!({"subject": "alice", "client_id": "web", "scope": "openid offline_access"}),
+    );
+    assert_eq!(status, 200, "{issued}");
+    let old_access = issued["access_token"].as_str().unwrap().to_owned();
+    let old_kids = jwks_kids(&server.addr);
+    assert_eq!(old_kids.len(), 1);
+    let (status, _, dir) = server.terminate();
+    assert!(status.success());
+
+    let rotated = rotoken(dir.path(), &["keys", "rotate-signing"], "");
+    let new_kid = rotated["kid"].as_str().unwrap().to_owned();
+    assert_eq!(rotated["previous"][0]["kid"], old_kids[0].as_str(), "{rotated}");
+    assert!(!rotated.to_string().contains("\"key\""), "no key material printed");
+
+    let server = Server::start_in(dir, true, &issuer);
+    assert_eq!(jwks_kids(&server.addr), [new_kid.clone(), old_kids[0].clone()]);
+    // The access token signed before the rotation still introspects active.
+    let (status, v) = post_form(
+        &server.url("/oauth/introspect"),
+        &format!("client_id=web&client_secret={WEB_SECRET}&token={old_access}"),
+    );
+    assert_eq!((status, v["active"].as_bool()), (200, Some(true)), "{v}");
+    // New tokens are signed with the new key.
+    let (status, refreshed) = post_form(
+        &server.url("/oauth/token"),
+        &format!(
+            "grant_type=refresh_token&client_id=web&client_secret={WEB_SECRET}&refresh_token={}",
+            issued["refresh_token"].as_str().unwrap()
+        ),
+    );
+    assert_eq!(status, 200, "{refreshed}");
+    let header = refreshed["access_token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap()
+        .to_owned();
+    let header: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["kid"], new_kid.as_str());
+    let (status, _, _) = server.terminate();
+    assert!(status.success());
+}
+
+#[test]
+fn sighup_loads_a_rotated_signing_key_without_a_restart() {
+    let server = Server::start();
+    let old_kids = jwks_kids(&server.addr);
+    let rotated = rotoken(server.dir.path(), &["keys", "rotate-signing"], "");
+    let new_kid = rotated["kid"].as_str().unwrap().to_owned();
+    assert_eq!(jwks_kids(&server.addr), old_kids, "nothing changes before the signal");
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    // The reload runs when the signal arrives: wait for it (not for a time).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.log().contains("signing keys reloaded") {
+        assert!(Instant::now() < deadline, "no reload logged: {}", server.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(jwks_kids(&server.addr), [new_kid, old_kids[0].clone()]);
+    // A bad key file on the next SIGHUP keeps the keys in use.
+    std::fs::write(server.dir.path().join("rotoken.signing.key"), "garbage").unwrap();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    while !server.log().contains("signing keys not reloaded") {
+        assert!(Instant::now() < deadline, "no failed reload logged: {}", server.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(jwks_kids(&server.addr).len(), 2);
     let (status, _, _) = server.terminate();
     assert!(status.success());
 }

@@ -34,6 +34,7 @@ pub mod forgery;
 pub mod group_commit;
 pub mod lifecycle;
 pub mod model;
+pub mod policy_rules;
 pub mod reference;
 pub mod subscribers;
 
@@ -393,6 +394,11 @@ macro_rules! conformance_tests {
             clock_steps::a_clock_set_back_an_hour_keeps_the_window_in_real_time,
             clock_steps::the_floor_survives_a_restart,
             clock_steps::a_forward_step_is_kept_after_the_clock_is_corrected,
+            policy_rules::every_opener_runs_by_the_databases_policy,
+            policy_rules::a_policy_change_is_stored_recorded_and_evented,
+            policy_rules::shortening_the_idle_lifetime_reschedules_gc,
+            policy_rules::issuing_past_the_cap_revokes_the_oldest,
+            policy_rules::revoking_a_large_subject_takes_bounded_steps,
             subscribers::notices_carry_the_families_grant,
             subscribers::a_subscriber_may_call_the_engine,
             subscribers::a_panicking_subscriber_changes_no_answer,

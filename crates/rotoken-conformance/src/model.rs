@@ -192,7 +192,8 @@ impl World {
     /// A fresh world; `relaxed` selects relaxed durability (with a durable
     /// commit every third one), which must lose nothing across a clean reopen.
     fn new(backend: &dyn Backend, relaxed: bool) -> Self {
-        let mut policy = small_policy(MAX_GENERATIONS);
+        // A cap small enough that the random sequences reach it.
+        let mut policy = small_policy(MAX_GENERATIONS).with_max_families_per_user(3);
         if relaxed {
             policy.durability = rotoken::Durability::Relaxed;
             policy.relaxed_flush_every = 3;

@@ -96,6 +96,8 @@ pub(crate) struct Limits {
     pub(crate) revoked_retention: i64,
     pub(crate) event_retention: i64,
     pub(crate) max_generations: u32,
+    /// Most live families per (subject, client); 0 for no cap.
+    pub(crate) cap: u32,
 }
 
 impl Limits {
@@ -108,6 +110,7 @@ impl Limits {
             revoked_retention: duration_millis(p.revoked_retention),
             event_retention: duration_millis(p.event_retention),
             max_generations: p.max_generations,
+            cap: p.max_families_per_user,
         }
     }
 }
@@ -268,8 +271,36 @@ impl Model {
         now + self.limits.idle.min(self.limits.absolute)
     }
 
-    /// Records a family the engine issued at `now` with generation-0 `token`.
+    /// Records a family the engine issued at `now` with generation-0 `token`,
+    /// and the removal (with a `revoked`/`cap` event) of the oldest live
+    /// families of the same (subject, client) it pushed over
+    /// [`rotoken::Policy::max_families_per_user`].
     pub(crate) fn issue(&mut self, id: FamilyId, subject: usize, client: usize, bound: bool, token: String, now: i64) {
+        if self.limits.cap > 0 {
+            let mut live: Vec<usize> = (0..self.fams.len())
+                .filter(|&i| {
+                    let f = &self.fams[i];
+                    f.subject == subject
+                        && f.client == client
+                        && !f.removed
+                        && f.revoked.is_none()
+                        && f.expiry(now).is_none()
+                })
+                .collect();
+            live.sort_by_key(|&i| (self.fams[i].created_at, *self.fams[i].id.as_bytes()));
+            let excess = (live.len() + 1).saturating_sub(self.limits.cap as usize);
+            for &i in &live[..excess] {
+                // Removed at once: its tokens are unknown from now on.
+                self.fams[i].removed = true;
+                self.next_seq += 1;
+                self.events.push((
+                    self.next_seq,
+                    now,
+                    self.fams[i].id,
+                    EventKind::Revoked(RevokeReason::Cap),
+                ));
+            }
+        }
         self.fams.push(MFamily {
             id,
             subject,

@@ -106,9 +106,13 @@ fn fixture() -> Fixture {
     let engine = Arc::new(
         Engine::open_with_backend(SharedMemory::new(), fixture::keyring(), fixture::options(&s.clock)).expect("engine"),
     );
-    let mut config = Config::new(ISSUER);
-    config.clock = Arc::new(s.clock.clone());
-    let server = OAuthServer::new(Arc::clone(&engine), s.clients.clone(), s.minter.clone(), config);
+    // The endpoints read the engine's clock.
+    let server = OAuthServer::new(
+        Arc::clone(&engine),
+        s.clients.clone(),
+        s.minter.clone(),
+        Config::new(ISSUER),
+    );
     let scope = Scope::parse("openid profile offline_access").expect("scope");
     let issue = |client: &str| {
         server

@@ -123,7 +123,7 @@ impl AdminApi {
             c.auth_max_failures,
             c.auth_failure_window,
             c.auth_throttle_capacity,
-            c.clock.clone(),
+            Arc::clone(oauth.clock()),
         );
         Self { oauth, token, throttle }
     }

@@ -65,6 +65,7 @@ pub struct OAuthError {
     www_authenticate: Option<&'static str>,
     retry_after: Option<u64>,
     allow: Option<&'static str>,
+    core: Option<rotoken::Code>,
 }
 
 impl OAuthError {
@@ -83,7 +84,14 @@ impl OAuthError {
             www_authenticate: (code == ErrorCode::InvalidClient).then_some(BASIC_CHALLENGE),
             retry_after: None,
             allow: None,
+            core: None,
         }
+    }
+
+    /// The same error, remembering the core code it answers.
+    pub(crate) fn with_core_code(mut self, code: rotoken::Code) -> Self {
+        self.core = Some(code);
+        self
     }
 
     /// `invalid_request` (400).
@@ -152,6 +160,13 @@ impl OAuthError {
     /// The code.
     pub fn code(&self) -> ErrorCode {
         self.code
+    }
+
+    /// The core error code this answer was made from, if it came from a
+    /// core error (the `From` impls, [`OAuthError::from_code`]): ask it
+    /// [`rotoken::Code::is_client_error`] or [`rotoken::Code::revoked_a_family`].
+    pub fn core_code(&self) -> Option<rotoken::Code> {
+        self.core
     }
 
     /// The human-readable description.
@@ -280,9 +295,13 @@ pub enum MintError {
     /// The OS random number generator failed.
     #[error("OS random number generator failed: {0}")]
     Random(getrandom::Error),
-    /// A server-supplied minter failed.
+    /// A server-supplied minter, or a claims hook, failed.
     #[error("access token minter: {0}")]
     Other(#[source] BoxError),
+    /// A claims hook returned a claim the minter sets itself
+    /// ([`crate::RESERVED_CLAIMS`]).
+    #[error("the claims hook returned the reserved claim `{0}`")]
+    ReservedClaim(String),
 }
 
 /// Errors loading, generating or saving a [`crate::SigningKey`].
@@ -307,6 +326,16 @@ pub enum SigningKeyError {
     /// The OS random number generator failed.
     #[error("OS random number generator failed: {0}")]
     Random(getrandom::Error),
+}
+
+impl SigningKeyError {
+    /// The I/O error's wrapper for the key file at `path`.
+    pub(crate) fn io(path: &std::path::Path) -> impl Fn(std::io::Error) -> Self + Copy + '_ {
+        move |source| Self::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
 }
 
 /// Errors from [`crate::OAuthServer::issue`].

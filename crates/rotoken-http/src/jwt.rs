@@ -11,10 +11,12 @@ use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
 use rotoken::{Clock, SystemClock};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
 
-use crate::error::MintError;
+use crate::error::{BoxError, MintError};
 use crate::minter::{AccessToken, AccessTokenMinter, AccessTokenRequest};
 use crate::signing_key::SigningKey;
+use crate::signing_keys::SigningKeys;
 
 /// The claims of a JWT access token.
 #[derive(Debug, Serialize, Deserialize)]
@@ -34,6 +36,9 @@ struct Claims {
     jti: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cnf: Option<Confirmation>,
+    /// The integrator's claims ([`JwtMinter::with_claims`]).
+    #[serde(flatten)]
+    extra: Map<String, Value>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -41,10 +46,65 @@ struct Confirmation {
     jkt: String,
 }
 
+/// The claims [`JwtMinter`] sets itself, which a claims hook may not set:
+/// a hook returning one of them fails the mint with
+/// [`MintError::ReservedClaim`] (a bug in the hook, found by the first
+/// test that mints a token, never a token with a forged `sub` or `exp`).
+pub const RESERVED_CLAIMS: [&str; 11] = [
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "client_id",
+    "scope",
+    "sid",
+    "cnf",
+];
+
+/// A claims hook: extra claims for one access token, from what it is
+/// minted for (subject, client, scope, the grant's sealed metadata).
+pub type ClaimsHook = dyn Fn(&AccessTokenRequest<'_>) -> Result<Map<String, Value>, BoxError> + Send + Sync;
+
+/// A key that verifies tokens: the current one, or a retired one until
+/// the tokens it signed have expired.
+struct VerifyingKey {
+    kid: String,
+    algorithm: jsonwebtoken::Algorithm,
+    decoding: DecodingKey,
+    jwk: Option<Value>,
+    /// `None` for the current key; for a retired one, the Unix time after
+    /// which no token it signed is unexpired (retired + lifetime).
+    valid_until: Option<i64>,
+}
+
+impl VerifyingKey {
+    fn of(key: &SigningKey, valid_until: Option<i64>) -> Self {
+        Self {
+            kid: key.kid().to_owned(),
+            algorithm: key.algorithm(),
+            decoding: key.keys().1,
+            jwk: key.public_jwk(),
+            valid_until,
+        }
+    }
+
+    fn live(&self, now: i64) -> bool {
+        self.valid_until.is_none_or(|until| now < until)
+    }
+}
+
 /// Signs JWT access tokens (header `typ: at+jwt`, RFC 9068) with claims
 /// `iss`, `sub`, `aud` (the request's, else the minter's, else the issuer),
 /// `sid` (the refresh-token family, if any), `client_id`, `scope`, `exp`,
-/// `iat`, `jti`, and `cnf.jkt` for DPoP-bound tokens.
+/// `iat`, `jti`, and `cnf.jkt` for DPoP-bound tokens, plus the claims of
+/// its [claims hook](JwtMinter::with_claims).
+///
+/// The JWK Set publishes the current key and the [retired
+/// ones](JwtMinter::from_keys) whose tokens may still be unexpired, each
+/// with its `kid`; introspection verifies with whichever the token names.
 ///
 /// ```
 /// use rotoken_http::{AccessTokenMinter, AccessTokenRequest, JwtMinter, SigningKey};
@@ -65,20 +125,27 @@ pub struct JwtMinter {
     /// The JOSE header, base64url: the same for every token.
     header_b64: String,
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    /// The current key first, then the retired ones.
+    verifying: Vec<VerifyingKey>,
     issuer: String,
     audience: Option<String>,
     lifetime: Duration,
     clock: Arc<dyn Clock>,
+    claims: Option<Arc<ClaimsHook>>,
 }
 
 impl fmt::Debug for JwtMinter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwtMinter")
             .field("key", &self.key)
+            .field(
+                "retired_kids",
+                &self.verifying.iter().skip(1).map(|k| &k.kid).collect::<Vec<_>>(),
+            )
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("lifetime", &self.lifetime)
+            .field("claims_hook", &self.claims.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -86,18 +153,34 @@ impl fmt::Debug for JwtMinter {
 impl JwtMinter {
     /// A minter signing with `key`, naming `issuer` in `iss`, whose tokens live `lifetime`.
     pub fn new(key: SigningKey, issuer: impl Into<String>, lifetime: Duration) -> Self {
-        let (encoding, decoding) = key.keys();
+        Self::from_keys(SigningKeys::new(key), issuer, lifetime)
+    }
+
+    /// A minter signing with `keys.current`, and publishing and verifying
+    /// each of `keys.previous` until `lifetime` after it was retired (when
+    /// the last token it signed expires).
+    pub fn from_keys(keys: SigningKeys, issuer: impl Into<String>, lifetime: Duration) -> Self {
+        let key = keys.current;
         let header = serde_json::json!({"typ": "at+jwt", "alg": key.algorithm_name(), "kid": key.kid()});
+        let secs = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
+        let mut verifying = vec![VerifyingKey::of(&key, None)];
+        verifying.extend(
+            keys.previous
+                .iter()
+                .filter(|r| r.key.kid() != key.kid())
+                .map(|r| VerifyingKey::of(&r.key, Some(r.retired_at.unix_timestamp().saturating_add(secs)))),
+        );
         Self {
             ed25519: key.expanded_ed25519(),
             header_b64: URL_SAFE_NO_PAD.encode(header.to_string()),
+            encoding: key.keys().0,
             key,
-            encoding,
-            decoding,
+            verifying,
             issuer: issuer.into(),
             audience: None,
             lifetime,
             clock: Arc::new(SystemClock),
+            claims: None,
         }
     }
 
@@ -108,10 +191,46 @@ impl JwtMinter {
         self
     }
 
-    /// Uses `clock` for `iat` and `exp`.
+    /// Uses `clock` for `iat` and `exp` when the request carries no time
+    /// (an [`OAuthServer`](crate::OAuthServer) always passes its own, so set
+    /// this only for a minter used on its own).
     #[must_use]
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Adds the claims `hook` returns to every token (for example `acr`,
+    /// `auth_time` or roles from the grant's sealed metadata). A hook error
+    /// fails the mint ([`MintError::Other`], answered `server_error`); a
+    /// claim in [`RESERVED_CLAIMS`] fails it with
+    /// [`MintError::ReservedClaim`]. Introspection returns the extra claims too.
+    ///
+    /// ```
+    /// use rotoken_http::{AccessTokenMinter, AccessTokenRequest, JwtMinter, SigningKey};
+    /// use serde_json::{Map, Value};
+    ///
+    /// let minter = JwtMinter::new(SigningKey::generate_ed25519()?, "https://auth.example", std::time::Duration::from_secs(300))
+    ///     .with_claims(|request| {
+    ///         // The metadata your code exchange sealed with the family (IssueRequest::metadata).
+    ///         let mut claims: Map<String, Value> = serde_json::from_slice(request.metadata).unwrap_or_default();
+    ///         claims.insert("tenant".into(), "acme".into());
+    ///         Ok(claims)
+    ///     });
+    /// let scope = rotoken::Scope::parse("openid")?;
+    /// let mut request = AccessTokenRequest::new("alice", "web", &scope);
+    /// request.metadata = br#"{"acr":"mfa"}"#;
+    /// let token = minter.mint(&request)?;
+    /// let claims = minter.introspect(&token.value).unwrap();
+    /// assert_eq!((claims["acr"].as_str(), claims["tenant"].as_str()), (Some("mfa"), Some("acme")));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn with_claims(
+        mut self,
+        hook: impl Fn(&AccessTokenRequest<'_>) -> Result<Map<String, Value>, BoxError> + Send + Sync + 'static,
+    ) -> Self {
+        self.claims = Some(Arc::new(hook));
         self
     }
 
@@ -119,11 +238,27 @@ impl JwtMinter {
     pub fn key(&self) -> &SigningKey {
         &self.key
     }
+
+    /// The hook's claims for `request`, refused if one is reserved.
+    fn extra_claims(&self, request: &AccessTokenRequest<'_>) -> Result<Map<String, Value>, MintError> {
+        let Some(hook) = &self.claims else {
+            return Ok(Map::new());
+        };
+        let extra = hook(request).map_err(MintError::Other)?;
+        if let Some(name) = extra.keys().find(|k| RESERVED_CLAIMS.contains(&k.as_str())) {
+            return Err(MintError::ReservedClaim(name.clone()));
+        }
+        Ok(extra)
+    }
+
+    fn verifying_key(&self, kid: &str, now: i64) -> Option<&VerifyingKey> {
+        self.verifying.iter().find(|k| k.kid == kid && k.live(now))
+    }
 }
 
 impl AccessTokenMinter for JwtMinter {
     fn mint(&self, request: &AccessTokenRequest<'_>) -> Result<AccessToken, MintError> {
-        let now = self.clock.now().unix_timestamp();
+        let now = request.now.unwrap_or_else(|| self.clock.now()).unix_timestamp();
         let lifetime = i64::try_from(self.lifetime.as_secs()).unwrap_or(i64::MAX);
         let mut jti = [0u8; 16];
         getrandom::fill(&mut jti).map_err(MintError::Random)?;
@@ -144,6 +279,7 @@ impl AccessTokenMinter for JwtMinter {
             iat: now,
             jti: URL_SAFE_NO_PAD.encode(jti),
             cnf: request.dpop_jkt.map(|j| Confirmation { jkt: j.to_owned() }),
+            extra: self.extra_claims(request)?,
         };
         let value = match &self.ed25519 {
             // EdDSA with the key expanded once (jsonwebtoken would expand it
@@ -171,30 +307,47 @@ impl AccessTokenMinter for JwtMinter {
     }
 
     fn jwks(&self) -> Value {
-        json!({ "keys": self.key.public_jwk().into_iter().collect::<Vec<_>>() })
+        self.jwks_at(self.clock.now())
+    }
+
+    fn jwks_at(&self, now: OffsetDateTime) -> Value {
+        let now = now.unix_timestamp();
+        let keys: Vec<&Value> = self
+            .verifying
+            .iter()
+            .filter(|k| k.live(now))
+            .filter_map(|k| k.jwk.as_ref())
+            .collect();
+        json!({ "keys": keys })
     }
 
     fn introspect(&self, token: &str) -> Option<Map<String, Value>> {
+        self.introspect_at(token, self.clock.now())
+    }
+
+    fn introspect_at(&self, token: &str, now: OffsetDateTime) -> Option<Map<String, Value>> {
+        let now = now.unix_timestamp();
         // Only what looks like one of ours is verified (bounded work).
         if token.len() > 8 * 1024 || token.bytes().filter(|&b| b == b'.').count() != 2 {
             return None;
         }
         let header = jsonwebtoken::decode_header(token).ok()?;
-        if header.typ.as_deref() != Some("at+jwt") || header.kid.as_deref() != Some(self.key.kid()) {
+        if header.typ.as_deref() != Some("at+jwt") {
             return None;
         }
-        let mut validation = Validation::new(self.key.algorithm());
+        let key = self.verifying_key(header.kid.as_deref()?, now)?;
+        let mut validation = Validation::new(key.algorithm);
         validation.validate_exp = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
         validation.set_issuer(&[&self.issuer]);
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
             .ok()?
             .claims;
-        if claims.exp <= self.clock.now().unix_timestamp() {
+        if claims.exp <= now {
             return None;
         }
-        let mut out = Map::new();
+        let mut out = claims.extra;
         out.insert("scope".into(), claims.scope.into());
         out.insert("client_id".into(), claims.client_id.into());
         out.insert("sub".into(), claims.sub.into());

@@ -63,6 +63,7 @@
 mod admin;
 mod atomic_file;
 mod clients_file;
+mod core_error;
 mod credentials;
 mod dpop;
 mod dpop_nonce;
@@ -82,6 +83,7 @@ mod server;
 #[cfg(feature = "tower")]
 mod service;
 mod signing_key;
+mod signing_keys;
 mod throttle;
 
 pub use admin::{
@@ -98,7 +100,7 @@ pub use event_json::{EventJson, EventsJson};
 pub use form::{Form, parse_form};
 pub use forwarded::client_address;
 pub use ipnet::IpNet;
-pub use jwt::JwtMinter;
+pub use jwt::{ClaimsHook, JwtMinter, RESERVED_CLAIMS};
 pub use metrics::{METRICS_CONTENT_TYPE, Metrics};
 pub use minter::{AccessToken, AccessTokenMinter, AccessTokenRequest};
 pub use registry::{ClientRegistry, MemoryClients, RegisteredClient};
@@ -107,4 +109,5 @@ pub use server::{Config, METADATA_PATH, OAuthServer, OFFLINE_ACCESS, PeerAddr, R
 #[cfg(feature = "tower")]
 pub use service::{AdminService, OAuthService};
 pub use signing_key::SigningKey;
+pub use signing_keys::{RetiredKey, SigningKeys};
 pub use throttle::{DEFAULT_THROTTLE_CAPACITY, Throttle};

@@ -214,6 +214,18 @@ impl Metrics {
         self.revoked(families);
     }
 
+    /// Counts a rotation made outside the token endpoint (a server calling
+    /// `Engine::rotate` itself): a rotation or a grace retry when it
+    /// succeeded, a reuse detection when the refusal revoked a family
+    /// ([`rotoken::Code::revoked_a_family`]). Other refusals count nothing.
+    pub fn record_rotate(&self, result: Result<&rotoken::Rotated, &rotoken::RotateError>) {
+        match result {
+            Ok(rotated) => self.rotation(rotated.retried),
+            Err(e) if e.code().revoked_a_family() => self.reuse_detected(),
+            Err(_) => {}
+        }
+    }
+
     /// Counts a family issued outside [`crate::OAuthServer::issue`].
     pub fn record_issue(&self) {
         self.issued();

@@ -27,6 +27,10 @@ pub struct AccessTokenRequest<'a> {
     pub metadata: &'a [u8],
     /// The `aud` for this token (the client's), instead of the minter's default.
     pub audience: Option<&'a str>,
+    /// The time to mint at: the [`OAuthServer`](crate::OAuthServer)'s clock
+    /// ([`Config::clock`](crate::Config::clock)), so that one clock drives the
+    /// endpoints and the access tokens. `None`: the minter's own clock.
+    pub now: Option<time::OffsetDateTime>,
 }
 
 /// A minted access token.
@@ -59,7 +63,7 @@ impl fmt::Debug for AccessToken {
 }
 
 /// Mints access tokens. A server implements it to issue its own kind of
-/// token; [`JwtMinter`] signs JWTs.
+/// token; [`JwtMinter`](crate::JwtMinter) signs JWTs.
 ///
 /// ```
 /// use rotoken_http::{AccessToken, AccessTokenMinter, AccessTokenRequest, MintError};
@@ -90,10 +94,25 @@ pub trait AccessTokenMinter: Send + Sync {
         json!({ "keys": [] })
     }
 
+    /// The JWK Set at `now` (the server's clock): [`JwtMinter`](crate::JwtMinter) publishes a
+    /// retired key only while tokens it signed may be unexpired. Default:
+    /// [`AccessTokenMinter::jwks`].
+    fn jwks_at(&self, now: time::OffsetDateTime) -> Value {
+        let _ = now;
+        self.jwks()
+    }
+
     /// RFC 7662 members for an access token this minter issued and that is
     /// still valid (`active` is added by the caller). Default: `None`.
     fn introspect(&self, _token: &str) -> Option<Map<String, Value>> {
         None
+    }
+
+    /// [`AccessTokenMinter::introspect`] at `now` (the server's clock).
+    /// Default: [`AccessTokenMinter::introspect`].
+    fn introspect_at(&self, token: &str, now: time::OffsetDateTime) -> Option<Map<String, Value>> {
+        let _ = now;
+        self.introspect(token)
     }
 }
 
@@ -108,6 +127,7 @@ impl AccessTokenRequest<'_> {
             family: None,
             metadata: &[],
             audience: None,
+            now: None,
         }
     }
 }

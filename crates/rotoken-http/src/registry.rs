@@ -70,7 +70,7 @@ impl RegisteredClient {
 }
 
 /// Where the endpoints look clients up. A server implements it over its own
-/// client store; [`MemoryClients`] and [`FileClients`] ship here.
+/// client store; [`MemoryClients`] and [`FileClients`](crate::FileClients) ship here.
 ///
 /// ```
 /// use rotoken_http::{ClientRegistry, RegisteredClient, RegistryError};

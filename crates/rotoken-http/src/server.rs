@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, header};
-use rotoken::{Clock, Engine, SystemClock};
+use rotoken::{Clock, Engine};
 
 use ipnet::IpNet;
 
@@ -89,8 +89,10 @@ pub struct Config {
     /// client address that failures are counted under. Empty by default:
     /// the peer address is the client.
     pub trusted_proxies: Vec<IpNet>,
-    /// Where time comes from (share the engine's in tests).
-    pub clock: Arc<dyn Clock>,
+    /// Where time comes from. `None` (the default): the engine's clock
+    /// ([`Engine::clock`]), so a test's `ManualClock` is given once, in the
+    /// engine's options.
+    pub clock: Option<Arc<dyn Clock>>,
 }
 
 impl Config {
@@ -117,7 +119,7 @@ impl Config {
             auth_failure_window: Duration::from_secs(60),
             auth_throttle_capacity: DEFAULT_THROTTLE_CAPACITY,
             trusted_proxies: Vec::new(),
-            clock: Arc::new(SystemClock),
+            clock: None,
         }
     }
 
@@ -165,6 +167,8 @@ pub struct OAuthServer {
     pub(crate) nonces: Option<Option<Nonces>>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) rejections: Rejections,
+    /// The configured clock, else the engine's.
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for OAuthServer {
@@ -186,6 +190,7 @@ impl OAuthServer {
         config: Config,
     ) -> Self {
         let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        let clock = config.clock.clone().unwrap_or_else(|| Arc::clone(engine.clock()));
         let nonces = config.dpop_nonce.then(|| {
             Nonces::new(config.dpop_nonce_lifetime.as_secs())
                 .inspect_err(|e| tracing::error!(error = %e, "no key for DPoP nonces: DPoP requests will fail"))
@@ -196,7 +201,7 @@ impl OAuthServer {
                 config.auth_max_failures,
                 config.auth_failure_window,
                 config.auth_throttle_capacity,
-                config.clock.clone(),
+                Arc::clone(&clock),
             ),
             dpop: DpopVerifier {
                 max_age: secs(config.dpop_max_age),
@@ -208,6 +213,7 @@ impl OAuthServer {
             clients,
             minter,
             config,
+            clock,
             metrics: Arc::new(Metrics::default()),
             rejections: Rejections::default(),
         }
@@ -216,6 +222,11 @@ impl OAuthServer {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The clock the endpoints read (the configured one, else the engine's).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// The engine.
@@ -233,7 +244,7 @@ impl OAuthServer {
         let code = error.map(OAuthError::code);
         self.metrics.request(endpoint, code, start.elapsed());
         if let Some(code) = code.filter(|c| *c != ErrorCode::ServerError) {
-            self.rejections.record(code, self.config.clock.now());
+            self.rejections.record(code, self.clock.now());
         }
     }
 

@@ -34,7 +34,7 @@ impl fmt::Debug for SigningKey {
     }
 }
 
-const KEY_FILE_HEADER: &str = "rotoken-signing-key v1";
+pub(crate) const KEY_FILE_HEADER: &str = "rotoken-signing-key v1";
 const MAX_KEY_FILE_LEN: u64 = 16 * 1024;
 
 impl SigningKey {
@@ -208,10 +208,7 @@ impl SigningKey {
     /// [`SigningKeyError::Io`] or [`SigningKeyError::Format`].
     pub fn load(path: &Path) -> Result<Self, SigningKeyError> {
         use std::io::Read as _;
-        let io = |source| SigningKeyError::Io {
-            path: path.display().to_string(),
-            source,
-        };
+        let io = SigningKeyError::io(path);
         let mut text = Zeroizing::new(String::new());
         std::fs::File::open(path)
             .map_err(io)?
@@ -227,10 +224,7 @@ impl SigningKey {
     ///
     /// [`SigningKeyError::Io`].
     pub fn save(&self, path: &Path) -> Result<(), SigningKeyError> {
-        crate::atomic_file::write_atomically(path, self.to_text().as_bytes()).map_err(|source| SigningKeyError::Io {
-            path: path.display().to_string(),
-            source,
-        })
+        crate::atomic_file::write_atomically(path, self.to_text().as_bytes()).map_err(SigningKeyError::io(path))
     }
 
     /// Loads the key file at `path`, or generates an Ed25519 key and writes

@@ -101,6 +101,26 @@ fn read_families_by(s: &Session<'_>, index: Index, tag: &[u8; TAG_LEN]) -> Resul
         .collect()
 }
 
+fn read_families_page(
+    s: &Session<'_>,
+    index: Index,
+    tag: &[u8; TAG_LEN],
+    after: Option<&FamilyId>,
+    limit: usize,
+) -> Result<Vec<FamilyId>, StoreError> {
+    let sql = match index {
+        Index::Subject => "SELECT id FROM rotoken_families WHERE subject_tag = $1 AND id > $2 ORDER BY id LIMIT $3",
+        _ => "SELECT id FROM rotoken_families WHERE client_tag = $1 AND id > $2 ORDER BY id LIMIT $3",
+    };
+    // The empty bytea sorts before every id.
+    let after = after.map_or_else(Vec::new, |f| f.as_bytes().to_vec());
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    only(s.run(one(sql, vec![p(tag.to_vec()), p(after), p(limit)]), false)?)
+        .iter()
+        .map(|r| family_id(r, 0))
+        .collect()
+}
+
 fn read_events(s: &Session<'_>, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
     let rows = only(s.run(
         one(
@@ -213,6 +233,16 @@ macro_rules! pg_reads {
 
             fn families_by(&self, index: Index, tag: &[u8; TAG_LEN]) -> Result<Vec<FamilyId>, StoreError> {
                 read_families_by(self.session(), index, tag)
+            }
+
+            fn families_by_page(
+                &self,
+                index: Index,
+                tag: &[u8; TAG_LEN],
+                after: Option<&FamilyId>,
+                limit: usize,
+            ) -> Result<Vec<FamilyId>, StoreError> {
+                read_families_page(self.session(), index, tag, after, limit)
             }
 
             fn events(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {

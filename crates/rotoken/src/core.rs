@@ -23,13 +23,15 @@ use crate::grant::{Grant, MAX_SUBJECT_LEN, check_text};
 use crate::keys::{Keyring, TAG16, TagKind};
 use crate::notify::{Committed, Delivery, EventSink, QUEUE_COMMITS};
 use crate::policy::{Durability, Policy};
-use crate::protocol::{PreparedIssue, PreparedRevoke, PreparedRotate, Protocol, RotateDone, Transition};
+use crate::protocol::{PreparedIssue, PreparedRevoke, PreparedRotate, Protocol, RotateDone, Transition, tag_reason};
 use crate::record::{Event, EventKind, FamilyRecord, RevokeReason};
 use crate::store::{Commit, Index, IndexKeys, MAX_CONFLICT_RETRIES, Store, WriteTxn};
 use crate::token::FamilyId;
 use crate::types::{Introspection, Issued, Options, RevokeTarget, RotateRequest, Rotated, Session, Stats};
 
 const META_KEY_CHECK: &str = "key_check";
+/// The policy every opener uses (`Policy::to_stored`).
+pub(crate) const META_POLICY: &str = "policy";
 /// The engine's time is never earlier than this (unix ms, big-endian i64).
 const META_CLOCK_FLOOR: &str = "clock_floor";
 /// How far the engine's time runs ahead of the persisted floor before a
@@ -59,6 +61,7 @@ struct Counters {
     conflicts: AtomicU64,
     gc_removed: AtomicU64,
     gc_failures: AtomicU64,
+    largest_lock: AtomicU64,
 }
 
 impl fmt::Debug for Core {
@@ -66,7 +69,7 @@ impl fmt::Debug for Core {
         f.debug_struct("Engine")
             .field("store", &self.store.name())
             .field("keys", &self.protocol.keys)
-            .field("policy", &self.protocol.policy)
+            .field("policy", &self.protocol.rules().policy)
             .finish_non_exhaustive()
     }
 }
@@ -88,7 +91,7 @@ pub(crate) enum Done {
 }
 
 impl Done {
-    fn into_issue(self) -> Result<Issued, IssueError> {
+    pub(crate) fn into_issue(self) -> Result<Issued, IssueError> {
         match self {
             Self::Issue(r) => r,
             Self::Failed(e) => Err(e.into()),
@@ -96,7 +99,7 @@ impl Done {
         }
     }
 
-    fn into_rotate(self) -> Result<Box<RotateDone>, RotateError> {
+    pub(crate) fn into_rotate(self) -> Result<Box<RotateDone>, RotateError> {
         match self {
             Self::Rotate(r) => r,
             Self::Failed(e) => Err(e.into()),
@@ -104,7 +107,7 @@ impl Done {
         }
     }
 
-    fn into_revoke(self) -> Result<usize, RevokeError> {
+    pub(crate) fn into_revoke(self) -> Result<usize, RevokeError> {
         match self {
             Self::Revoke(r) => r,
             Self::Failed(e) => Err(e.into()),
@@ -115,6 +118,12 @@ impl Done {
 
 fn mismatch() -> StoreError {
     StoreError::Unavailable("a batch returned another operation's result")
+}
+
+impl crate::revoke_steps::Submit for Core {
+    fn submit(&self, op: Op) -> Done {
+        self.batcher.submit(op, self)
+    }
 }
 
 impl Apply<Op, Done> for Core {
@@ -145,27 +154,12 @@ impl Core {
     pub(crate) fn new(store: Box<dyn Store>, keys: Keyring, options: Options) -> Result<Self, OpenError> {
         options.policy.validate().map_err(OpenError::InvalidPolicy)?;
         let check = keys.key_check();
-        let stored = store.begin_read()?.meta(META_KEY_CHECK)?;
-        let stored = match stored {
-            Some(kc) => kc,
-            None => {
-                // The key check is always committed durably, whatever the policy.
-                let mut txn = store.begin_write(Commit::Durable)?;
-                if txn.meta(META_KEY_CHECK)?.is_none() {
-                    txn.set_meta(META_KEY_CHECK, &check)?;
-                }
-                txn.commit()?;
-                // Read back: a concurrent first opener (another server on a
-                // shared store) may have recorded its keys first.
-                store
-                    .begin_read()?
-                    .meta(META_KEY_CHECK)?
-                    .ok_or_else(|| corrupt("meta", "key check missing after it was written"))?
-            }
-        };
-        if !bool::from(stored.as_slice().ct_eq(&check)) {
+        let (stored_check, stored_policy) = establish(&*store, &check, &options.policy)?;
+        if !bool::from(stored_check.as_slice().ct_eq(&check)) {
             return Err(OpenError::WrongKeys);
         }
+        // Every opener runs by the database's policy (its own durability aside).
+        let policy = Policy::from_stored(&stored_policy, &options.policy).map_err(|e| corrupt("meta", e))?;
         let concurrent = store.concurrent_batches();
         let floor = store
             .begin_read()?
@@ -173,7 +167,7 @@ impl Core {
             .map_or(Ok(i64::MIN), |v| decode_floor(&v))?;
         Ok(Self {
             store,
-            protocol: Arc::new(Protocol::new(keys, options.policy)),
+            protocol: Arc::new(Protocol::new(keys, policy)),
             floor: Floor::new(floor, &*options.clock),
             clock: options.clock,
             persisted_floor: AtomicI64::new(floor),
@@ -189,9 +183,14 @@ impl Core {
         &self.protocol.keys
     }
 
+    /// See [`crate::Engine::clock`].
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// See [`crate::Engine::policy`].
-    pub(crate) fn policy(&self) -> &Policy {
-        &self.protocol.policy
+    pub(crate) fn policy(&self) -> Policy {
+        self.protocol.rules().policy.clone()
     }
 
     /// See [`crate::Engine::store_name`].
@@ -209,6 +208,7 @@ impl Core {
             conflicts_retried: self.stats.conflicts.load(Ordering::Relaxed),
             gc_removed: self.stats.gc_removed.load(Ordering::Relaxed),
             gc_failures: self.stats.gc_failures.load(Ordering::Relaxed),
+            largest_lock: self.stats.largest_lock.load(Ordering::Relaxed),
             events_not_delivered: self.delivery.counts().not_delivered.load(Ordering::Relaxed),
             subscriber_panics: self.delivery.counts().subscriber_panics.load(Ordering::Relaxed),
         }
@@ -263,11 +263,12 @@ impl Core {
     /// Whether the next write transaction commits durably: always, unless
     /// durability is relaxed; then every [`Policy::relaxed_flush_every`]-th.
     pub(crate) fn next_commit(&self) -> Commit {
-        if self.protocol.policy.durability == Durability::Relaxed {
+        let rules = self.protocol.rules();
+        if rules.policy.durability == Durability::Relaxed {
             // Exact when batches run one at a time (redb); with several in
             // flight a durable commit may come a few commits late.
             let since = self.relaxed_commits.load(Ordering::Relaxed);
-            if since.saturating_add(1) < self.protocol.policy.relaxed_flush_every {
+            if since.saturating_add(1) < rules.policy.relaxed_flush_every {
                 return Commit::Relaxed;
             }
         }
@@ -329,6 +330,11 @@ impl Core {
         self.delivery.send(committed);
     }
 
+    /// Hands committed events that concern no family to the subscribers' queue.
+    pub(crate) fn emit_unattached(&self, events: Vec<Event>) {
+        self.delivery.send(events.into_iter().map(|e| (e, None)).collect());
+    }
+
     /// True if committed events must be kept with their records for subscribers.
     pub(crate) fn events_wanted(&self) -> bool {
         self.delivery.wanted()
@@ -377,13 +383,19 @@ impl Core {
     /// See [`crate::Engine::revoke`].
     pub(crate) fn revoke(&self, target: RevokeTarget<'_>) -> Result<usize, RevokeError> {
         let op = self.protocol.prepare_revoke(target)?;
-        Done::into_revoke(self.batcher.submit(Op::Revoke(op), self))
+        self.revoke_prepared(op, self)
     }
 
     /// See [`crate::Engine::revoke_async`].
     pub(crate) async fn revoke_async(self: &Arc<Self>, target: RevokeTarget<'_>) -> Result<usize, RevokeError> {
         let op = self.protocol.prepare_revoke(target)?;
-        Done::into_revoke(self.submit_async(Op::Revoke(op)).await)
+        if op.tag().is_none() {
+            return Done::into_revoke(self.submit_async(Op::Revoke(op)).await);
+        }
+        // A subject or client revocation may take many steps: on the
+        // blocking pool, each step through the commit path.
+        let core = Arc::clone(self);
+        blocking::unblock(move || core.revoke_prepared(op, &*core)).await
     }
 
     async fn submit_async(self: &Arc<Self>, op: Op) -> Done {
@@ -418,6 +430,9 @@ impl Core {
         let now = self.now();
         let raised = self.raise_floor(&mut *txn, now)?;
         let mut batch = Working::lock(&mut *txn, ops, &self.protocol)?;
+        self.stats
+            .largest_lock
+            .fetch_max(batch.slots.len() as u64, Ordering::Relaxed);
         let dones = ops.iter().map(|op| batch.apply(&self.protocol, op, now)).collect();
         batch.write_back(&mut *txn, &self.protocol)?;
         let events = Self::append_events(&mut *txn, std::mem::take(&mut batch.events), now)?;
@@ -513,6 +528,8 @@ struct Working {
     /// Families issued in this batch, in order.
     issued: Vec<FamilyId>,
     dirty: BTreeSet<FamilyId>,
+    /// Families removed in this batch, as they were (for subscribers).
+    removed: HashMap<FamilyId, FamilyRecord>,
     events: Vec<(FamilyId, EventKind)>,
 }
 
@@ -521,6 +538,13 @@ impl Working {
     fn lock(txn: &mut dyn WriteTxn, ops: &[Op], protocol: &Protocol) -> Result<Self, StoreError> {
         let mut listed = HashMap::new();
         let mut ids = Vec::new();
+        // How many families this batch issues per subject tag.
+        let mut issuing: HashMap<[u8; TAG16], usize> = HashMap::new();
+        for op in ops {
+            if let Op::Issue(p) = op {
+                *issuing.entry(p.rec.subject_tag).or_default() += 1;
+            }
+        }
         for op in ops {
             match op {
                 Op::Rotate(r) => ids.push(r.presented.family),
@@ -535,7 +559,30 @@ impl Working {
                     ids.extend_from_slice(&found);
                     listed.insert((Index::Client, *tag), found);
                 }
-                Op::Issue(_) => {}
+                Op::Revoke(PreparedRevoke::Listed(families, _)) => ids.extend_from_slice(families),
+                Op::Revoke(PreparedRevoke::Rest(index, tag, taken)) => {
+                    let rest: Vec<FamilyId> = txn
+                        .families_by(*index, tag)?
+                        .into_iter()
+                        .filter(|f| !taken.contains(f))
+                        .collect();
+                    ids.extend_from_slice(&rest);
+                    listed.entry((*index, *tag)).or_insert(rest);
+                }
+                Op::Issue(p) => {
+                    // The (subject, client) cap needs the subject's families,
+                    // but only once it has as many as the cap (of any
+                    // client or state): below that, none can be over it.
+                    let tag = p.rec.subject_tag;
+                    let cap = protocol.rules().policy.max_families_per_user as usize;
+                    if cap > 0 && !listed.contains_key(&(Index::Subject, tag)) {
+                        let found = txn.families_by(Index::Subject, &tag)?;
+                        if found.len() + issuing.get(&tag).copied().unwrap_or(1) > cap {
+                            ids.extend_from_slice(&found);
+                        }
+                        listed.insert((Index::Subject, tag), found);
+                    }
+                }
             }
         }
         // One order for every locker, so two batches never wait on each other in a cycle.
@@ -563,28 +610,61 @@ impl Working {
             listed,
             issued: Vec::new(),
             dirty: BTreeSet::new(),
+            removed: HashMap::new(),
             events: Vec::new(),
         })
     }
 
     fn apply(&mut self, protocol: &Protocol, op: &Op, now: i64) -> Done {
         match op {
-            Op::Issue(p) => Done::Issue(self.issue(p)),
+            Op::Issue(p) => Done::Issue(self.issue(protocol, p, now)),
             Op::Rotate(p) => Done::Rotate(self.rotate(protocol, p, now).map(Box::new)),
             Op::Revoke(p) => Done::Revoke(self.revoke(protocol, p, now)),
         }
     }
 
-    fn issue(&mut self, p: &PreparedIssue) -> Result<Issued, IssueError> {
+    fn issue(&mut self, protocol: &Protocol, p: &PreparedIssue, now: i64) -> Result<Issued, IssueError> {
         let family = p.issued.family;
         if self.slots.contains_key(&family) {
             // 128 random bits never collide in practice; refuse rather than overwrite.
             return Err(corrupt("families", "family id collision").into());
         }
+        let capped = self.over_cap(protocol, &p.rec, now);
         self.slots.insert(family, Slot::Present(p.rec.clone()));
         self.dirty.insert(family);
         self.issued.push(family);
+        for old in capped {
+            // Removed at once, not kept as revoked: a client issuing without
+            // end for one user cannot grow the store, nor the work of its
+            // next issue. Its tokens are unknown from now on.
+            if let Some(Slot::Present(rec)) = self.slots.insert(old, Slot::Absent) {
+                self.removed.insert(old, rec);
+            }
+            self.dirty.insert(old);
+            self.events.push((old, EventKind::Revoked(RevokeReason::Cap)));
+        }
         Ok(p.issued.clone())
+    }
+
+    /// The families to remove so the new family's (subject, client) stays
+    /// within [`crate::Policy::max_families_per_user`] (the rule:
+    /// [`Protocol::over_cap`]).
+    fn over_cap(&self, protocol: &Protocol, new: &FamilyRecord, now: i64) -> Vec<FamilyId> {
+        let live: Vec<(i64, FamilyId)> = self
+            .named(Index::Subject, &new.subject_tag)
+            .into_iter()
+            .filter_map(|f| match self.slots.get(&f) {
+                Some(Slot::Present(rec))
+                    if bool::from(rec.client_tag.ct_eq(&new.client_tag)) && protocol.is_live(rec, now) =>
+                {
+                    Some((rec.created_at, f))
+                }
+                // A damaged family is not counted (its tags cannot be
+                // trusted); check reports it.
+                _ => None,
+            })
+            .collect();
+        protocol.over_cap(live)
     }
 
     fn rotate(&mut self, protocol: &Protocol, p: &PreparedRotate, now: i64) -> Result<RotateDone, RotateError> {
@@ -605,6 +685,8 @@ impl Working {
             PreparedRevoke::Family(f, reason, owner) => (vec![*f], *reason, owner.as_ref()),
             PreparedRevoke::Subject(tag) => (self.named(Index::Subject, tag), RevokeReason::Subject, None),
             PreparedRevoke::Client(tag) => (self.named(Index::Client, tag), RevokeReason::Client, None),
+            PreparedRevoke::Listed(families, reason) => (families.clone(), *reason, None),
+            PreparedRevoke::Rest(index, tag, _) => (self.named(*index, tag), tag_reason(*index), None),
         };
         // Decided for every family first: an error revokes none of them.
         let mut changes = Vec::new();
@@ -657,10 +739,9 @@ impl Working {
         events
             .into_iter()
             .filter_map(|e| match self.slots.get(&e.family) {
-                Some(Slot::Present(rec)) => Some((rec.clone(), e)),
-                _ => None,
+                Some(Slot::Present(rec)) => Some((e, Some(rec.clone()))),
+                _ => self.removed.get(&e.family).map(|rec| (e, Some(rec.clone()))),
             })
-            .map(|(rec, e)| (e, rec))
             .collect()
     }
 
@@ -668,6 +749,9 @@ impl Working {
     fn write_back(&self, txn: &mut dyn WriteTxn, protocol: &Protocol) -> Result<(), StoreError> {
         for family in &self.dirty {
             let Some(Slot::Present(rec)) = self.slots.get(family) else {
+                if let Some(old) = self.stored.get(family) {
+                    txn.remove_family(family, old)?;
+                }
                 continue;
             };
             let bytes = protocol.record_bytes(family, rec);
@@ -678,6 +762,33 @@ impl Working {
             }
         }
         Ok(())
+    }
+}
+
+/// The key-check value and the policy as stored, recording this opener's
+/// when the database has none yet (a new database; for the policy, also one
+/// written before policies were stored). Read under contract rule 7, so of
+/// two first openers of a shared store exactly one records its own.
+fn establish(store: &dyn Store, check: &[u8], policy: &Policy) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
+    let read = |store: &dyn Store| -> Result<_, StoreError> {
+        let r = store.begin_read()?;
+        Ok((r.meta(META_KEY_CHECK)?, r.meta(META_POLICY)?))
+    };
+    if let (Some(kc), Some(p)) = read(store)? {
+        return Ok((kc, p));
+    }
+    // Always committed durably, whatever the policy.
+    let mut txn = store.begin_write(Commit::Durable)?;
+    if txn.meta(META_KEY_CHECK)?.is_none() {
+        txn.set_meta(META_KEY_CHECK, check)?;
+    }
+    if txn.meta(META_POLICY)?.is_none() {
+        txn.set_meta(META_POLICY, &policy.to_stored())?;
+    }
+    txn.commit()?;
+    match read(store)? {
+        (Some(kc), Some(p)) => Ok((kc, p)),
+        _ => Err(corrupt("meta", "key check or policy missing after it was written")),
     }
 }
 

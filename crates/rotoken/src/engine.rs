@@ -27,6 +27,7 @@ use crate::grant::Grant;
 use crate::keys::Keyring;
 use crate::notify::EventSink;
 use crate::policy::Policy;
+use crate::policy_store::{PolicyChange, PolicyError};
 use crate::record::Event;
 use crate::store::{RedbStore, Store};
 use crate::token::FamilyId;
@@ -152,14 +153,48 @@ impl Engine {
         self.core.flush_events();
     }
 
+    /// The clock the engine reads (give the same one to anything else that
+    /// must agree with it, such as rotoken-http's access-token minter).
+    pub fn clock(&self) -> &Arc<dyn crate::Clock> {
+        self.core.clock()
+    }
+
     /// The keyring in use.
     pub fn keyring(&self) -> &Keyring {
         self.core.keyring()
     }
 
-    /// The policy in use.
-    pub fn policy(&self) -> &Policy {
+    /// The policy in force: the database's (see [`Engine::set_policy`]),
+    /// with this opener's durability.
+    pub fn policy(&self) -> Policy {
         self.core.policy()
+    }
+
+    /// Changes the database's policy for every opener, recording `by` (an
+    /// operator's name, 1-64 bytes) in the policy history and a
+    /// `policy_changed` event; returns the policy before. It is in force
+    /// for this engine at once and for other servers of a shared store at
+    /// their next background gc tick (or when they open). Shortening the
+    /// idle lifetime brings the gc time of existing families forward (the
+    /// background gc sweeps them in bounded steps). A shorter absolute
+    /// lifetime applies to families issued from now on (an issued family's
+    /// absolute expiry never moves).
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::Invalid`], [`PolicyError::InvalidName`], or a storage
+    /// error; nothing is changed then.
+    pub fn set_policy(&self, policy: Policy, by: &str) -> Result<Policy, PolicyError> {
+        self.core.set_policy(policy, by)
+    }
+
+    /// The last changes of the database's policy, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// A storage error.
+    pub fn policy_history(&self) -> Result<Vec<PolicyChange>, StoreError> {
+        self.core.policy_history()
     }
 
     /// The store's name (`redb`, `postgres`).

@@ -13,15 +13,21 @@ use crate::types::GcReport;
 impl Core {
     /// See [`crate::Engine::gc`].
     pub(crate) fn gc(&self, limit: usize) -> Result<GcReport, StoreError> {
-        let (report, events) = self.retrying_conflicts(|| self.gc_once(limit))?;
+        let sweeping = self.sweep_step(limit)?;
+        let (mut report, events) = self.retrying_conflicts(|| self.gc_once(limit))?;
         self.emit(events);
+        report.more |= sweeping;
         Ok(report)
     }
 
     /// One step of the background gc: true if more is due. A failure is
     /// counted in the stats and retried at the next interval.
     pub(crate) fn background_gc(&self, limit: usize) -> bool {
-        let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.gc(limit)));
+        let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // Another server may have changed the database's policy.
+            self.reload_policy()?;
+            self.gc(limit)
+        }));
         match step {
             Ok(Ok(report)) => {
                 self.count_gc(&report);
@@ -67,7 +73,7 @@ impl Core {
                 }
             }
         }
-        let cutoff = now.saturating_sub(duration_millis(self.protocol.policy.event_retention));
+        let cutoff = now.saturating_sub(duration_millis(self.protocol.rules().policy.event_retention));
         let mut old_events = Vec::new();
         for (seq, value) in txn.events(0, limit.saturating_add(1))? {
             let e = Event::decode(seq, &value).map_err(|e| corrupt("events", e))?;
@@ -85,7 +91,7 @@ impl Core {
         let events = Self::append_events(&mut *txn, expired, now)?;
         self.commit(txn, mode)?;
         let committed = if self.events_wanted() {
-            events.into_iter().zip(records).collect()
+            events.into_iter().zip(records.into_iter().map(Some)).collect()
         } else {
             Vec::new()
         };

@@ -43,8 +43,9 @@ pub struct Notice {
     pub grant: Option<Grant>,
 }
 
-/// One commit's events, each with the family's record as committed.
-pub(crate) type Committed = Vec<(Event, FamilyRecord)>;
+/// One commit's events, each with the family's record as committed
+/// (`None` for events that concern no family: a policy change).
+pub(crate) type Committed = Vec<(Event, Option<FamilyRecord>)>;
 
 /// Commits' worth of events the queue holds before new ones are counted
 /// as not delivered.
@@ -168,7 +169,7 @@ fn deliver(rx: &Receiver<Msg>, sinks: &RwLock<Vec<EventSink>>, counts: &Counts, 
             }
         };
         for (event, rec) in committed {
-            let grant = protocol.grant_if_openable(&event.family, &rec).ok().flatten();
+            let grant = rec.and_then(|rec| protocol.grant_if_openable(&event.family, &rec).ok().flatten());
             let notice = Notice { event, grant };
             // Cloned out so a subscriber may subscribe another without deadlock.
             let now: Vec<EventSink> = read(sinks).clone();
@@ -201,7 +202,7 @@ mod tests {
                 family: issued.issued.family,
                 kind: EventKind::Expired,
             };
-            vec![(event, issued.rec.clone())]
+            vec![(event, Some(issued.rec.clone()))]
         };
         let delivery = Delivery::new(2);
         let (release_tx, release_rx) = sync_channel::<()>(0);

@@ -38,6 +38,11 @@ pub struct Policy {
     pub durability: Durability,
     /// In relaxed mode, every this many commits one is made durable. Default 1,000.
     pub relaxed_flush_every: u32,
+    /// The most live families one (subject, client) pair may hold: issuing
+    /// one more removes the oldest (its tokens become unknown; a `revoked`
+    /// event with reason `cap` is recorded). Default 200 (Auth0 keeps 200
+    /// per user per application); 0 means no cap.
+    pub max_families_per_user: u32,
 }
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -53,6 +58,7 @@ impl Default for Policy {
             event_retention: DAY * 30,
             durability: Durability::Immediate,
             relaxed_flush_every: 1_000,
+            max_families_per_user: 200,
         }
     }
 }
@@ -116,6 +122,75 @@ impl Policy {
         self.relaxed_flush_every = commits;
         self
     }
+
+    /// The most live families per (subject, client); 0 for no cap.
+    #[must_use]
+    pub fn with_max_families_per_user(mut self, max: u32) -> Self {
+        self.max_families_per_user = max;
+        self
+    }
+}
+
+/// Version of the stored policy layout.
+const STORED_VERSION: u8 = 1;
+/// Length of the stored policy.
+const STORED_LEN: usize = 1 + 5 * 8 + 2 * 4;
+
+/// The policy as the database keeps it (meta `policy`): the rules every
+/// opener uses. Durability is not stored: it is each process's own
+/// trade of safety for speed.
+impl Policy {
+    pub(crate) fn to_stored(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(STORED_LEN);
+        out.push(STORED_VERSION);
+        for d in [
+            self.grace,
+            self.idle_lifetime,
+            self.absolute_lifetime,
+            self.revoked_retention,
+            self.event_retention,
+        ] {
+            out.extend_from_slice(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX).to_be_bytes());
+        }
+        out.extend_from_slice(&self.max_generations.to_be_bytes());
+        out.extend_from_slice(&self.max_families_per_user.to_be_bytes());
+        out
+    }
+
+    /// The stored rules, with this process's durability settings.
+    pub(crate) fn from_stored(bytes: &[u8], durability: &Policy) -> Result<Self, String> {
+        if bytes.len() != STORED_LEN || bytes[0] != STORED_VERSION {
+            return Err(format!("stored policy has an unknown layout ({} bytes)", bytes.len()));
+        }
+        let u64_at = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[1 + 8 * i..9 + 8 * i]);
+            Duration::from_millis(u64::from_be_bytes(b))
+        };
+        let u32_at = |at: usize| {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&bytes[at..at + 4]);
+            u32::from_be_bytes(b)
+        };
+        let p = Self {
+            grace: u64_at(0),
+            idle_lifetime: u64_at(1),
+            absolute_lifetime: u64_at(2),
+            revoked_retention: u64_at(3),
+            event_retention: u64_at(4),
+            max_generations: u32_at(41),
+            max_families_per_user: u32_at(45),
+            durability: durability.durability,
+            relaxed_flush_every: durability.relaxed_flush_every,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// The same rules (everything but durability).
+    pub(crate) fn same_rules(&self, other: &Policy) -> bool {
+        self.to_stored() == other.to_stored()
+    }
 }
 
 impl Policy {
@@ -142,6 +217,19 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stored_policy_round_trips_and_keeps_the_openers_durability() {
+        let p = Policy::default()
+            .with_grace(Duration::from_secs(7))
+            .with_max_families_per_user(3)
+            .with_event_retention(Duration::from_secs(99));
+        let relaxed = Policy::default().with_durability(Durability::Relaxed);
+        let back = Policy::from_stored(&p.to_stored(), &relaxed).unwrap();
+        assert!(back.same_rules(&p));
+        assert_eq!(back.durability, Durability::Relaxed);
+        assert!(Policy::from_stored(&p.to_stored()[1..], &p).is_err());
+    }
 
     #[test]
     fn default_is_valid_and_nonsense_is_not() {

@@ -44,13 +44,22 @@ use crate::keys::{Keyring, TAG16, TagKind};
 use crate::policy::Policy;
 use crate::record::{EventKind, FamilyRecord, FamilyState, RevokeReason, SEALED_SUCCESSOR_LEN};
 use crate::state::{self, Attempt, Decision, Limits, Refusal, SecretCheck};
-use crate::store::IndexKeys;
+use crate::store::{Index, IndexKeys};
 use crate::token::{self, FamilyId, Secret, Token};
 use crate::types::{Introspection, Issued, RevokeTarget, RotateRequest, Rotated, Session};
+use std::collections::HashSet;
+use std::sync::{Arc, PoisonError, RwLock};
 
 /// The keys and rules every operation runs by.
 pub(crate) struct Protocol {
     pub(crate) keys: Keyring,
+    /// Replaced whole when the stored policy changes; each operation runs
+    /// by the rules it took at its start.
+    rules: RwLock<Arc<Rules>>,
+}
+
+/// A policy and the limits derived from it.
+pub(crate) struct Rules {
     pub(crate) policy: Policy,
     pub(crate) limits: Limits,
 }
@@ -81,6 +90,31 @@ pub(crate) enum PreparedRevoke {
     Subject([u8; TAG16]),
     /// Every family of a client tag.
     Client([u8; TAG16]),
+    /// One step of a large subject or client revocation: these families.
+    Listed(Vec<FamilyId>, RevokeReason),
+    /// The last step of a large subject or client revocation: every family
+    /// under the tag when its transaction lists them, but those the earlier
+    /// steps already took.
+    Rest(Index, [u8; TAG16], Arc<HashSet<FamilyId>>),
+}
+
+impl PreparedRevoke {
+    /// The index and tag of a subject or client revocation.
+    pub(crate) fn tag(&self) -> Option<(Index, [u8; TAG16])> {
+        match self {
+            Self::Subject(t) => Some((Index::Subject, *t)),
+            Self::Client(t) => Some((Index::Client, *t)),
+            _ => None,
+        }
+    }
+}
+
+/// Why a subject or client revocation revokes.
+pub(crate) fn tag_reason(index: Index) -> RevokeReason {
+    match index {
+        Index::Subject => RevokeReason::Subject,
+        _ => RevokeReason::Client,
+    }
 }
 
 /// What a rotation hands back to its caller once its batch has committed.
@@ -112,10 +146,31 @@ pub(crate) enum GcAction {
 impl Protocol {
     pub(crate) fn new(keys: Keyring, policy: Policy) -> Self {
         Self {
-            limits: Limits::of(&policy),
-            policy,
+            rules: RwLock::new(Arc::new(Rules {
+                limits: Limits::of(&policy),
+                policy,
+            })),
             keys,
         }
+    }
+
+    /// When a live family stops working unless rotated, under the rules in force.
+    pub(crate) fn deadline(&self, rec: &FamilyRecord) -> i64 {
+        state::deadline(rec, &self.rules().limits)
+    }
+
+    /// The rules in force now.
+    pub(crate) fn rules(&self) -> Arc<Rules> {
+        Arc::clone(&self.rules.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Puts `policy` in force for every later operation.
+    pub(crate) fn set_policy(&self, policy: Policy) {
+        let rules = Arc::new(Rules {
+            limits: Limits::of(&policy),
+            policy,
+        });
+        *self.rules.write().unwrap_or_else(PoisonError::into_inner) = rules;
     }
 
     /// Where a record appears in the indexes.
@@ -138,7 +193,7 @@ impl Protocol {
 
     /// True if the family can still be refreshed at `now`.
     pub(crate) fn is_live(&self, rec: &FamilyRecord, now: i64) -> bool {
-        rec.state == FamilyState::Active && state::expiry(rec, &self.limits, now).is_none()
+        rec.state == FamilyState::Active && state::expiry(rec, &self.rules().limits, now).is_none()
     }
 
     /// Everything about an issue that needs no storage: validation, random
@@ -152,7 +207,7 @@ impl Protocol {
             generation: 0,
             created_at: now,
             rotated_at: now,
-            expires_at: now.saturating_add(duration_millis(self.policy.absolute_lifetime)),
+            expires_at: now.saturating_add(duration_millis(self.rules().policy.absolute_lifetime)),
             gc_at: 0,
             subject_tag: self.keys.tag(TagKind::Subject, &grant.subject),
             client_tag: self.keys.tag(TagKind::Client, &grant.client_id),
@@ -164,7 +219,7 @@ impl Protocol {
             sealed_successor: None,
             sealed_grant: Vec::new(),
         };
-        rec.gc_at = state::deadline(&rec, &self.limits);
+        rec.gc_at = state::deadline(&rec, &self.rules().limits);
         rec.sealed_grant = self.seal_grant(&family, &rec, grant)?;
         Ok(PreparedIssue {
             issued: Issued {
@@ -315,7 +370,7 @@ impl Protocol {
             },
             now,
         };
-        Ok(match state::decide(rec, &attempt, &self.limits) {
+        Ok(match state::decide(rec, &attempt, &self.rules().limits) {
             Decision::Refuse(r) => (Err(refusal(r)), None),
             Decision::Grace => {
                 let successor = opened_successor.ok_or_else(|| corrupt("families", "successor vanished"))?;
@@ -399,11 +454,25 @@ impl Protocol {
         let mut next = rec.clone();
         next.state = FamilyState::Revoked(reason);
         next.sealed_successor = None;
-        next.gc_at = now.saturating_add(duration_millis(self.policy.revoked_retention));
+        next.gc_at = now.saturating_add(duration_millis(self.rules().policy.revoked_retention));
         Transition {
             record: next,
             event: Some(event),
         }
+    }
+
+    /// The per-user cap: of the live families `(issued at, id)` of one
+    /// (subject, client), the ones to remove so that one more family keeps
+    /// them within [`Policy::max_families_per_user`]: the oldest, by issue
+    /// time then id.
+    pub(crate) fn over_cap(&self, mut live: Vec<(i64, FamilyId)>) -> Vec<FamilyId> {
+        let cap = self.rules().policy.max_families_per_user as usize;
+        if cap == 0 {
+            return Vec::new();
+        }
+        let excess = (live.len() + 1).saturating_sub(cap);
+        live.sort_unstable_by_key(|(created, f)| (*created, *f.as_bytes()));
+        live.into_iter().take(excess).map(|(_, f)| f).collect()
     }
 
     /// What gc does with a family whose gc time has come.
@@ -411,13 +480,13 @@ impl Protocol {
         let revoked = rec.state != FamilyState::Active;
         if revoked {
             GcAction::Remove { event: None }
-        } else if state::expiry(rec, &self.limits, now).is_some() {
+        } else if state::expiry(rec, &self.rules().limits, now).is_some() {
             GcAction::Remove {
                 event: Some(EventKind::Expired),
             }
         } else {
             let mut next = rec.clone();
-            next.gc_at = state::deadline(rec, &self.limits);
+            next.gc_at = state::deadline(rec, &self.rules().limits);
             GcAction::Reschedule(next)
         }
     }
@@ -443,7 +512,7 @@ impl Protocol {
             scope: Some(grant.scope),
             client_id: Some(grant.client_id),
             sub: Some(grant.subject),
-            exp: Some(state::deadline(rec, &self.limits).div_euclid(1000)),
+            exp: Some(state::deadline(rec, &self.rules().limits).div_euclid(1000)),
             iat: Some(rec.rotated_at.div_euclid(1000)),
             token_type: Some("refresh_token"),
             cnf_jkt: grant.confirmation,
@@ -485,7 +554,7 @@ impl Protocol {
             generation: rec.generation,
             created_at: from_millis(rec.created_at),
             rotated_at: from_millis(rec.rotated_at),
-            expires_at: from_millis(state::deadline(rec, &self.limits)),
+            expires_at: from_millis(state::deadline(rec, &self.rules().limits)),
             active: live,
             revoked,
             unreadable,
@@ -499,7 +568,7 @@ impl Protocol {
             refresh_token: token::format(&done.successor),
             family: done.family,
             generation: done.rec.generation,
-            expires_at: from_millis(state::deadline(&done.rec, &self.limits)),
+            expires_at: from_millis(state::deadline(&done.rec, &self.rules().limits)),
             authorization_expires_at: from_millis(done.rec.expires_at),
             scope: request.scope.clone().unwrap_or_else(|| grant.scope.clone()),
             grant,

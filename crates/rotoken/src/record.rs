@@ -76,6 +76,10 @@ pub enum RevokeReason {
     Subject = 5,
     /// Revoked with every family of its client.
     Client = 6,
+    /// The oldest live family of its (subject, client), removed when one
+    /// more was issued beyond [`crate::Policy::max_families_per_user`]
+    /// (only in events: the family itself is gone).
+    Cap = 7,
 }
 
 impl RevokeReason {
@@ -88,6 +92,7 @@ impl RevokeReason {
             Self::Family => "family",
             Self::Subject => "subject",
             Self::Client => "client",
+            Self::Cap => "cap",
         }
     }
 
@@ -99,6 +104,7 @@ impl RevokeReason {
             4 => Self::Family,
             5 => Self::Subject,
             6 => Self::Client,
+            7 => Self::Cap,
             _ => return None,
         })
     }
@@ -288,6 +294,10 @@ pub enum EventKind {
     Revoked(RevokeReason),
     /// The family expired and gc removed it.
     Expired,
+    /// The database's policy was changed ([`crate::Engine::set_policy`]);
+    /// the family id is all zeros. Who changed what is in
+    /// [`crate::Engine::policy_history`].
+    PolicyChanged,
 }
 
 impl EventKind {
@@ -298,6 +308,7 @@ impl EventKind {
             Self::Diverged { .. } => "diverged",
             Self::Revoked(_) => "revoked",
             Self::Expired => "expired",
+            Self::PolicyChanged => "policy_changed",
         }
     }
 }
@@ -332,6 +343,7 @@ impl Event {
             EventKind::Diverged { presented, current } => (2, presented, current),
             EventKind::Revoked(r) => (3, u32::from(r as u8), 0),
             EventKind::Expired => (4, 0, 0),
+            EventKind::PolicyChanged => (5, 0, 0),
         };
         out[25] = kind;
         out[26..30].copy_from_slice(&a.to_be_bytes());
@@ -370,6 +382,7 @@ impl Event {
                     .ok_or(DecodeError::Field("event reason"))?,
             ),
             4 => EventKind::Expired,
+            5 => EventKind::PolicyChanged,
             _ => return Err(DecodeError::Field("event kind")),
         };
         Ok(Self {

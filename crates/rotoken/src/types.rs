@@ -315,6 +315,9 @@ pub struct Stats {
     /// Transactions run again because the store reported a conflict with
     /// another writer (a shared store's serialization failure or deadlock).
     pub conflicts_retried: u64,
+    /// The most families one write transaction locked (a large subject or
+    /// client revocation takes steps of at most 1,000).
+    pub largest_lock: u64,
     /// Families the background gc removed.
     pub gc_removed: u64,
     /// Background gc steps that failed (a storage error or damaged record;

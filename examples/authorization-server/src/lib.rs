@@ -172,17 +172,15 @@ impl App {
         }
         // A DPoP proof on the exchange binds the family to the client's key.
         let url = self.oauth.config().url(&self.oauth.config().token_path);
-        let dpop_jkt = self
-            .oauth
-            .dpop_thumbprint(request.headers(), "POST", &url)
-            .map_err(|e| OAuthError::new(ErrorCode::InvalidDpopProof, e.to_string()))?;
+        let dpop_jkt = self.oauth.dpop_thumbprint(request.headers(), "POST", &url)?;
         let mut issue = IssueRequest::new(pending.subject, pending.client_id, pending.scope);
         issue.dpop_jkt = dpop_jkt;
         // In-process: a family (when offline_access was granted) and an access token.
-        self.oauth.issue(&issue).map_err(|e| {
-            tracing::error!(error = %e, "issuing failed");
-            OAuthError::server_error()
-        })
+        // An unknown client is `invalid_client`, a storage failure `server_error`.
+        Ok(self
+            .oauth
+            .issue(&issue)
+            .inspect_err(|e| tracing::error!(error = %e, "issuing failed"))?)
     }
 
     /// The token endpoint: `authorization_code` here, everything else rotoken's.

@@ -5,17 +5,13 @@
 use http::HeaderMap;
 
 use crate::dpop::{CheckedProof, DpopError};
-use crate::error::{ErrorCode, OAuthError};
+use crate::error::OAuthError;
 use crate::server::OAuthServer;
 
 /// The OAuth error for a refused DPoP proof.
 pub(crate) fn dpop_error(e: DpopError) -> OAuthError {
     tracing::debug!(reason = %e, "DPoP proof refused");
-    match e {
-        DpopError::UseNonce => OAuthError::new(ErrorCode::UseDpopNonce, e.to_string()),
-        DpopError::NonceUnavailable => OAuthError::server_error(),
-        _ => OAuthError::new(ErrorCode::InvalidDpopProof, e.to_string()),
-    }
+    OAuthError::from(e)
 }
 
 impl OAuthServer {
@@ -29,14 +25,14 @@ impl OAuthServer {
     ///
     /// Call it once the exchange request is otherwise authenticated (client
     /// and code): the proof is remembered against replay here. With
-    /// [`Config::dpop_nonce`] on, a proof without the current nonce gets
+    /// [`Config::dpop_nonce`](crate::Config::dpop_nonce) on, a proof without the current nonce gets
     /// [`DpopError::UseNonce`]: answer `use_dpop_nonce` with
     /// [`OAuthServer::dpop_nonce`] in a `DPoP-Nonce` header.
     pub fn dpop_thumbprint(&self, headers: &HeaderMap, method: &str, url: &str) -> Result<Option<String>, DpopError> {
         let Some(proof) = self.check_dpop(headers, method, url)? else {
             return Ok(None);
         };
-        let now = self.config.clock.now().unix_timestamp();
+        let now = self.clock.now().unix_timestamp();
         self.dpop.remember(&proof, now)?;
         Ok(Some(proof.jkt))
     }
@@ -44,7 +40,7 @@ impl OAuthServer {
     /// The DPoP nonce to send in `DPoP-Nonce` now, if nonces are on.
     pub fn dpop_nonce(&self) -> Option<String> {
         let nonces = self.nonces.as_ref()?.as_ref()?;
-        Some(nonces.current(self.config.clock.now().unix_timestamp()))
+        Some(nonces.current(self.clock.now().unix_timestamp()))
     }
 
     /// Checks the `DPoP` header's proof and nonce, without remembering it.
@@ -64,7 +60,7 @@ impl OAuthServer {
         let proof = value
             .to_str()
             .map_err(|_| DpopError::Malformed("the header is not ASCII"))?;
-        let now = self.config.clock.now().unix_timestamp();
+        let now = self.clock.now().unix_timestamp();
         let checked = self.dpop.check(proof, method, url, now)?;
         match &self.nonces {
             None => {}

@@ -70,7 +70,7 @@ impl OAuthServer {
             }
             return Ok(Value::Object(m));
         }
-        match self.minter.introspect(token) {
+        match self.minter.introspect_at(token, self.clock.now()) {
             Some(mut m) if visible(m.get("client_id").and_then(Value::as_str)) => {
                 // RFC 7009 §2.1: an access token of a revoked (or expired)
                 // family is inactive at once, not only when it expires.

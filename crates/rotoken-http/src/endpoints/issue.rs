@@ -127,6 +127,7 @@ impl OAuthServer {
             family: family.as_ref(),
             metadata: &request.metadata,
             audience: self.audience(&client),
+            now: Some(self.clock.now()),
         })?;
         Ok(TokenResponse {
             access_token: access.value,

@@ -54,7 +54,10 @@ impl OAuthServer {
         if request.method() != Method::GET && request.method() != Method::HEAD {
             return OAuthError::method_not_allowed("GET").into_response();
         }
-        let mut r = json_response(StatusCode::OK, Bytes::from(self.minter.jwks().to_string()));
+        let mut r = json_response(
+            StatusCode::OK,
+            Bytes::from(self.minter.jwks_at(self.clock.now()).to_string()),
+        );
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/jwk-set+json"),

@@ -47,23 +47,22 @@ impl OAuthServer {
                 tracing::info!(client_id = %client.id, families = n, "revocation");
                 Ok(())
             }
-            Err(RevokeError::ClientMismatch) => {
+            Err(e @ RevokeError::ClientMismatch) => {
                 tracing::debug!(client_id = %client.id, "revocation refused: the token belongs to another client");
-                Err(OAuthError::new(
-                    ErrorCode::UnauthorizedClient,
-                    "the token was issued to another client",
-                ))
+                Err(e.into())
             }
             // Not a refresh token: an access token is refused as RFC 7009
             // §2.2.1 allows, anything else is not an error (§2.2).
-            Err(RevokeError::Malformed(_)) if self.minter.introspect(token).is_some() => Err(OAuthError::new(
-                ErrorCode::UnsupportedTokenType,
-                "access tokens are self-contained and expire on their own; revoke the refresh token",
-            )),
+            Err(RevokeError::Malformed(_)) if self.minter.introspect_at(token, self.clock.now()).is_some() => {
+                Err(OAuthError::new(
+                    ErrorCode::UnsupportedTokenType,
+                    "access tokens are self-contained and expire on their own; revoke the refresh token",
+                ))
+            }
             Err(RevokeError::Malformed(_) | RevokeError::InvalidToken | RevokeError::InvalidInput(_)) => Ok(()),
             Err(e) => {
                 tracing::error!(error = %e, "revocation failed");
-                Err(OAuthError::server_error())
+                Err(e.into())
             }
         }
     }

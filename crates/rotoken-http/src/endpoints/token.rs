@@ -161,7 +161,7 @@ impl OAuthServer {
             if !self.authenticates(token) {
                 return Err(self.rotate_error(RotateError::InvalidToken, &client.id));
             }
-            let now = self.config.clock.now().unix_timestamp();
+            let now = self.clock.now().unix_timestamp();
             self.dpop.remember(proof, now).map_err(dpop_error)?;
         }
         let mut rotate = RotateRequest::new(client.id.clone());
@@ -199,6 +199,7 @@ impl OAuthServer {
                 family: Some(&rotated.family),
                 metadata: &rotated.grant.metadata,
                 audience: self.audience(client),
+                now: Some(self.clock.now()),
             })
             .map_err(|e| {
                 tracing::error!(error = %e, client_id = %client.id, "minting the access token failed");
@@ -221,52 +222,16 @@ impl OAuthServer {
     /// `session_revoked:`...) for the client's operator; none tells more
     /// than the presented token already does.
     pub(crate) fn rotate_error(&self, e: RotateError, client_id: &str) -> OAuthError {
-        let code = e.code().as_str();
-        let err = match e {
+        let code = e.code();
+        match &e {
             RotateError::ReuseDetected { family } | RotateError::Diverged { family } => {
                 self.metrics.reuse_detected();
-                tracing::warn!(%family, client_id, reason = code, "refresh token reuse detected; family revoked");
-                return OAuthError::invalid_grant(if code == "diverged" {
-                    "refresh_token_diverged: the refresh token disagrees with the session's state, \
-                     as when a copy of the session was used elsewhere; the session is revoked, sign in again"
-                } else {
-                    "refresh_token_reused: the refresh token was already used; \
-                     the session is revoked, sign in again"
-                });
+                tracing::warn!(%family, client_id, reason = %code, "refresh token reuse detected; family revoked");
             }
-            RotateError::Malformed(_) | RotateError::InvalidToken | RotateError::Unknown => {
-                OAuthError::invalid_grant("refresh_token_invalid: the refresh token is invalid")
-            }
-            RotateError::Revoked(_) => {
-                OAuthError::invalid_grant("session_revoked: the refresh token's session is revoked; sign in again")
-            }
-            RotateError::Expired { .. } => {
-                OAuthError::invalid_grant("session_expired: the refresh token has expired; sign in again")
-            }
-            RotateError::ClientMismatch => {
-                OAuthError::invalid_grant("client_mismatch: the refresh token was issued to another client")
-            }
-            RotateError::ConfirmationMismatch => OAuthError::invalid_grant(
-                "dpop_key_mismatch: the refresh token is bound to a DPoP key; send a DPoP proof made with that key",
-            ),
-            RotateError::TooManyGenerations => {
-                OAuthError::invalid_grant("refresh_limit_reached: the session reached its refresh limit; sign in again")
-            }
-            RotateError::ScopeWidened => {
-                OAuthError::new(ErrorCode::InvalidScope, "the requested scope exceeds the granted scope")
-            }
-            RotateError::InvalidInput(_) => OAuthError::invalid_request("a request parameter is invalid"),
-            RotateError::Store(e) => {
-                tracing::error!(error = %e, client_id, "refresh failed: storage error");
-                return OAuthError::server_error();
-            }
-            other => {
-                tracing::error!(error = %other, client_id, "refresh failed");
-                return OAuthError::server_error();
-            }
-        };
-        tracing::debug!(client_id, reason = code, "refresh refused");
-        err
+            _ if !code.is_client_error() => tracing::error!(error = %e, client_id, "refresh failed"),
+            _ => tracing::debug!(client_id, reason = %code, "refresh refused"),
+        }
+        OAuthError::from(e)
     }
 
     /// The `aud` for `client`'s access tokens: its own, else the server's
@@ -280,6 +245,6 @@ impl OAuthServer {
 
     /// Whole seconds from now until `at`, 0 if past.
     pub(crate) fn seconds_until(&self, at: time::OffsetDateTime) -> u64 {
-        u64::try_from((at - self.config.clock.now()).whole_seconds()).unwrap_or(0)
+        u64::try_from((at - self.clock.now()).whole_seconds()).unwrap_or(0)
     }
 }

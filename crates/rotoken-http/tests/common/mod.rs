@@ -11,8 +11,8 @@ use bytes::Bytes;
 use http::{Request, Response};
 use rotoken::{Engine, Keyring, ManualClock, Options, Scope};
 use rotoken_http::{
-    Config, IssueRequest, JwtMinter, MemoryClients, OAuthServer, RegisteredClient, SecretHash, SigningKey,
-    jwk_thumbprint,
+    AccessTokenMinter, Config, IssueRequest, JwtMinter, MemoryClients, OAuthServer, RegisteredClient, SecretHash,
+    SigningKey, jwk_thumbprint,
 };
 use serde_json::Value;
 
@@ -41,6 +41,22 @@ pub fn fixture() -> Fixture {
 }
 
 pub fn fixture_with(tweak: impl FnOnce(&mut Config)) -> Fixture {
+    fixture_with_minter(default_minter(), tweak)
+}
+
+/// The fixtures' minter: no clock of its own, the server passes its time.
+pub fn default_minter() -> JwtMinter {
+    JwtMinter::new(
+        SigningKey::ed25519_from_seed([42; 32]),
+        ISSUER,
+        Duration::from_secs(300),
+    )
+}
+
+/// The fixture with another minter. The manual clock is wired in two
+/// places, the engine's options and the server's config; the minter takes
+/// the server's time from each request.
+pub fn fixture_with_minter(minter: impl AccessTokenMinter + 'static, tweak: impl FnOnce(&mut Config)) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::at_unix_millis(START_MS);
     let options = Options {
@@ -61,14 +77,7 @@ pub fn fixture_with(tweak: impl FnOnce(&mut Config)) -> Fixture {
         .with(RegisteredClient::confidential("rs", SecretHash::new(RS_SECRET.as_bytes()).unwrap()).with_introspection())
         .with(RegisteredClient::public("no-refresh").without_refresh())
         .with(RegisteredClient::public("api-spa").with_audience(API_AUDIENCE));
-    let minter = JwtMinter::new(
-        SigningKey::ed25519_from_seed([42; 32]),
-        ISSUER,
-        Duration::from_secs(300),
-    )
-    .with_clock(Arc::new(clock.clone()));
     let mut config = Config::new(ISSUER);
-    config.clock = Arc::new(clock.clone());
     tweak(&mut config);
     let server = Arc::new(OAuthServer::new(engine, Arc::new(clients), Arc::new(minter), config));
     Fixture { server, clock, dir }

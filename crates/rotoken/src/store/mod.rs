@@ -306,6 +306,29 @@ pub trait ReadTxn {
     /// A storage error.
     fn families_by(&self, index: Index, tag: &[u8; TAG_LEN]) -> Result<Vec<FamilyId>, StoreError>;
 
+    /// Up to `limit` of the families listed under `tag` in `index` whose id
+    /// is greater than `after`, in family-id order: a large subject or
+    /// client revocation walks its families with it. The default filters
+    /// [`ReadTxn::families_by`]; a store should answer from its index.
+    ///
+    /// # Errors
+    ///
+    /// A storage error.
+    fn families_by_page(
+        &self,
+        index: Index,
+        tag: &[u8; TAG_LEN],
+        after: Option<&FamilyId>,
+        limit: usize,
+    ) -> Result<Vec<FamilyId>, StoreError> {
+        Ok(self
+            .families_by(index, tag)?
+            .into_iter()
+            .filter(|f| after.is_none_or(|a| f > a))
+            .take(limit)
+            .collect())
+    }
+
     /// Up to `limit` events with a sequence number above `after`, in order.
     ///
     /// # Errors

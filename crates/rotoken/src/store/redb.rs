@@ -588,6 +588,17 @@ macro_rules! redb_reads {
                     .guard(|| index_scan(&self.txn()?.open_table(index_table(index))?, tag))
             }
 
+            fn families_by_page(
+                &self,
+                index: Index,
+                tag: &[u8; TAG_LEN],
+                after: Option<&FamilyId>,
+                limit: usize,
+            ) -> Result<Vec<FamilyId>, StoreError> {
+                self.store
+                    .guard(|| index_page(&self.txn()?.open_table(index_table(index))?, tag, after, limit))
+            }
+
             fn events(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
                 self.store.guard(|| {
                     let t = self.txn()?.open_table(EVENTS)?;
@@ -792,6 +803,28 @@ fn index_scan(table: &impl ReadableTable<[u8; 32], ()>, tag: &[u8; TAG_LEN]) -> 
     for entry in table.range(pair(tag, &[0; 16])..=pair(tag, &[0xff; 16]))? {
         let k = entry?.0.value();
         out.push(FamilyId::from_bytes(second_half(&k)));
+    }
+    Ok(out)
+}
+
+/// Up to `limit` ids under `tag` after `after`, from the index itself.
+fn index_page(
+    table: &impl ReadableTable<[u8; 32], ()>,
+    tag: &[u8; TAG_LEN],
+    after: Option<&FamilyId>,
+    limit: usize,
+) -> Result<Vec<FamilyId>, StoreError> {
+    let start = pair(tag, after.map_or(&[0; 16], |f| f.as_bytes()));
+    let mut out = Vec::new();
+    for entry in table.range(start..=pair(tag, &[0xff; 16]))? {
+        let id = FamilyId::from_bytes(second_half(&entry?.0.value()));
+        if after == Some(&id) {
+            continue;
+        }
+        if out.len() >= limit {
+            break;
+        }
+        out.push(id);
     }
     Ok(out)
 }
