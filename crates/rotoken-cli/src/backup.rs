@@ -271,6 +271,15 @@ fn restore_into(
     )?;
     drop(engine);
     let mut warnings = Vec::new();
+    let policy_changes = stream
+        .iter()
+        .filter(|e| e.seq > after && e.kind == "policy_changed")
+        .count();
+    if policy_changes > 0 {
+        warnings.push(format!(
+            "the stream records {policy_changes} policy change(s) after the backup: the restored database runs by the backup's policy; check it with `rotoken policy show` and set it again"
+        ));
+    }
     if a.events.is_none() {
         warnings.push(
             "no event stream given: families revoked after the backup are live again (docs/reliability.md, \"Backup and restore\")"
