@@ -184,3 +184,78 @@ impl Engine {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Grant, Keyring, Options, Scope};
+
+    #[test]
+    fn only_revocations_after_the_backup_are_applied_again_and_a_gap_is_seen() {
+        let engine = Engine::in_memory(Keyring::generate().unwrap(), Options::default()).unwrap();
+        let grant = Grant::new("alice", "web", Scope::parse("openid offline_access").unwrap());
+        let live = engine.issue(&grant).unwrap().family;
+        let other = engine.issue(&grant).unwrap().family;
+        let unknown = FamilyId::from_bytes([7; 16]);
+        let events = [
+            // At or before the backup: already in it.
+            RecordedEvent {
+                seq: 3,
+                kind: "revoked",
+                family: other,
+            },
+            // After it, but not a revocation.
+            RecordedEvent {
+                seq: 7,
+                kind: "expired",
+                family: other,
+            },
+            RecordedEvent {
+                seq: 8,
+                kind: "reuse_detected",
+                family: live,
+            },
+            // A family issued after the backup: not in the database.
+            RecordedEvent {
+                seq: 9,
+                kind: "diverged",
+                family: unknown,
+            },
+        ];
+        let done = engine.reapply_revocations(events, 5).unwrap();
+        assert_eq!((done.revocations, done.revoked, done.unchanged), (2, 1, 1));
+        assert_eq!((done.last_seq, done.first_seq_after), (9, Some(7)));
+        assert!(done.has_gap(5) && !done.has_gap(6));
+        assert!(!engine.family_is_active(&live).unwrap());
+        assert!(engine.family_is_active(&other).unwrap());
+        // Running it again changes nothing more.
+        let again = engine.reapply_revocations(events, 5).unwrap();
+        assert_eq!((again.revoked, again.unchanged), (0, 2));
+    }
+
+    #[test]
+    fn a_store_without_a_backup_of_its_own_says_so() {
+        struct NoBackup(crate::RedbStore);
+        impl crate::store::Store for NoBackup {
+            fn name(&self) -> &'static str {
+                "other"
+            }
+            fn begin_read(&self) -> Result<Box<dyn crate::store::ReadTxn + '_>, StoreError> {
+                self.0.begin_read()
+            }
+            fn begin_write(
+                &self,
+                commit: crate::store::Commit,
+            ) -> Result<Box<dyn crate::store::WriteTxn + '_>, StoreError> {
+                self.0.begin_write(commit)
+            }
+        }
+        let store = NoBackup(crate::RedbStore::in_memory().unwrap());
+        let engine = Engine::with_store(store, Keyring::generate().unwrap(), crate::Options::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let err = engine.backup(dir.path().join("b.redb")).unwrap_err();
+        assert!(matches!(err, BackupError::Unsupported("other")), "{err}");
+        assert_eq!(err.code(), "backup_unsupported");
+        assert!(engine.schema().is_none());
+    }
+}
