@@ -1246,6 +1246,14 @@ fn backup_through_the_admin_api_while_serving_is_a_consistent_private_snapshot()
     assert_eq!(status, 401);
     assert!(!other.exists());
 
+    // Restoring over the file the server holds is refused, even with --force.
+    let out = Command::new(bin())
+        .args(["restore", "snapshot.redb", "--force"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"locked\""), "{out:?}");
     // The snapshot is a database like any other, with the server's keys, and sound.
     let check = rotoken(d, &["--db", "snapshot.redb", "check"], "");
     assert_eq!(check["ok"], true, "{check}");
