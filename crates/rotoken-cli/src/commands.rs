@@ -194,6 +194,9 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
                 bytes_after: size("the compacted database")?,
             })
         }
+        Command::Migrate => crate::backup::migrate(g),
+        Command::Backup(a) => crate::backup::backup(g, &a),
+        Command::Restore(a) => crate::backup::restore(g, &a),
         Command::Events(a) => crate::events::run(g, &a),
         Command::Demo => crate::demo::run(&policy(g)),
         #[cfg(feature = "bench")]
@@ -317,15 +320,7 @@ fn keys_rotate(path: &Path) -> Result<(), CliError> {
 /// quietly create an empty file and report every token unknown.
 pub(crate) fn open(g: &Global, create: bool, compare_policy: bool) -> Result<Engine, CliError> {
     let keys = load_keys(&g.keys)?;
-    let store = g.store();
-    if !create && !store.exists() {
-        return Err(CliError::refused(
-            "db_missing",
-            format!(
-                "no database at {store}; `rotoken issue` creates one (or point --db / --store / ROTOKEN_STORE at the existing one)"
-            ),
-        ));
-    }
+    let store = if create { g.store() } else { existing_store(g)? };
     // The policy flags set a new database's policy; every later opener
     // runs by the stored one (see `rotoken policy`). Background gc is left
     // to `rotoken gc` and the server.
@@ -335,6 +330,21 @@ pub(crate) fn open(g: &Global, create: bool, compare_policy: bool) -> Result<Eng
         crate::policy::check_flags(g, &engine)?;
     }
     Ok(engine)
+}
+
+/// The store of `--db` / `--store`, refused with `db_missing` when it is a
+/// file that does not exist.
+pub(crate) fn existing_store(g: &Global) -> Result<rotoken_postgres::StoreLocation, CliError> {
+    let store = g.store();
+    if !store.exists() {
+        return Err(CliError::refused(
+            "db_missing",
+            format!(
+                "no database at {store}; `rotoken issue` creates one (or point --db / --store / ROTOKEN_STORE at the existing one)"
+            ),
+        ));
+    }
+    Ok(store)
 }
 
 /// The token named by a TOKEN argument: the argument itself, or standard

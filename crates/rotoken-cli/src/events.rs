@@ -22,6 +22,7 @@ use rotoken::Engine;
 use rotoken_http::{EventJson, EventsJson, MAX_EVENTS_LIMIT};
 
 use crate::Global;
+use crate::admin_client::AdminClient;
 use crate::output::{CliError, EXIT_STORAGE};
 
 /// Events asked for at a time.
@@ -48,11 +49,7 @@ pub(crate) struct EventsArgs {
 /// Where events are read from.
 enum Source {
     Store(Box<Engine>),
-    Admin {
-        agent: ureq::Agent,
-        url: String,
-        token: String,
-    },
+    Admin(AdminClient),
 }
 
 impl Source {
@@ -60,31 +57,11 @@ impl Source {
     fn page(&self, after: u64) -> Result<Vec<EventJson>, CliError> {
         match self {
             Self::Store(engine) => Ok(engine.events(after, PAGE)?.iter().map(EventJson::from).collect()),
-            Self::Admin { agent, url, token } => {
-                let unreachable =
-                    |e: &dyn std::fmt::Display| CliError::storage("admin_unreachable", format!("GET {url}: {e}"));
-                let mut response = agent
-                    .get(url)
-                    .query("after", after.to_string())
-                    .query("limit", PAGE.to_string())
-                    .header("Authorization", format!("Bearer {token}"))
-                    .call()
-                    .map_err(|e| unreachable(&e))?;
-                let status = response.status().as_u16();
-                let body = response
-                    .body_mut()
-                    .with_config()
-                    .limit(16 * 1024 * 1024)
-                    .read_to_string()
-                    .map_err(|e| unreachable(&e))?;
-                if status != 200 {
-                    let message = format!("the admin API answered {status}: {body}");
-                    return Err(if status >= 500 {
-                        CliError::storage("admin_failed", message)
-                    } else {
-                        CliError::refused("admin_refused", message)
-                    });
-                }
+            Self::Admin(admin) => {
+                let body = admin.get(
+                    "/admin/events",
+                    &[("after", after.to_string()), ("limit", PAGE.to_string())],
+                )?;
                 let answer: EventsJson = serde_json::from_str(&body)
                     .map_err(|e| CliError::storage("admin_failed", format!("not an events answer: {e}")))?;
                 Ok(answer.events)
@@ -102,7 +79,7 @@ impl Source {
 /// for another reason than a closed pipe (which ends the command quietly).
 pub(crate) fn run(g: &Global, a: &EventsArgs) -> Result<(), CliError> {
     let source = match &a.admin_url {
-        Some(base) => admin_source(base)?,
+        Some(base) => Source::Admin(AdminClient::from_env(base, Duration::from_secs(30))?),
         None => Source::Store(Box::new(crate::commands::open(g, false, true).map_err(|e| {
             if e.code == "locked" {
                 CliError::refused(
@@ -149,29 +126,6 @@ pub(crate) fn run(g: &Global, a: &EventsArgs) -> Result<(), CliError> {
             std::thread::sleep(interval);
         }
     }
-}
-
-/// The admin API source: `base` + `/admin/events`, the token from the environment.
-fn admin_source(base: &str) -> Result<Source, CliError> {
-    let token = std::env::var("ROTOKEN_ADMIN_TOKEN")
-        .ok()
-        .filter(|t| !t.trim().is_empty())
-        .ok_or_else(|| {
-            CliError::refused(
-                "admin_token_missing",
-                "--admin-url needs the admin token in ROTOKEN_ADMIN_TOKEN",
-            )
-        })?;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
-    Ok(Source::Admin {
-        agent,
-        url: format!("{}/admin/events", base.trim_end_matches('/')),
-        token: token.trim().to_owned(),
-    })
 }
 
 /// Writes one JSON line per event and flushes.

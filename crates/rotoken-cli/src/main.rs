@@ -35,6 +35,8 @@
 
 #![forbid(unsafe_code)]
 
+mod admin_client;
+mod backup;
 #[cfg(feature = "bench")]
 mod bench;
 mod clients;
@@ -170,6 +172,20 @@ pub(crate) enum Command {
     /// to itself: stop `rotoken serve` first. Run `gc` before it to drop
     /// expired families.
     Compact,
+    /// Bring the database's schema to this release's (applying the
+    /// migrations it lacks) and print the versions before and after.
+    /// Every command migrates when it opens an older database; this one
+    /// does only that, and says so. A newer schema is refused
+    /// (`unsupported_schema`) and nothing is written.
+    Migrate,
+    /// Write a consistent snapshot of the redb database into a new file
+    /// (mode 0600): from the file itself, or with --admin-url from a running
+    /// `rotoken serve`. A PostgreSQL store is backed up with pg_dump.
+    Backup(backup::BackupArgs),
+    /// Put a backup in place of the database (stop `rotoken serve` first),
+    /// then revoke again every family that the event stream (--events)
+    /// records as revoked after the backup.
+    Restore(backup::RestoreArgs),
     /// Print the audit events (reuse detected, diverged, revoked, expired) as JSON lines;
     /// `--follow` keeps printing new ones, `--after SEQ` resumes.
     Events(events::EventsArgs),

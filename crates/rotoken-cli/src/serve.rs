@@ -238,6 +238,16 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
         None => None,
     };
 
+    if let Some(schema) = engine.schema().filter(|schema| schema.upgraded()) {
+        for m in &schema.applied {
+            tracing::warn!(version = m.version, what = m.what, "schema migration applied on open");
+        }
+        tracing::warn!(
+            from = schema.found,
+            to = schema.current,
+            "database schema upgraded on open; an older rotoken can no longer open it"
+        );
+    }
     let file = FileClients::open(&s.clients_file).map_err(|e| CliError::refused("clients_invalid", e.to_string()))?;
     let inline = s
         .inline_clients

@@ -818,3 +818,193 @@ fn issue_follows_the_same_rule_as_the_admin_api() {
     let v = env.run(&["issue", "--subject", "a", "--client", "web"]).ok();
     assert!(str_of(&v["refresh_token"]).starts_with("rt1_"));
 }
+
+/// Rotates `token` as client `web` in the database `db`; the successor.
+fn rotate_in(env: &Env, db: &str, token: &str) -> String {
+    str_of(&env.run(&["--db", db, "rotate", token, "--client", "web"]).ok()["refresh_token"])
+}
+
+/// Rotating `token` as client `web` in the database `db` is refused with `code`.
+fn refused_in(env: &Env, db: &str, token: &str, code: &str) {
+    env.run(&["--db", db, "rotate", token, "--client", "web"])
+        .fails_with(1, code);
+}
+
+/// The state after a backup: what happened since, and the event stream
+/// that recorded it. Returns (tokens, the reused family's id).
+struct AfterBackup {
+    /// Family A's token at the backup (generation 0); A was revoked by reuse after it.
+    a0: String,
+    /// A's current token when it was revoked (generation 2).
+    a2: String,
+    /// Family B's token rotated after the backup (generation 1).
+    b1: String,
+    /// A family issued after the backup.
+    c0: String,
+    a_family: String,
+    /// The greatest sequence number in the stream.
+    last_seq: u64,
+}
+
+/// Issues A and B, backs up to `backup.redb`, then rotates A twice and
+/// replays its first token (reuse: A revoked), rotates B, issues C, and
+/// writes the event stream to `events.jsonl`.
+fn issue_backup_and_revoke(env: &Env) -> AfterBackup {
+    let (a0, a_family) = env.issue("alice", "web");
+    let (b0, _) = env.issue("bob", "web");
+    let v = env.run(&["backup", "backup.redb"]).ok();
+    assert_eq!(
+        (v["families"].as_u64(), v["last_event_seq"].as_u64()),
+        (Some(2), Some(0)),
+        "{v}"
+    );
+    assert_eq!(mode(&env.path("backup.redb")), 0o600);
+    env.run(&["backup", "backup.redb"]).fails_with(1, "backup_exists");
+
+    let a1 = rotate_in(env, "rotoken.redb", &a0);
+    let a2 = rotate_in(env, "rotoken.redb", &a1);
+    env.run(&["rotate", &a0, "--client", "web"])
+        .fails_with(1, "reuse_detected");
+    let b1 = rotate_in(env, "rotoken.redb", &b0);
+    let (c0, _) = env.issue("carol", "web");
+    let out = env.run(&["events"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let events: Vec<Value> = out.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0]["kind"].as_str(), events[0]["family"].as_str()),
+        (Some("reuse_detected"), Some(a_family.as_str()))
+    );
+    std::fs::write(env.path("events.jsonl"), &out.stdout).unwrap();
+    AfterBackup {
+        a0,
+        a2,
+        b1,
+        c0,
+        a_family,
+        last_seq: events[0]["seq"].as_u64().unwrap(),
+    }
+}
+
+#[test]
+fn a_restore_with_the_event_stream_keeps_a_family_revoked_after_the_backup_revoked() {
+    let env = Env::with_keys();
+    let after = issue_backup_and_revoke(&env);
+    let db = "restored.redb";
+    let v = env
+        .run(&["--db", db, "restore", "backup.redb", "--events", "events.jsonl"])
+        .ok();
+    assert_eq!(v["revocations_after_backup"], 1, "{v}");
+    assert_eq!(v["revoked_again"], 1, "{v}");
+    assert_eq!(v["backup_last_event_seq"], 0, "{v}");
+    assert!(v.get("warnings").is_none(), "{v}");
+    assert_eq!(mode(&env.path(db)), 0o600);
+    assert!(
+        !env.path(&format!(".{db}.restoring")).exists(),
+        "the staging file was left behind"
+    );
+
+    // A's token of the backup is live in the backup, but A was revoked since: still revoked.
+    refused_in(&env, db, &after.a0, "revoked");
+    refused_in(&env, db, &after.a2, "revoked");
+    // What happened after the backup is never accepted.
+    refused_in(&env, db, &after.c0, "unknown_token");
+    refused_in(&env, db, &after.b1, "diverged");
+    assert_eq!(env.run(&["--db", db, "check"]).ok()["ok"], true);
+
+    // Event numbers the stream holds are never given again: new events follow it.
+    let out = env.run(&["--db", db, "events"]);
+    let seqs: Vec<(u64, String)> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|e| (e["seq"].as_u64().unwrap(), e["kind"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(seqs.len(), 2, "{seqs:?}");
+    assert!(seqs.iter().all(|(seq, _)| *seq > after.last_seq), "{seqs:?}");
+    assert_eq!(seqs[0].1, "revoked");
+    assert_eq!(seqs[1].1, "diverged");
+    let revoked = env.run(&["--db", db, "sessions", "--subject", "alice"]).ok();
+    assert_eq!(revoked["sessions"][0]["family_id"], after.a_family.as_str());
+    assert_eq!(revoked["sessions"][0]["active"], false);
+
+    // Restoring over a database needs --force.
+    env.run(&["--db", db, "restore", "backup.redb"])
+        .fails_with(1, "db_exists");
+    env.run(&[
+        "--db",
+        db,
+        "restore",
+        "backup.redb",
+        "--force",
+        "--events",
+        "events.jsonl",
+    ])
+    .ok();
+}
+
+#[test]
+fn a_restore_without_the_stream_revives_a_revoked_family_but_never_accepts_a_later_token() {
+    let env = Env::with_keys();
+    let after = issue_backup_and_revoke(&env);
+    let db = "bare.redb";
+    let v = env.run(&["--db", db, "restore", "backup.redb"]).ok();
+    assert_eq!(v["revoked_again"], 0, "{v}");
+    assert!(v["warnings"][0].as_str().unwrap().contains("live again"), "{v}");
+
+    // What the stream would have kept: A, revoked after the backup, is live again.
+    assert_eq!(env.run(&["--db", db, "introspect", &after.a0]).ok()["active"], true);
+    // Tokens issued or rotated after the backup are unknown or diverged, never accepted.
+    refused_in(&env, db, &after.c0, "unknown_token");
+    refused_in(&env, db, &after.b1, "diverged");
+    refused_in(&env, db, &after.a2, "diverged");
+    // ... and a diverged token revoked its family, the backup's token with it.
+    refused_in(&env, db, &after.a0, "revoked");
+}
+
+#[test]
+fn restore_refuses_a_bad_stream_and_a_postgres_store_before_writing() {
+    let env = Env::with_keys();
+    env.issue("alice", "web");
+    env.run(&["backup", "backup.redb"]).ok();
+    std::fs::write(env.path("events.jsonl"), "{\"seq\":1,\"kind\":\"revoked\"}\n").unwrap();
+    let e = env
+        .run(&["--db", "new.redb", "restore", "backup.redb", "--events", "events.jsonl"])
+        .fails_with(1, "events_invalid");
+    assert!(e["message"].as_str().unwrap().contains("line 1"), "{e}");
+    assert!(!env.path("new.redb").exists());
+    env.run(&["--store", "postgres://nobody@127.0.0.1:1/x", "restore", "backup.redb"])
+        .fails_with(1, "restore_unsupported");
+    env.run(&["--store", "postgres://nobody@127.0.0.1:1/x", "backup", "pg.redb"])
+        .fails_with(1, "backup_unsupported");
+    env.run(&["--db", "none.redb", "backup", "x.redb"])
+        .fails_with(1, "db_missing");
+}
+
+#[test]
+fn migrate_says_what_it_found_and_a_newer_schema_is_refused_with_nothing_written() {
+    let env = Env::with_keys();
+    env.run(&["migrate"]).fails_with(1, "db_missing");
+    env.issue("alice", "web");
+    let v = env.run(&["migrate"]).ok();
+    assert_eq!(v["store"], "redb");
+    assert_eq!((v["from"].as_u64(), v["to"].as_u64()), (Some(1), Some(1)), "{v}");
+    assert_eq!(v["applied"], serde_json::json!([]));
+
+    let path = env.path("rotoken.redb");
+    {
+        const META: redb::TableDefinition<'_, &str, &[u8]> = redb::TableDefinition::new("meta");
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", 2u32.to_be_bytes().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let e = env.run(&["migrate"]).fails_with(3, "unsupported_schema");
+    assert!(e["message"].as_str().unwrap().contains("version 2"), "{e}");
+    env.run(&["check"]).fails_with(3, "unsupported_schema");
+    assert!(std::fs::read(&path).unwrap() == before, "a newer schema was written to");
+}

@@ -307,3 +307,34 @@ fn events_follow_a_postgres_store_beside_a_server() {
     let rest = common::events(d, &["--store", &url, "--after", &after], &[]);
     assert_eq!(rest, vec![revoked]);
 }
+
+#[test]
+fn migrate_creates_a_postgres_schema_then_finds_it_current_and_backup_points_at_pg_dump() {
+    let Some((_db, url, dir)) = shared_store() else {
+        return;
+    };
+    let d = dir.path();
+    let (ok, first) = rotoken(d, &["--store", &url, "migrate"]);
+    assert!(ok, "{first}");
+    assert_eq!(first["store"], "postgres");
+    let current = u64::from(rotoken_postgres::SCHEMA_VERSION);
+    assert_eq!(
+        (first["from"].as_u64(), first["to"].as_u64()),
+        (Some(0), Some(current)),
+        "{first}"
+    );
+    assert_eq!(first["applied"].as_array().unwrap().len(), current as usize, "{first}");
+    assert!(!first["location"].as_str().unwrap().is_empty());
+    let (ok, again) = rotoken(d, &["--store", &url, "migrate"]);
+    assert!(ok, "{again}");
+    assert_eq!(
+        (again["from"].as_u64(), again["to"].as_u64()),
+        (Some(current), Some(current))
+    );
+    assert_eq!(again["applied"], json!([]));
+    let (ok, refused) = rotoken(d, &["--store", &url, "backup", "pg.redb"]);
+    assert!(!ok);
+    assert_eq!(refused["error"], "backup_unsupported");
+    assert!(refused["message"].as_str().unwrap().contains("pg_dump"), "{refused}");
+    assert!(!d.join("pg.redb").exists());
+}

@@ -10,6 +10,7 @@
 //! | `POST /admin/revoke` | exactly one of `{"subject"}`, `{"client_id"}`, `{"family_id"}`, `{"token"}` | `{"revoked": n}` |
 //! | `POST /admin/sessions` | `{"subject"}` | `{"sessions": [...]}` |
 //! | `GET /admin/events?after=N&limit=M` | none | `{"events": [...]}`: events with `seq > N` (default 0), at most `M` (default 100, at most 1000), oldest first, each as [`EventJson`](crate::EventJson) |
+//! | `POST /admin/backup` | `{"path"}`: an absolute path on the server's machine, not existing | `{"backup", "families", "events", "last_event_seq", "bytes"}`: a consistent snapshot written there, mode 0600 ([`rotoken::Engine::backup`]); 409 `backup_exists`, 400 `backup_unsupported` for a PostgreSQL store |
 //!
 //! Bad admin tokens spend the client address's failure budget (the OAuth
 //! server's `auth_max_failures` over `auth_failure_window`); past it they
@@ -46,15 +47,18 @@ pub enum AdminRoute {
     Sessions,
     /// `GET /admin/events`: the audit events after a sequence number.
     Events,
+    /// `POST /admin/backup`: a snapshot of the database into a new file.
+    Backup,
 }
 
 impl AdminRoute {
     /// Every route with its path.
-    pub const ALL: [(&'static str, AdminRoute); 4] = [
+    pub const ALL: [(&'static str, AdminRoute); 5] = [
         ("/admin/families", AdminRoute::Families),
         ("/admin/revoke", AdminRoute::Revoke),
         ("/admin/sessions", AdminRoute::Sessions),
         ("/admin/events", AdminRoute::Events),
+        ("/admin/backup", AdminRoute::Backup),
     ];
 
     /// The one method the route accepts.
@@ -157,6 +161,7 @@ impl AdminApi {
             AdminRoute::Revoke => body(request).map(|b| self.revoke(b)),
             AdminRoute::Sessions => body(request).map(|b| self.sessions(&b)),
             AdminRoute::Events => events_query(request.uri().query()).map(|(after, limit)| self.events(after, limit)),
+            AdminRoute::Backup => body(request).map(|b| self.backup(&b)),
         };
         result.unwrap_or_else(|r| *r)
     }
@@ -297,6 +302,42 @@ impl AdminApi {
     }
 }
 
+impl AdminApi {
+    fn backup(&self, b: &BackupBody) -> Response<Bytes> {
+        use rotoken::backup::BackupError;
+        let path = std::path::Path::new(&b.path);
+        if !path.is_absolute() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "path must be absolute: a path on the server's machine",
+            );
+        }
+        match self.oauth.engine().backup(path) {
+            Ok(info) => {
+                tracing::info!(path = %path.display(), families = info.families, bytes = info.bytes, "backup written");
+                ok_json(&serde_json::json!({
+                    "backup": b.path,
+                    "families": info.families,
+                    "events": info.events,
+                    "last_event_seq": info.last_event_seq,
+                    "bytes": info.bytes,
+                }))
+            }
+            Err(e @ BackupError::Exists(_)) => error(StatusCode::CONFLICT, e.code(), &e.to_string()),
+            Err(e @ BackupError::Unsupported(_)) => error(StatusCode::BAD_REQUEST, e.code(), &e.to_string()),
+            Err(e) => {
+                tracing::error!(error = %e, "admin backup failed");
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    e.code(),
+                    "the backup failed; see the server's log",
+                )
+            }
+        }
+    }
+}
+
 /// `after` (default 0) and `limit` (default [`DEFAULT_EVENTS_LIMIT`], at
 /// most [`MAX_EVENTS_LIMIT`]) of an events query string.
 fn events_query(query: Option<&str>) -> Result<(u64, usize), Box<Response<Bytes>>> {
@@ -373,6 +414,12 @@ struct RevokeBody {
     client_id: Option<String>,
     family_id: Option<String>,
     token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupBody {
+    path: String,
 }
 
 #[derive(Deserialize)]

@@ -59,8 +59,11 @@
 //!   rotation to survive a crash of the database server;
 //!   [`rotoken::store::Commit::Relaxed`] is `SET LOCAL synchronous_commit = off`.
 //! * **Schema.** Created and upgraded at [`PostgresStore::connect`] under an
-//!   advisory lock; a newer schema than [`SCHEMA_VERSION`] is refused with
-//!   [`rotoken::OpenError::UnsupportedSchema`] and nothing is written.
+//!   advisory lock, in one transaction; [`Store::schema`] says what was
+//!   found and applied. A newer schema than [`SCHEMA_VERSION`] is refused
+//!   with [`rotoken::OpenError::UnsupportedSchema`] and nothing is written.
+//! * **Backups** are PostgreSQL's own (`pg_dump`, base backups and WAL
+//!   archiving): [`Store::backup`] refuses with `backup_unsupported`.
 //!
 //! # Client crates, and why
 //!
@@ -104,7 +107,7 @@ pub mod testing;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use rotoken::store::{Commit, ReadTxn, Store, WriteTxn};
+use rotoken::store::{Commit, ReadTxn, SchemaStatus, Store, WriteTxn};
 use rotoken::{OpenError, StoreError};
 
 pub use deadpool_postgres;
@@ -168,6 +171,8 @@ pub struct PostgresStore {
     // Dropped before the runtime its connections run on.
     pub(crate) pool: Pool,
     pub(crate) bridge: Bridge,
+    /// What connecting found and migrated.
+    schema: SchemaStatus,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -229,14 +234,18 @@ impl PostgresStore {
             .build()
             .map_err(|e| StoreError::from(PgStoreError::Pool(e.to_string())))?;
         let bridge = Bridge::new(options.runtime_threads, options.operation_timeout()).map_err(StoreError::storage)?;
-        let store = Self { pool, bridge };
+        let mut store = Self {
+            pool,
+            bridge,
+            schema: SchemaStatus::new(0, SCHEMA_VERSION, Vec::new()),
+        };
         let mut conn = store.checkout()?;
         let migrated = store.bridge.run(async move {
             let r = schema::migrate(&mut conn).await;
             Ok((conn, r))
         })?;
         let (_conn, result) = migrated;
-        result?;
+        store.schema = result?;
         Ok(store)
     }
 
@@ -259,6 +268,10 @@ impl Store for PostgresStore {
 
     fn concurrent_batches(&self) -> usize {
         (self.pool.status().max_size / 2).max(1)
+    }
+
+    fn schema(&self) -> Option<&SchemaStatus> {
+        Some(&self.schema)
     }
 
     fn begin_read(&self) -> Result<Box<dyn ReadTxn + '_>, StoreError> {

@@ -46,6 +46,21 @@ impl StoreLocation {
         }
     }
 
+    /// Opens the store alone, without keys: creating or migrating its
+    /// schema as opening does ([`rotoken::store::Store::schema`] says what
+    /// it found and applied).
+    ///
+    /// # Errors
+    ///
+    /// As [`rotoken::RedbStore::open`] for a file, [`PostgresStore::connect`]
+    /// for PostgreSQL.
+    pub fn open_store(&self) -> Result<Box<dyn rotoken::store::Store>, OpenError> {
+        Ok(match self {
+            Self::File(path) => Box::new(rotoken::RedbStore::open(path, None)?),
+            Self::Postgres(url) => Box::new(PostgresStore::connect(url, PgOptions::default())?),
+        })
+    }
+
     /// Opens an engine over the store.
     ///
     /// # Errors

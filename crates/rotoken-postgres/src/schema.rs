@@ -6,6 +6,7 @@
 //! this build knows (rolling back: nothing is written), and applies the
 //! missing migrations in that one transaction.
 
+use rotoken::store::{Migration, SchemaStatus};
 use rotoken::{OpenError, StoreError};
 
 use crate::conn::Conn;
@@ -18,7 +19,17 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// checks: see `txn.rs`): "rotoken" in ASCII.
 pub(crate) const ADVISORY_KEY: i64 = 0x0072_6f74_6f6b_656e;
 
-/// Migration `n` is `MIGRATIONS[n - 1]`.
+/// What each of [`MIGRATIONS`] does, in the same order (for logs and
+/// `rotoken migrate`).
+const STEPS: &[Migration] = &[Migration::new(
+    1,
+    "create the tables rotoken_families, rotoken_events, rotoken_event_seq and rotoken_meta",
+)];
+
+/// Migration `n` is `MIGRATIONS[n - 1]`. A schema change adds an entry
+/// (and one to [`STEPS`]) and raises [`SCHEMA_VERSION`]; a migration that
+/// shipped is never edited (crates/rotoken-conformance/fixtures holds a
+/// dump of every release's database).
 const MIGRATIONS: &[&str] = &[
     // 1: one row per family (P2): the MAC'd record and, as columns, what the
     // indexes need. The record is rewritten on every rotation while the tags
@@ -50,8 +61,9 @@ const MIGRATIONS: &[&str] = &[
      );",
 ];
 
-/// Brings the database on `conn` to [`SCHEMA_VERSION`], or refuses it.
-pub(crate) async fn migrate(conn: &mut Conn) -> Result<(), OpenError> {
+/// Brings the database on `conn` to [`SCHEMA_VERSION`], or refuses it;
+/// says what it found and applied.
+pub(crate) async fn migrate(conn: &mut Conn) -> Result<SchemaStatus, OpenError> {
     conn.in_txn = true;
     let result = migrate_in_txn(conn).await;
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
@@ -60,7 +72,7 @@ pub(crate) async fn migrate(conn: &mut Conn) -> Result<(), OpenError> {
     result
 }
 
-async fn migrate_in_txn(conn: &Conn) -> Result<(), OpenError> {
+async fn migrate_in_txn(conn: &Conn) -> Result<SchemaStatus, OpenError> {
     let c = conn.client();
     c.batch_execute("BEGIN").await.map_err(from_pg)?;
     c.execute("SELECT pg_advisory_xact_lock($1)", &[&ADVISORY_KEY])
@@ -113,7 +125,8 @@ async fn migrate_in_txn(conn: &Conn) -> Result<(), OpenError> {
             .await
             .map_err(from_pg)?;
     }
-    Ok(())
+    let applied = STEPS.get(current as usize..).unwrap_or_default().to_vec();
+    Ok(SchemaStatus::new(current, SCHEMA_VERSION, applied))
 }
 
 #[cfg(test)]
@@ -123,5 +136,9 @@ mod tests {
     #[test]
     fn every_known_version_has_a_migration() {
         assert_eq!(MIGRATIONS.len(), SCHEMA_VERSION as usize);
+        assert_eq!(STEPS.len(), MIGRATIONS.len());
+        for (i, step) in STEPS.iter().enumerate() {
+            assert_eq!(step.version as usize, i + 1);
+        }
     }
 }

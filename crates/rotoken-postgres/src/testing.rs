@@ -442,9 +442,57 @@ impl TestDb {
     ///
     /// No `pg_dump` found, or it failed.
     pub fn pg_dump(&self) -> Result<Vec<u8>, HarnessError> {
+        self.pg_dump_with(&[])
+    }
+
+    /// `pg_dump` with more arguments (`--no-owner`, say).
+    ///
+    /// # Errors
+    ///
+    /// No `pg_dump` found, or it failed.
+    pub fn pg_dump_with(&self, args: &[&str]) -> Result<Vec<u8>, HarnessError> {
+        let out = self
+            .client_program("pg_dump")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            return Err(format!("pg_dump failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        Ok(out.stdout)
+    }
+
+    /// Runs a plain SQL script (a `pg_dump --format=plain` dump, say) with
+    /// `psql`, stopping at the first error.
+    ///
+    /// # Errors
+    ///
+    /// No `psql` found, or the script failed.
+    pub fn run_sql_script(&self, script: &[u8]) -> Result<(), HarnessError> {
+        let mut child = self
+            .client_program("psql")
+            .args(["--quiet", "--no-psqlrc", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut stdin = child.stdin.take().ok_or("psql without stdin")?;
+        let script = script.to_vec();
+        let writer = std::thread::spawn(move || stdin.write_all(&script));
+        let out = child.wait_with_output()?;
+        writer.join().map_err(|_| "writing to psql panicked")??;
+        if !out.status.success() {
+            return Err(format!("psql failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        Ok(())
+    }
+
+    /// A PostgreSQL client program (`pg_dump`, `psql`) of the harness's
+    /// binaries, connecting to this database.
+    fn client_program(&self, name: &str) -> Command {
         let program = match &self.bin {
-            Some(b) => b.join("pg_dump"),
-            None => PathBuf::from("pg_dump"),
+            Some(b) => b.join(name),
+            None => PathBuf::from(name),
         };
         let mut cmd = Command::new(program);
         for host in self.config.get_hosts() {
@@ -462,11 +510,8 @@ impl TestDb {
         if let Some(pw) = self.config.get_password() {
             cmd.env("PGPASSWORD", String::from_utf8_lossy(pw).into_owned());
         }
-        let out = cmd.arg("-d").arg(&self.name).stdin(Stdio::null()).output()?;
-        if !out.status.success() {
-            return Err(format!("pg_dump failed: {}", String::from_utf8_lossy(&out.stderr)).into());
-        }
-        Ok(out.stdout)
+        cmd.arg("-d").arg(&self.name);
+        cmd
     }
 }
 

@@ -40,6 +40,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backup;
 mod batch;
 mod check;
 pub mod clock;

@@ -74,6 +74,7 @@ mod redb;
 
 pub use self::redb::{RedbStore, SCHEMA_VERSION};
 
+pub use crate::backup::{BackupError, BackupInfo};
 use crate::error::StoreError;
 use crate::token::FamilyId;
 
@@ -138,6 +139,53 @@ pub struct IndexCheck {
     pub problems: Vec<(&'static str, FamilyId, String)>,
 }
 
+/// One step of a store's schema: migration `version` brings a database
+/// from `version - 1` to `version` (version 0 is a new, empty database).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migration {
+    /// The version it brings the database to.
+    pub version: u32,
+    /// What it changes, in a few words (for logs and `rotoken migrate`).
+    pub what: &'static str,
+}
+
+impl Migration {
+    /// A migration to `version` that does `what`.
+    pub const fn new(version: u32, what: &'static str) -> Self {
+        Self { version, what }
+    }
+}
+
+/// What opening a store found and did to its schema: the reason a store
+/// that migrates on open gives for having written to the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SchemaStatus {
+    /// The version found (0: a new, empty database).
+    pub found: u32,
+    /// The version now: the build's.
+    pub current: u32,
+    /// The migrations opening applied, oldest first (empty when the
+    /// database was already current).
+    pub applied: Vec<Migration>,
+}
+
+impl SchemaStatus {
+    /// `found`, `current`, and what was applied between them.
+    pub fn new(found: u32, current: u32, applied: Vec<Migration>) -> Self {
+        Self {
+            found,
+            current,
+            applied,
+        }
+    }
+
+    /// True if opening upgraded an existing database (not a new one).
+    pub fn upgraded(&self) -> bool {
+        self.found > 0 && !self.applied.is_empty()
+    }
+}
+
 /// A store of families. See the [module docs](self) for the contract.
 pub trait Store: Send + Sync + 'static {
     /// A short name for messages and metrics (`redb`, `postgres`).
@@ -178,6 +226,29 @@ pub trait Store: Send + Sync + 'static {
     fn concurrent_batches(&self) -> usize {
         1
     }
+
+    /// What opening found and did to the schema (the version found, the
+    /// migrations applied), for stores that migrate when they open; `None`
+    /// for stores that do not say.
+    fn schema(&self) -> Option<&SchemaStatus> {
+        None
+    }
+
+    /// Writes a consistent snapshot of the store (one read transaction)
+    /// into a new redb database file at `out`, created with mode 0600; the
+    /// file must not exist. The snapshot opens like any database, with the
+    /// same keys. Stores without such a snapshot (PostgreSQL: use
+    /// `pg_dump` or the database's own backups) refuse with
+    /// [`BackupError::Unsupported`], the default.
+    ///
+    /// # Errors
+    ///
+    /// [`BackupError::Unsupported`], [`BackupError::Exists`], an I/O error
+    /// creating the file, or a storage error; a partly written file is removed.
+    fn backup(&self, out: &std::path::Path) -> Result<BackupInfo, BackupError> {
+        let _ = out;
+        Err(BackupError::Unsupported(self.name()))
+    }
 }
 
 /// A boxed store is a store: an engine can be opened over a store chosen
@@ -201,6 +272,14 @@ impl<S: Store + ?Sized> Store for Box<S> {
 
     fn concurrent_batches(&self) -> usize {
         (**self).concurrent_batches()
+    }
+
+    fn schema(&self) -> Option<&SchemaStatus> {
+        (**self).schema()
+    }
+
+    fn backup(&self, out: &std::path::Path) -> Result<BackupInfo, BackupError> {
+        (**self).backup(out)
     }
 }
 

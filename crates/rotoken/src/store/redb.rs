@@ -31,12 +31,126 @@ use redb::{
     WriteTransaction,
 };
 
-use super::{Commit, Due, Index, IndexCheck, IndexKeys, ReadTxn, Store, TAG_LEN, WriteTxn};
+use super::{
+    BackupError, BackupInfo, Commit, Due, Index, IndexCheck, IndexKeys, Migration, ReadTxn, SchemaStatus, Store,
+    TAG_LEN, WriteTxn,
+};
 use crate::error::{OpenError, StoreError, corrupt};
 use crate::token::FamilyId;
 
-/// The schema version this build reads and writes.
+/// The schema version this build reads and writes: the number of
+/// [`MIGRATIONS`].
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// One schema step: what it is, and the change it makes inside the
+/// migration's write transaction.
+struct RedbMigration {
+    step: Migration,
+    apply: fn(&WriteTransaction) -> Result<(), StoreError>,
+}
+
+/// Migration `n` (to version `n`) is `MIGRATIONS[n - 1]`; opening applies
+/// the ones a database lacks in one write transaction, then records the
+/// version. A schema change adds an entry and raises [`SCHEMA_VERSION`];
+/// a migration that shipped is never edited (the fixtures of
+/// crates/rotoken-conformance/fixtures hold databases of every release).
+const MIGRATIONS: &[RedbMigration] = &[RedbMigration {
+    step: Migration::new(
+        1,
+        "create the tables meta, families, by_subject, by_client, by_expiry and events",
+    ),
+    apply: create_tables_v1,
+}];
+
+fn create_tables_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(META)?;
+    txn.open_table(FAMILIES)?;
+    txn.open_table(BY_SUBJECT)?;
+    txn.open_table(BY_CLIENT)?;
+    txn.open_table(BY_EXPIRY)?;
+    txn.open_table(EVENTS)?;
+    Ok(())
+}
+
+/// The schema version recorded in a database (0 for a new, empty one).
+///
+/// # Errors
+///
+/// [`OpenError::NotRotoken`] for a database with tables but no rotoken
+/// schema version, `corrupt` for a malformed one, or a storage error.
+fn schema_version(read: &ReadTransaction) -> Result<u32, OpenError> {
+    let existing = read.list_tables().map_err(StoreError::from)?.count();
+    let version = match read.open_table(META) {
+        Ok(meta) => meta
+            .get(META_SCHEMA)
+            .map_err(StoreError::from)?
+            .map(|v| v.value().to_vec()),
+        Err(redb::TableError::TableDoesNotExist(_)) if existing == 0 => return Ok(0),
+        Err(redb::TableError::TableDoesNotExist(_)) => return Err(OpenError::NotRotoken),
+        Err(e) => return Err(StoreError::from(e).into()),
+    };
+    let version: [u8; 4] = version
+        .ok_or(OpenError::NotRotoken)?
+        .try_into()
+        .map_err(|_| corrupt("meta", "schema version"))?;
+    Ok(u32::from_be_bytes(version))
+}
+
+/// Brings a database at version `found` to the last version of
+/// `migrations`, or refuses a newer one before writing anything.
+fn migrate(db: &Database, found: u32, migrations: &[RedbMigration]) -> Result<SchemaStatus, OpenError> {
+    let current = u32::try_from(migrations.len()).unwrap_or(u32::MAX);
+    if found > current {
+        return Err(OpenError::UnsupportedSchema {
+            found,
+            supported: current,
+        });
+    }
+    let pending = migrations.get(found as usize..).unwrap_or_default();
+    if !pending.is_empty() {
+        let mut txn = db.begin_write().map_err(StoreError::from)?;
+        txn.set_two_phase_commit(true);
+        for m in pending {
+            (m.apply)(&txn)?;
+        }
+        txn.open_table(META)
+            .map_err(StoreError::from)?
+            .insert(META_SCHEMA, current.to_be_bytes().as_slice())
+            .map_err(StoreError::from)?;
+        txn.commit().map_err(StoreError::from)?;
+    }
+    Ok(SchemaStatus::new(
+        found,
+        current,
+        pending.iter().map(|m| m.step).collect(),
+    ))
+}
+
+/// Refuses a file that another process holds, that is not rotoken's, or
+/// whose schema is newer than this build's, reading it through redb's
+/// read-only backend (which never writes). A file redb cannot open read-only
+/// (one that needs crash recovery) passes: the read-write open repairs it
+/// and [`migrate`] checks its version before anything of rotoken's is written.
+fn check_schema_read_only(path: &Path) -> Result<(), OpenError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > 0 => {}
+        _ => return Ok(()),
+    }
+    let db = match Database::builder().open_read_only(path) {
+        Ok(db) => db,
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(OpenError::Locked),
+        Err(_) => return Ok(()),
+    };
+    let read = db.begin_read().map_err(StoreError::from)?;
+    let found = schema_version(&read)?;
+    if found > SCHEMA_VERSION {
+        return Err(OpenError::UnsupportedSchema {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
 
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 const FAMILIES: TableDefinition<'_, [u8; 16], &[u8]> = TableDefinition::new("families");
@@ -52,6 +166,8 @@ const META_EVENT_SEQ: &str = "next_event_seq";
 pub struct RedbStore {
     db: Db,
     damaged: AtomicBool,
+    /// What opening found and migrated.
+    schema: SchemaStatus,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -107,6 +223,9 @@ impl RedbStore {
         if !looks_like_redb(path).map_err(io)? {
             return Err(OpenError::NotRotoken);
         }
+        // Read the schema without writing first: opening for writing marks
+        // the file, and a file of a newer rotoken must stay as it was.
+        catch_redb_panics(|| check_schema_read_only(path))?;
         create_private(path).map_err(io)?;
         let mut b = Database::builder();
         if let Some(c) = cache_size {
@@ -145,60 +264,23 @@ impl RedbStore {
     }
 
     fn init(db: Database) -> Result<Self, OpenError> {
-        let store = Self {
+        let mut store = Self {
             db: Db(Some(db)),
             damaged: AtomicBool::new(false),
+            schema: SchemaStatus::new(0, SCHEMA_VERSION, Vec::new()),
         };
-        store.guard(|| store.init_schema())?;
+        store.schema = store.guard(|| store.init_schema())?;
         Ok(store)
     }
 
-    /// Checks the schema of an existing database, or writes it (durably,
-    /// whatever the policy) into a new one.
-    fn init_schema(&self) -> Result<(), OpenError> {
+    /// Checks the schema of an existing database and applies the
+    /// migrations it lacks (durably, whatever the policy; all in one
+    /// transaction), or writes the schema into a new one.
+    fn init_schema(&self) -> Result<SchemaStatus, OpenError> {
         let read = self.db.begin_read().map_err(StoreError::from)?;
-        let existing = read.list_tables().map_err(StoreError::from)?.count();
-        let version = match read.open_table(META) {
-            Ok(meta) => Some(
-                meta.get(META_SCHEMA)
-                    .map_err(StoreError::from)?
-                    .map(|v| v.value().to_vec()),
-            ),
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(StoreError::from(e).into()),
-        };
+        let found = schema_version(&read)?;
         drop(read);
-        match version {
-            None if existing > 0 => Err(OpenError::NotRotoken),
-            None => {
-                let mut txn = self.db.begin_write().map_err(StoreError::from)?;
-                txn.set_two_phase_commit(true);
-                {
-                    let mut meta = txn.open_table(META).map_err(StoreError::from)?;
-                    meta.insert(META_SCHEMA, SCHEMA_VERSION.to_be_bytes().as_slice())
-                        .map_err(StoreError::from)?;
-                    txn.open_table(FAMILIES).map_err(StoreError::from)?;
-                    txn.open_table(BY_SUBJECT).map_err(StoreError::from)?;
-                    txn.open_table(BY_CLIENT).map_err(StoreError::from)?;
-                    txn.open_table(BY_EXPIRY).map_err(StoreError::from)?;
-                    txn.open_table(EVENTS).map_err(StoreError::from)?;
-                }
-                txn.commit().map_err(StoreError::from)?;
-                Ok(())
-            }
-            Some(Some(version)) => {
-                let version: [u8; 4] = version.try_into().map_err(|_| corrupt("meta", "schema version"))?;
-                let found = u32::from_be_bytes(version);
-                if found != SCHEMA_VERSION {
-                    return Err(OpenError::UnsupportedSchema {
-                        found,
-                        supported: SCHEMA_VERSION,
-                    });
-                }
-                Ok(())
-            }
-            Some(None) => Err(OpenError::NotRotoken),
-        }
+        migrate(&self.db, found, MIGRATIONS)
     }
 
     /// Runs `f` unless redb has panicked under this store before; a panic
@@ -259,6 +341,179 @@ impl Store for RedbStore {
             Ok(())
         })
     }
+
+    fn schema(&self) -> Option<&SchemaStatus> {
+        Some(&self.schema)
+    }
+
+    /// One read transaction (redb's MVCC snapshot: writers go on meanwhile)
+    /// copied table by table into a new database file, committed durably
+    /// with two-phase commit.
+    fn backup(&self, out: &Path) -> Result<BackupInfo, BackupError> {
+        write_backup(out, || Ok(self.guard(|| Ok::<_, StoreError>(self.db.begin_read()?))?))
+    }
+}
+
+impl RedbStore {
+    /// Backs up the database file at `source`, which no process may have
+    /// open, into a new file at `out` (mode 0600), as [`Store::backup`] does
+    /// for an open store. `source` is opened read-only: nothing is written
+    /// to it, so an older release's file is copied as it is (not migrated).
+    ///
+    /// # Errors
+    ///
+    /// [`BackupError::Open`] with [`OpenError::Locked`] while another process
+    /// has it open, [`OpenError::NotRotoken`] for a file that is not a redb
+    /// database of rotoken's (or one that needs crash recovery: open it
+    /// once first), and the errors of [`Store::backup`].
+    pub fn backup_file(source: &Path, out: &Path) -> Result<BackupInfo, BackupError> {
+        let io = |e: std::io::Error| OpenError::Store(StoreError::from(redb::Error::from(e)));
+        if std::fs::metadata(source).map_err(io)?.len() == 0 || !looks_like_redb(source).map_err(io)? {
+            return Err(OpenError::NotRotoken.into());
+        }
+        let db = catch_redb_panics(|| match Database::builder().open_read_only(source) {
+            Ok(db) => Ok(db),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(OpenError::Locked),
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) => {
+                Err(OpenError::Store(StoreError::from(redb::Error::from(e))))
+            }
+            Err(_) => Err(OpenError::NotRotoken),
+        })?;
+        write_backup(out, || {
+            let read = catch_redb_panics(|| Ok::<_, StoreError>(db.begin_read()?))?;
+            catch_redb_panics(|| schema_version(&read))?;
+            Ok::<_, BackupError>(read)
+        })
+    }
+
+    /// True if another process has the database file at `path` open
+    /// (`rotoken serve`, say): replacing it then would go unnoticed by that
+    /// process, which keeps writing to the file it opened.
+    pub fn is_held(path: &Path) -> bool {
+        matches!(
+            catch_redb_panics(|| Ok::<_, StoreError>(Database::builder().open_read_only(path).map(drop))),
+            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen))
+        )
+    }
+
+    /// The sequence number of the last event this database has numbered
+    /// (0 if none): the events of a stream with greater numbers happened
+    /// after it (after the backup it was restored from, say), even if gc
+    /// has removed the events themselves.
+    ///
+    /// # Errors
+    ///
+    /// A storage error, or `corrupt` for a malformed counter.
+    pub fn last_event_seq(&self) -> Result<u64, StoreError> {
+        self.guard(|| {
+            let read = self.db.begin_read()?;
+            Ok(next_event_seq(&read.open_table(META)?)?.saturating_sub(1))
+        })
+    }
+
+    /// Makes the next event number at least `seq + 1`, so numbers that an
+    /// event stream already holds (written before a restore brought the
+    /// database back to an earlier state) are never given to new events.
+    ///
+    /// # Errors
+    ///
+    /// A storage error, or `corrupt` for a malformed counter.
+    pub fn skip_event_seqs_through(&self, seq: u64) -> Result<(), StoreError> {
+        self.guard(|| {
+            let mut txn = self.db.begin_write()?;
+            txn.set_two_phase_commit(true);
+            {
+                let mut meta = txn.open_table(META)?;
+                let next = next_event_seq(&meta)?.max(seq.saturating_add(1));
+                meta.insert(META_EVENT_SEQ, next.to_be_bytes().as_slice())?;
+            }
+            txn.commit()?;
+            Ok(())
+        })
+    }
+}
+
+/// The next event number recorded in `meta` (1 when none was numbered).
+fn next_event_seq(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<u64, StoreError> {
+    match meta.get(META_EVENT_SEQ)?.map(|v| <[u8; 8]>::try_from(v.value())) {
+        Some(Ok(b)) => Ok(u64::from_be_bytes(b)),
+        Some(Err(_)) => Err(corrupt("meta", "event sequence")),
+        None => Ok(1),
+    }
+}
+
+/// Creates `out` (0600, never over an existing file) and copies the
+/// snapshot `begin` starts into it; removes the file again on failure.
+fn write_backup(
+    out: &Path,
+    begin: impl FnOnce() -> Result<ReadTransaction, BackupError>,
+) -> Result<BackupInfo, BackupError> {
+    let io = |source| BackupError::Io {
+        path: out.to_path_buf(),
+        source,
+    };
+    create_new_private(out).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => BackupError::Exists(out.to_path_buf()),
+        _ => io(e),
+    })?;
+    let written = begin().and_then(|read| {
+        catch_redb_panics(|| {
+            let copy = Database::builder().create(out)?;
+            let info = copy_snapshot(&read, &copy)?;
+            drop(copy);
+            Ok::<_, StoreError>(info)
+        })
+        .map_err(BackupError::Store)
+    });
+    let sized = written.and_then(|mut info| {
+        let file = std::fs::File::open(out).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        info.bytes = file.metadata().map_err(io)?.len();
+        Ok(info)
+    });
+    if sized.is_err() {
+        let _ = std::fs::remove_file(out);
+    }
+    sized
+}
+
+/// Copies every table of the snapshot `read` into the empty database
+/// `copy` in one durable write transaction.
+fn copy_snapshot(read: &ReadTransaction, copy: &Database) -> Result<BackupInfo, StoreError> {
+    let mut txn = copy.begin_write()?;
+    txn.set_two_phase_commit(true);
+    copy_table(read, &txn, META)?;
+    let families = copy_table(read, &txn, FAMILIES)?;
+    copy_table(read, &txn, BY_SUBJECT)?;
+    copy_table(read, &txn, BY_CLIENT)?;
+    copy_table(read, &txn, BY_EXPIRY)?;
+    let events = copy_table(read, &txn, EVENTS)?;
+    let last_event_seq = next_event_seq(&read.open_table(META)?)?.saturating_sub(1);
+    txn.commit()?;
+    Ok(BackupInfo {
+        families,
+        events,
+        last_event_seq,
+        bytes: 0,
+    })
+}
+
+/// Copies one table from a snapshot into a write transaction of another
+/// database; returns how many entries it copied.
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    read: &ReadTransaction,
+    txn: &WriteTransaction,
+    def: TableDefinition<'_, K, V>,
+) -> Result<u64, StoreError> {
+    let from = read.open_table(def)?;
+    let mut to = txn.open_table(def)?;
+    let mut n = 0;
+    for entry in from.iter()? {
+        let (k, v) = entry?;
+        to.insert(k.value(), v.value())?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// A read transaction. Closed inside [`catch_redb_panics`].
@@ -512,11 +767,7 @@ impl WriteTxn for RedbWrite<'_> {
             // The next sequence number lives in `meta` so numbers are never
             // reused, even after gc has emptied the log.
             let mut meta = txn.open_table(META)?;
-            let seq = match meta.get(META_EVENT_SEQ)?.map(|v| <[u8; 8]>::try_from(v.value())) {
-                Some(Ok(b)) => u64::from_be_bytes(b),
-                Some(Err(_)) => return Err(corrupt("meta", "event sequence")),
-                None => 1,
-            };
+            let seq = next_event_seq(&meta)?;
             meta.insert(META_EVENT_SEQ, seq.saturating_add(1).to_be_bytes().as_slice())?;
             txn.open_table(EVENTS)?.insert(seq, value)?;
             Ok(seq)
@@ -790,15 +1041,20 @@ fn looks_like_redb(path: &Path) -> std::io::Result<bool> {
 /// not exist yet, so redb never creates a world-readable database: the file
 /// holds families (sealed, but still nobody else's business).
 fn create_private(path: &Path) -> std::io::Result<()> {
+    match create_new_private(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates `path`, mode 0600; fails with `AlreadyExists` if it exists.
+fn create_new_private(path: &Path) -> std::io::Result<()> {
     let mut o = std::fs::OpenOptions::new();
     o.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    match o.open(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
+    o.open(path).map(drop)
 }
 
 #[cfg(test)]
@@ -837,5 +1093,208 @@ mod tests {
         assert!(a < b);
         assert_eq!(split_expiry_key(&b), (1_000_000, f));
         assert_eq!(split_expiry_key(&expiry_key(-7, &f)), (0, f));
+    }
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use super::*;
+
+    /// Writes `version` into the schema entry of the closed database at `path`.
+    fn set_version(path: &Path, version: u32) {
+        let db = Database::open(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(META_SCHEMA, version.to_be_bytes().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_and_the_file_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.redb");
+        drop(RedbStore::open(&path, None).unwrap());
+        set_version(&path, SCHEMA_VERSION + 1);
+        let before = std::fs::read(&path).unwrap();
+        let err = RedbStore::open(&path, None).unwrap_err();
+        assert!(
+            matches!(err, OpenError::UnsupportedSchema { found, supported }
+                if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION),
+            "{err}"
+        );
+        assert!(
+            std::fs::read(&path).unwrap() == before,
+            "opening a newer schema changed the file"
+        );
+    }
+}
+
+#[cfg(test)]
+mod migration_tests {
+    use super::*;
+
+    const EXTRA: TableDefinition<'_, u64, u64> = TableDefinition::new("extra");
+
+    fn add_extra(txn: &WriteTransaction) -> Result<(), StoreError> {
+        txn.open_table(EXTRA)?.insert(1, 2)?;
+        Ok(())
+    }
+
+    /// Today's migrations plus one more, as the next release would have them.
+    const NEXT: &[RedbMigration] = &[
+        RedbMigration {
+            step: Migration::new(1, "tables"),
+            apply: create_tables_v1,
+        },
+        RedbMigration {
+            step: Migration::new(2, "an extra table"),
+            apply: add_extra,
+        },
+    ];
+
+    #[test]
+    fn a_new_database_gets_every_migration_and_an_old_one_the_missing_ones() {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .unwrap();
+        let created = migrate(&db, 0, MIGRATIONS).unwrap();
+        assert_eq!((created.found, created.current), (0, SCHEMA_VERSION));
+        assert_eq!(created.applied.len(), MIGRATIONS.len());
+        assert!(!created.upgraded());
+
+        let found = schema_version(&db.begin_read().unwrap()).unwrap();
+        let upgraded = migrate(&db, found, NEXT).unwrap();
+        assert_eq!((upgraded.found, upgraded.current), (1, 2));
+        assert_eq!(upgraded.applied, vec![Migration::new(2, "an extra table")]);
+        assert!(upgraded.upgraded());
+        let read = db.begin_read().unwrap();
+        assert_eq!(schema_version(&read).unwrap(), 2);
+        assert_eq!(read.open_table(EXTRA).unwrap().get(1).unwrap().unwrap().value(), 2);
+        drop(read);
+
+        let again = migrate(&db, 2, NEXT).unwrap();
+        assert!(again.applied.is_empty() && !again.upgraded());
+        // This build does not know version 2: refused.
+        assert!(matches!(
+            migrate(&db, 2, MIGRATIONS),
+            Err(OpenError::UnsupportedSchema { found: 2, supported: 1 })
+        ));
+    }
+
+    #[test]
+    fn opening_reports_what_it_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.redb");
+        let new = RedbStore::open(&path, None).unwrap();
+        assert_eq!(new.schema().unwrap().found, 0);
+        drop(new);
+        let old = RedbStore::open(&path, None).unwrap();
+        assert_eq!(
+            old.schema().unwrap(),
+            &SchemaStatus::new(SCHEMA_VERSION, SCHEMA_VERSION, Vec::new())
+        );
+    }
+
+    #[test]
+    fn a_held_file_is_locked_before_anything_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.redb");
+        let _held = RedbStore::open(&path, None).unwrap();
+        assert!(matches!(RedbStore::open(&path, None), Err(OpenError::Locked)));
+    }
+}
+
+#[cfg(test)]
+mod backup_tests {
+    use super::*;
+
+    #[test]
+    fn a_backup_is_the_snapshot_of_every_table_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path().join("tokens.redb"), None).unwrap();
+        let keys = IndexKeys {
+            subject: [1; 16],
+            client: [2; 16],
+            gc_at: 5,
+        };
+        let mut txn = store.begin_write(Commit::Durable).unwrap();
+        txn.insert_family(&FamilyId::from_bytes([9; 16]), b"record", &keys)
+            .unwrap();
+        txn.append_event(1, b"event one").unwrap();
+        txn.append_event(2, b"event two").unwrap();
+        txn.set_meta("key_check", b"kc").unwrap();
+        txn.commit().unwrap();
+
+        let out = dir.path().join("backup.redb");
+        let info = store.backup(&out).unwrap();
+        assert_eq!((info.families, info.events, info.last_event_seq), (1, 2, 2));
+        assert_eq!(info.bytes, std::fs::metadata(&out).unwrap().len());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        // A backup never overwrites.
+        assert!(matches!(store.backup(&out), Err(BackupError::Exists(_))));
+
+        let copy = RedbStore::open(&out, None).unwrap();
+        let names = |s: &RedbStore| {
+            let r = s.db.begin_read().unwrap();
+            let mut n: Vec<String> = r.list_tables().unwrap().map(|t| t.name().to_owned()).collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(&copy), names(&store), "a table was left out of the backup");
+        let read = copy.begin_read().unwrap();
+        assert_eq!(read.family(&FamilyId::from_bytes([9; 16])).unwrap().unwrap(), b"record");
+        assert_eq!(read.meta("key_check").unwrap().unwrap(), b"kc");
+        assert_eq!(read.events(0, 10).unwrap().len(), 2);
+        let mut expected = BTreeMap::new();
+        expected.insert(FamilyId::from_bytes([9; 16]), Some(keys));
+        assert!(read.check_indexes(&expected).unwrap().problems.is_empty());
+        drop(read);
+        assert_eq!(copy.last_event_seq().unwrap(), 2);
+        copy.skip_event_seqs_through(7).unwrap();
+        assert_eq!(copy.last_event_seq().unwrap(), 7);
+        copy.skip_event_seqs_through(3).unwrap();
+        let mut txn = copy.begin_write(Commit::Durable).unwrap();
+        assert_eq!(
+            txn.append_event(3, b"after restore").unwrap(),
+            8,
+            "an event number was reused"
+        );
+    }
+
+    #[test]
+    fn a_closed_file_is_backed_up_without_a_write_and_a_held_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.redb");
+        let store = RedbStore::open(&path, None).unwrap();
+        let mut txn = store.begin_write(Commit::Durable).unwrap();
+        txn.append_event(1, b"event").unwrap();
+        txn.commit().unwrap();
+        assert!(RedbStore::is_held(&path));
+        let err = RedbStore::backup_file(&path, &dir.path().join("held.redb")).unwrap_err();
+        assert!(matches!(err, BackupError::Open(OpenError::Locked)), "{err}");
+        assert!(!dir.path().join("held.redb").exists(), "a failed backup left its file");
+        drop(store);
+        assert!(!RedbStore::is_held(&path));
+
+        let before = std::fs::read(&path).unwrap();
+        let out = dir.path().join("closed.redb");
+        let info = RedbStore::backup_file(&path, &out).unwrap();
+        assert_eq!((info.events, info.last_event_seq), (1, 1));
+        assert!(
+            std::fs::read(&path).unwrap() == before,
+            "backing up wrote to the source"
+        );
+        assert_eq!(RedbStore::open(&out, None).unwrap().last_event_seq().unwrap(), 1);
+
+        let text = dir.path().join("text");
+        std::fs::write(&text, b"not a database").unwrap();
+        let err = RedbStore::backup_file(&text, &dir.path().join("t.redb")).unwrap_err();
+        assert!(matches!(err, BackupError::Open(OpenError::NotRotoken)), "{err}");
     }
 }
