@@ -63,6 +63,7 @@
 mod admin;
 mod atomic_file;
 mod clients_file;
+mod config_setters;
 mod core_error;
 mod credentials;
 mod dpop;
