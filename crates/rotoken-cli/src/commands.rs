@@ -209,7 +209,14 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
 /// The policy: the core's defaults, with the global flags applied.
 /// The policy the flags describe (the core's defaults where none is given).
 pub(crate) fn policy(g: &Global) -> Policy {
-    let mut p = Policy::default();
+    with_flags(g, Policy::default())
+}
+
+/// `base` with the policy flags given on the command line applied (the
+/// others keep `base`'s values): a new database's policy from the core's
+/// defaults, or `rotoken policy set`'s change to the stored one.
+pub(crate) fn with_flags(g: &Global, base: Policy) -> Policy {
+    let mut p = base;
     if let Some(s) = g.grace_secs {
         p.grace = Duration::from_secs(s);
     }

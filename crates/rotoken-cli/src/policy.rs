@@ -7,7 +7,7 @@ use rotoken::{Engine, Policy};
 use serde::Serialize;
 
 use crate::Global;
-use crate::commands::{open, policy};
+use crate::commands::{open, with_flags};
 use crate::output::{self, CliError};
 
 /// `rotoken policy`.
@@ -113,31 +113,6 @@ fn show(engine: &Engine) -> Result<(), CliError> {
 /// are the change `set` makes).
 fn open_as_stored(g: &Global) -> Result<Engine, CliError> {
     open(g, false, false)
-}
-
-/// `stored` with the policy flags given on the command line applied.
-pub(crate) fn with_flags(g: &Global, stored: Policy) -> Policy {
-    let flags = policy(g);
-    let mut p = stored;
-    if g.grace_secs.is_some() {
-        p.grace = flags.grace;
-    }
-    if g.idle_days.is_some() {
-        p.idle_lifetime = flags.idle_lifetime;
-    }
-    if g.absolute_days.is_some() {
-        p.absolute_lifetime = flags.absolute_lifetime;
-    }
-    if g.revoked_retention_secs.is_some() {
-        p.revoked_retention = flags.revoked_retention;
-    }
-    if g.event_retention_days.is_some() {
-        p.event_retention = flags.event_retention;
-    }
-    if g.max_families_per_user.is_some() {
-        p.max_families_per_user = flags.max_families_per_user;
-    }
-    p
 }
 
 /// Refuses a command whose policy flags disagree with the database's
