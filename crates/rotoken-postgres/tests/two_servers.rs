@@ -9,8 +9,8 @@ mod common;
 
 use std::sync::Barrier;
 
-use common::{SECOND, Servers, assert_check, grant};
-use rotoken::{RotateError, RotateRequest, Rotated};
+use common::{SECOND, Servers, T0, assert_check, grant};
+use rotoken::{ManualClock, RotateError, RotateRequest, Rotated};
 use rotoken_postgres::testing;
 
 /// Callers per server in each round.
@@ -113,4 +113,34 @@ fn the_current_and_an_old_token_at_two_servers_at_once_revoke_the_family() {
         }
         assert!(!a.introspect(t2.expose()).unwrap().active);
     }
+}
+
+/// Server A's clock runs 2 s ahead of server B's (or B read its clock before
+/// it waited for the family's lock): B must still see A's rotation as just
+/// done, so a second tab's retry there gets the grace successor, not a
+/// revoked session; and B's window then lasts the grace period of real
+/// time from when it saw the rotation, however far behind its clock is.
+#[test]
+fn a_server_whose_clock_is_behind_still_answers_the_second_tab_with_the_successor() {
+    let Some(db) = testing::database() else { return };
+    let s = Servers::new(db);
+    let ahead = ManualClock::at_unix_millis(T0 + 2 * SECOND);
+    let (a, b) = (s.engine_with_clock(&ahead), s.engine());
+    let req = RotateRequest::new("web-app");
+    let t0 = a.issue(&grant("alice", "web-app")).unwrap().refresh_token;
+    let t1 = a.rotate(t0.expose(), &req).unwrap();
+    let retry = b.rotate(t0.expose(), &req);
+    let retry = retry.unwrap_or_else(|e| panic!("the second tab at the server behind got {e:?}"));
+    assert!(retry.retried);
+    assert_eq!(retry.refresh_token, t1.refresh_token);
+
+    // Rotating at B never stamps a time before A's rotation.
+    let t2 = b.rotate(t1.refresh_token.expose(), &req).unwrap();
+    assert!(t2.expires_at >= t1.expires_at);
+
+    // 31 s of real time after B first saw the rotation, t1 is past the
+    // 30 s window at B, though B's clock still reads 29 s after it.
+    s.advance_ms(31 * SECOND);
+    let late = b.rotate(t1.refresh_token.expose(), &req);
+    assert!(matches!(late, Err(RotateError::ReuseDetected { .. })), "{late:?}");
 }

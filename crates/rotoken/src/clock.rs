@@ -63,6 +63,14 @@ impl Floor {
 
     /// The time to act on now, in unix ms.
     pub(crate) fn now(&self, clock: &dyn Clock) -> i64 {
+        self.at_least(i64::MIN, clock)
+    }
+
+    /// The time to act on now, and never before `seen`: a time read from
+    /// the store (another server's rotation, stamped by a clock ahead of
+    /// this one). The floor rises to it, so from here on time moves on from
+    /// `seen` at the speed of real time, as after a forward step.
+    pub(crate) fn at_least(&self, seen: i64, clock: &dyn Clock) -> i64 {
         let wall = to_millis(clock.now());
         let mono = clock.elapsed();
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
@@ -70,7 +78,7 @@ impl Floor {
             (Some(then), Some(now)) if now >= then => last.0.saturating_add(duration_millis(now - then)),
             _ => last.0,
         };
-        let t = wall.max(carried);
+        let t = wall.max(carried).max(seen);
         *last = (t, mono);
         t
     }
@@ -172,6 +180,19 @@ mod tests {
         // Stepped forward: taken at once.
         clock.set_unix_millis(5_000_000);
         assert_eq!(floor.now(&clock), 5_000_000);
+    }
+
+    #[test]
+    fn a_time_seen_in_the_store_raises_the_floor_and_real_time_moves_on_from_it() {
+        let clock = ManualClock::at_unix_millis(1_000_000);
+        let floor = Floor::new(0, &clock);
+        // Another server stamped a rotation 2 s ahead of this clock.
+        assert_eq!(floor.at_least(1_002_000, &clock), 1_002_000);
+        assert_eq!(floor.now(&clock), 1_002_000, "kept once seen");
+        clock.advance(Duration::from_secs(31));
+        assert_eq!(floor.now(&clock), 1_033_000, "31 s of real time since it was seen");
+        // A time behind the engine's changes nothing.
+        assert_eq!(floor.at_least(5, &clock), 1_033_000);
     }
 
     #[test]

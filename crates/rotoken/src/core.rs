@@ -427,18 +427,24 @@ impl Core {
     fn apply_batch_once(&self, ops: &[Op]) -> Result<(Vec<Done>, Committed), StoreError> {
         let mode = self.next_commit();
         let mut txn = self.store.begin_write(mode)?;
-        let now = self.now();
-        let raised = self.raise_floor(&mut *txn, now)?;
+        let started = self.now();
+        let raised = self.raise_floor(&mut *txn, started)?;
         let mut batch = Working::lock(&mut *txn, ops, &self.protocol)?;
         self.stats
             .largest_lock
             .fetch_max(batch.slots.len() as u64, Ordering::Relaxed);
+        // Decided at a time read once the families are locked (another
+        // batch, here or at another server, may have rotated one while this
+        // one waited for its lock), and never before a rotation one of them
+        // records: a second presenter is then inside the grace window, not
+        // "before the rotation" (docs/design.md, "Time").
+        let now = self.floor.at_least(batch.latest_rotation(), &*self.clock);
         let dones = ops.iter().map(|op| batch.apply(&self.protocol, op, now)).collect();
         batch.write_back(&mut *txn, &self.protocol)?;
         let events = Self::append_events(&mut *txn, std::mem::take(&mut batch.events), now)?;
         self.commit(txn, mode)?;
         if raised {
-            self.floor_persisted(now);
+            self.floor_persisted(started);
         }
         let committed = if self.events_wanted() {
             batch.with_records(events)
@@ -613,6 +619,18 @@ impl Working {
             removed: HashMap::new(),
             events: Vec::new(),
         })
+    }
+
+    /// The latest rotation (or issue) among the locked families.
+    fn latest_rotation(&self) -> i64 {
+        self.slots
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Present(rec) => Some(rec.rotated_at),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(i64::MIN)
     }
 
     fn apply(&mut self, protocol: &Protocol, op: &Op, now: i64) -> Done {

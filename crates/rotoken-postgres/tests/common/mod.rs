@@ -34,9 +34,14 @@ impl Servers {
     }
 
     pub(crate) fn options(&self) -> Options {
+        self.options_with_clock(&self.clock)
+    }
+
+    /// The options of a server with a clock of its own.
+    pub(crate) fn options_with_clock(&self, clock: &ManualClock) -> Options {
         let sink = Arc::clone(&self.sink);
         Options {
-            clock: Arc::new(self.clock.clone()),
+            clock: Arc::new(clock.clone()),
             policy: self.policy.clone(),
             on_event: Some(Arc::new(move |n: &Notice| sink.lock().unwrap().push(n.event.clone()))),
             gc_every: None,
@@ -47,6 +52,16 @@ impl Servers {
     /// A "server": an engine with its own store and pool on the shared database.
     pub(crate) fn engine(&self) -> Engine {
         Engine::with_store(self.db.store().unwrap(), self.keys.clone(), self.options()).unwrap()
+    }
+
+    /// A "server" whose clock is `clock` instead of the shared one.
+    pub(crate) fn engine_with_clock(&self, clock: &ManualClock) -> Engine {
+        Engine::with_store(
+            self.db.store().unwrap(),
+            self.keys.clone(),
+            self.options_with_clock(clock),
+        )
+        .unwrap()
     }
 
     pub(crate) fn advance_ms(&self, ms: i64) {
