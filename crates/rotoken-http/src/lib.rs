@@ -90,12 +90,15 @@ mod throttle;
 pub use admin::{
     AdminApi, AdminRoute, DEFAULT_EVENTS_LIMIT, MAX_ADMIN_BODY, MAX_EVENTS_LIMIT, SessionJson, SessionsJson,
 };
+pub use async_trait::async_trait;
 pub use clients_file::{ClientEntry, FileClients};
 pub use dpop::{DPOP_ALGORITHMS, DpopError, MAX_PROOF_LEN, jwk_thumbprint};
 pub use endpoints::issue::{IssueRequest, issue_rule};
 pub use endpoints::token::TokenResponse;
+#[allow(deprecated)]
+pub use error::IssueError;
 pub use error::{
-    BoxError, ClientFileError, ErrorCode, IssueError, MintError, OAuthError, RegistryError, SigningKeyError,
+    BoxError, ClientFileError, ErrorCode, IssueTokensError, MintError, OAuthError, RegistryError, SigningKeyError,
 };
 pub use event_json::{EventJson, EventsJson};
 pub use form::{Form, parse_form};
