@@ -123,6 +123,13 @@ fn form(path: &str, body: String) -> Request<Full<Bytes>> {
         .unwrap()
 }
 
+fn refresh(client: &str, token: &str) -> Request<Full<Bytes>> {
+    form(
+        "/oauth/token",
+        format!("grant_type=refresh_token&client_id={client}&refresh_token={token}"),
+    )
+}
+
 async fn send(svc: &OAuthService, request: Request<Full<Bytes>>) -> (u16, Value) {
     let r = svc.clone().oneshot(request).await.unwrap();
     let status = r.status().as_u16();
@@ -145,14 +152,7 @@ async fn an_async_registry_and_minter_serve_every_route_on_a_current_thread_runt
     let first = issued.refresh_token.unwrap();
     let svc = OAuthService::new(server.clone());
 
-    let (status, v) = send(
-        &svc,
-        form(
-            "/oauth/token",
-            format!("grant_type=refresh_token&client_id=spa&refresh_token={first}"),
-        ),
-    )
-    .await;
+    let (status, v) = send(&svc, refresh("spa", &first)).await;
     assert_eq!(status, 200, "{v}");
     let second = v["refresh_token"].as_str().unwrap().to_owned();
     let access = v["access_token"].as_str().unwrap().to_owned();
@@ -170,14 +170,7 @@ async fn an_async_registry_and_minter_serve_every_route_on_a_current_thread_runt
     assert_eq!((status, v["active"].as_bool()), (200, Some(false)), "{v}");
 
     // An unknown client is refused after the registry's (async) answer.
-    let (status, v) = send(
-        &svc,
-        form(
-            "/oauth/token",
-            format!("grant_type=refresh_token&client_id=nobody&refresh_token={second}"),
-        ),
-    )
-    .await;
+    let (status, v) = send(&svc, refresh("nobody", &second)).await;
     assert_eq!((status, v["error"].as_str()), (401, Some("invalid_client")));
 
     // issue (1) + refresh (1) + introspect (3) + revoke (1) + unknown (1)
