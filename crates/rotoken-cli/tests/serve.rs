@@ -446,6 +446,14 @@ fn the_oauth2_crate_refreshes_100_times_then_a_replay_kills_the_family() {
         .unwrap();
     assert!(metrics.contains("rotoken_rotations_total 100\n"), "{metrics}");
     assert!(metrics.contains("rotoken_reuse_detections_total 1\n"), "{metrics}");
+    // The engine's own counters: the issue, 100 rotations and the replay's
+    // revocation at least went through its batches.
+    let operations: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("rotoken_engine_operations_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no engine counters: {metrics}"));
+    assert!(operations >= 102, "{metrics}");
 
     let (status, log, dir) = server.terminate();
     assert!(status.success(), "{status:?}: {log}");
