@@ -87,7 +87,7 @@ fn gauges(s: &Stats) -> [(&'static str, &'static str, u64); 2] {
 }
 
 impl Collector for EngineCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let Some(engine) = self.engine.upgrade() else {
             return Ok(());
         };
