@@ -4,10 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,8 @@ use oauth2::{AuthType, ClientId, ClientSecret, RefreshToken, RequestTokenError, 
 use serde_json::{Value, json};
 
 mod common;
+
+use common::Served;
 
 const ADMIN: &str = "admin-token-for-tests-0123456789";
 const WEB_SECRET: &str = "web-secret-for-tests-0123456789";
@@ -42,7 +44,7 @@ fn rotoken(dir: &Path, args: &[&str], stdin: &str) -> Value {
 
 /// A running `rotoken serve`.
 struct Server {
-    child: Child,
+    served: Served,
     addr: String,
     /// The admin listener (`--admin-bind`).
     admin_addr: String,
@@ -82,50 +84,29 @@ impl Server {
 
     /// Starts the server in `dir` (its files kept from an earlier run).
     fn start_in(dir: tempfile::TempDir, admin: bool, vars: &[(&str, &str)]) -> Self {
-        let stderr = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-        let mut command = Command::new(bin());
-        command
-            .args(["serve", "--bind", "127.0.0.1:0", "--admin-bind", "127.0.0.1:0"])
-            .current_dir(dir.path())
-            .env("ROTOKEN_LOG", "debug")
-            .envs(vars.iter().copied());
+        let mut command = Served::command(dir.path(), &["--bind", "127.0.0.1:0", "--admin-bind", "127.0.0.1:0"]);
+        command.env("ROTOKEN_LOG", "debug").envs(vars.iter().copied());
         if admin {
             command.env("ROTOKEN_ADMIN_TOKEN", ADMIN);
         } else {
             command.env_remove("ROTOKEN_ADMIN_TOKEN");
         }
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(60)).expect("serve did not start");
-        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
-            panic!(
-                "no ready line: {line:?}; log: {}",
-                std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
-            )
-        });
-        let addr = ready["listening"].as_str().unwrap().to_owned();
+        let served = Served::start(command, &dir.path().join("serve.log"));
+        let addr = served.listening().to_owned();
         assert!(addr.starts_with("127.0.0.1:"));
         let issuer = vars
             .iter()
             .find(|(k, _)| *k == "ROTOKEN_ISSUER")
             .map(|(_, v)| (*v).to_owned());
-        assert_eq!(ready["issuer"], issuer.unwrap_or_else(|| format!("http://{addr}")));
-        let admin_addr = ready["admin_listening"].as_str().unwrap().to_owned();
+        assert_eq!(
+            served.ready["issuer"],
+            issuer.unwrap_or_else(|| format!("http://{addr}"))
+        );
+        let admin_addr = served.admin_listening().to_owned();
         assert!(admin_addr.starts_with("127.0.0.1:"));
         assert_ne!(admin_addr, addr);
         Self {
-            child,
+            served,
             addr,
             admin_addr,
             dir,
@@ -142,7 +123,7 @@ impl Server {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+        self.served.log()
     }
 
     /// Issues a family through the admin API.
@@ -158,11 +139,11 @@ impl Server {
 
     /// SIGTERM, and the exit status.
     fn terminate(mut self) -> (std::process::ExitStatus, String, tempfile::TempDir) {
-        let pid = self.child.id().to_string();
+        let pid = self.served.child.id().to_string();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.served.child.try_wait().unwrap() {
                 let log = self.log();
                 let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
                 return (status, log, dir);
@@ -170,13 +151,6 @@ impl Server {
             assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -373,7 +347,7 @@ fn sighup_loads_a_rotated_signing_key_without_a_restart() {
     let rotated = rotoken(server.dir.path(), &["keys", "rotate-signing"], "");
     let new_kid = rotated["kid"].as_str().unwrap().to_owned();
     assert_eq!(jwks_kids(&server.addr), old_kids, "nothing changes before the signal");
-    let pid = server.child.id().to_string();
+    let pid = server.served.child.id().to_string();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     // The reload runs when the signal arrives: wait for it (not for a time).
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -472,6 +446,14 @@ fn the_oauth2_crate_refreshes_100_times_then_a_replay_kills_the_family() {
         .unwrap();
     assert!(metrics.contains("rotoken_rotations_total 100\n"), "{metrics}");
     assert!(metrics.contains("rotoken_reuse_detections_total 1\n"), "{metrics}");
+    // The engine's own counters: the issue, 100 rotations and the replay's
+    // revocation at least went through its batches.
+    let operations: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("rotoken_engine_operations_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no engine counters: {metrics}"));
+    assert!(operations >= 102, "{metrics}");
 
     let (status, log, dir) = server.terminate();
     assert!(status.success(), "{status:?}: {log}");
@@ -1018,21 +1000,12 @@ fn a_failed_bind_creates_no_keys_and_no_database() {
 #[test]
 fn localhost_binds_and_names_the_issuer_as_written() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(bin())
-        .args(["serve", "--bind", "localhost:0", "--admin-bind", "off"])
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
-    let ready: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("{line}"));
+    let served = Served::start(
+        Served::command(dir.path(), &["--bind", "localhost:0", "--admin-bind", "off"]),
+        &dir.path().join("serve.log"),
+    );
+    let ready = served.ready.clone();
+    drop(served);
     let port = ready["listening"]
         .as_str()
         .unwrap()

@@ -10,12 +10,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+mod common;
+
+use common::Served;
 
 const ADMIN: &str = "soak-admin-token-0123456789abcdef";
 
@@ -28,16 +31,6 @@ fn rotoken(dir: &Path, args: &[&str]) -> Value {
     let out = Command::new(bin()).args(args).current_dir(dir).output().unwrap();
     let text = if out.status.success() { &out.stdout } else { &out.stderr };
     serde_json::from_slice(text).unwrap_or_else(|_| panic!("not JSON: {out:?}"))
-}
-
-/// Kills the server if the test fails before shutting it down.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The seed of the connections' choices `cargo test` uses.
@@ -73,23 +66,10 @@ fn a_bounded_soak_has_no_5xx_no_lost_rotation_and_flat_memory() {
         rotoken(d, &["clients", "add", "--id", "soak", "--public"])["type"],
         "public"
     );
-    let log_path = d.join("serve.log");
-    let mut child = Command::new(bin())
-        .args(["serve", "--bind", "127.0.0.1:0", "--admin-bind", "127.0.0.1:0"])
-        .current_dir(d)
-        .env("ROTOKEN_ADMIN_TOKEN", ADMIN)
-        .env_remove("ROTOKEN_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut server = Killed(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let ready: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("no ready line: {line:?}; {}", log()));
+    let mut command = Served::command(d, &["--bind", "127.0.0.1:0", "--admin-bind", "127.0.0.1:0"]);
+    command.env("ROTOKEN_ADMIN_TOKEN", ADMIN).env_remove("ROTOKEN_LOG");
+    let mut server = Served::start(command, &d.join("serve.log"));
+    let ready = server.ready.clone();
     let addr = ready["listening"].as_str().unwrap();
 
     let seed = env_u64("ROTOKEN_SOAK_SEED").unwrap_or(SOAK_SEED);
@@ -101,18 +81,18 @@ fn a_bounded_soak_has_no_5xx_no_lost_rotation_and_flat_memory() {
     config.replay_share = 0.05;
     config.revoke_share = 0.02;
     config.retry_share = 0.02;
-    config.server_pid = Some(server.0.id());
+    config.server_pid = Some(server.child.id());
     config.request_timeout = Duration::from_secs(60);
     config.seed = seed;
     // Warm-up, then the measured run; both bounded by steps, not time.
     config.steps = Some(WARMUP_STEPS * scale);
     let warmup = rotoken_load::run(&config).unwrap();
     assert_sound(&warmup);
-    let rss_after_warmup = rotoken_load::rss_kib(server.0.id()).unwrap();
+    let rss_after_warmup = rotoken_load::rss_kib(server.child.id()).unwrap();
     config.steps = Some(STEPS * scale);
     config.seed = seed.wrapping_add(1);
     let report = rotoken_load::run(&config).unwrap();
-    let rss_at_end = rotoken_load::rss_kib(server.0.id()).unwrap();
+    let rss_at_end = rotoken_load::rss_kib(server.child.id()).unwrap();
     println!(
         "seed {seed} (ROTOKEN_SOAK_SEED replays it), server RSS {rss_after_warmup} KiB after warm-up, \
          {rss_at_end} KiB at the end\n{report}"
@@ -130,17 +110,17 @@ fn a_bounded_soak_has_no_5xx_no_lost_rotation_and_flat_memory() {
         "server memory grew after warm-up: {rss_after_warmup} KiB -> {rss_at_end} KiB"
     );
 
-    let pid = server.0.id().to_string();
+    let pid = server.child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
+        if let Some(status) = server.child.try_wait().unwrap() {
             break status;
         }
         assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     };
-    let log = log();
+    let log = server.log();
     assert!(status.success(), "{status:?}: {log}");
     assert!(log.contains("database closed"), "{log}");
     assert!(!log.contains("rt1_") && !log.contains(ADMIN), "a token reached the log");

@@ -6,9 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
@@ -16,6 +15,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 mod common;
+
+use common::Served;
 
 const ADMIN: &str = "admin-token-for-tests-0123456789";
 
@@ -34,40 +35,20 @@ fn rotoken(dir: &Path, args: &[&str]) -> (bool, Value) {
 /// One `rotoken serve` over the shared store, in the shared directory
 /// (same keys, same signing key, same clients file).
 struct Server {
-    child: Child,
+    served: Served,
     base: String,
     admin: String,
 }
 
 impl Server {
     fn start(dir: &Path, store: &str, name: &str) -> Self {
-        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-        let mut child = Command::new(bin())
-            .args(["serve", "--bind", "127.0.0.1:0", "--admin-bind", "127.0.0.1:0"])
-            .current_dir(dir)
-            .env("ROTOKEN_STORE", store)
-            .env("ROTOKEN_ADMIN_TOKEN", ADMIN)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(120)).expect("serve did not start");
-        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
-            let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
-            panic!("{name}: no ready line: {line:?}; log: {log}")
-        });
+        let mut command = Served::command(dir, &["--bind", "127.0.0.1:0", "--admin-bind", "127.0.0.1:0"]);
+        command.env("ROTOKEN_STORE", store).env("ROTOKEN_ADMIN_TOKEN", ADMIN);
+        let served = Served::start(command, &dir.join(format!("{name}.log")));
         Self {
-            child,
-            base: format!("http://{}", ready["listening"].as_str().unwrap()),
-            admin: format!("http://{}", ready["admin_listening"].as_str().unwrap()),
+            base: format!("http://{}", served.listening()),
+            admin: format!("http://{}", served.admin_listening()),
+            served,
         }
     }
 
@@ -91,13 +72,6 @@ impl Server {
             "application/x-www-form-urlencoded",
             format!("grant_type=refresh_token&client_id=spa&refresh_token={token}"),
         )
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -252,8 +226,8 @@ fn two_servers_on_one_postgres_share_every_family() {
             std::thread::yield_now();
         }
         if let Some(mut server) = a.lock().unwrap().take() {
-            server.child.kill().unwrap();
-            server.child.wait().unwrap();
+            server.served.child.kill().unwrap();
+            server.served.child.wait().unwrap();
         }
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });

@@ -78,6 +78,7 @@ mod credentials;
 mod dpop;
 mod dpop_nonce;
 mod endpoints;
+mod engine_metrics;
 mod error;
 mod event_json;
 mod form;

@@ -2,6 +2,7 @@
 //! `prometheus-client` crate in the OpenMetrics text format.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -11,7 +12,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use rotoken::Engine;
+
 use crate::ErrorCode;
+use crate::engine_metrics::EngineCollector;
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -78,8 +82,24 @@ impl fmt::Debug for Metrics {
 }
 
 impl Default for Metrics {
+    /// The endpoints' metrics alone, without an engine's counters.
     fn default() -> Self {
+        Self::build(None)
+    }
+}
+
+impl Metrics {
+    /// The endpoints' metrics and `engine`'s own counters
+    /// ([`rotoken::Stats`], as `rotoken_engine_*`), read at each render.
+    pub fn for_engine(engine: &Arc<Engine>) -> Self {
+        Self::build(Some(engine))
+    }
+
+    fn build(engine: Option<&Arc<Engine>>) -> Self {
         let mut registry = Registry::default();
+        if let Some(engine) = engine {
+            registry.register_collector(Box::new(EngineCollector::new(engine)));
+        }
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<EndpointLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
@@ -302,5 +322,27 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+        assert!(!text.contains("rotoken_engine_"), "no engine, no engine counters");
+    }
+
+    #[test]
+    fn an_engines_counters_are_read_at_each_render() {
+        let engine =
+            Arc::new(Engine::in_memory(rotoken::Keyring::generate().unwrap(), rotoken::Options::default()).unwrap());
+        let m = Metrics::for_engine(&engine);
+        assert!(m.render().contains("rotoken_engine_batches_total 0\n"));
+        let grant = rotoken::Grant::new("alice", "web", rotoken::Scope::parse("openid").unwrap());
+        engine.issue(&grant).unwrap();
+        let text = m.render();
+        assert!(text.contains("rotoken_engine_batches_total 1\n"), "{text}");
+        assert!(text.contains("rotoken_engine_operations_total 1\n"), "{text}");
+        assert!(text.contains("# TYPE rotoken_engine_largest_batch gauge\n"), "{text}");
+        assert!(text.contains("rotoken_engine_largest_batch 1\n"), "{text}");
+        assert!(text.contains("rotoken_engine_gc_removed_total 0\n"), "{text}");
+        drop(engine);
+        assert!(
+            !m.render().contains("rotoken_engine_"),
+            "a closed engine is not kept alive"
+        );
     }
 }

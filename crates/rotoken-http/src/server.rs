@@ -209,6 +209,7 @@ impl OAuthServer {
                 .inspect_err(|e| tracing::error!(error = %e, "no key for DPoP nonces: DPoP requests will fail"))
                 .ok()
         });
+        let metrics = Arc::new(Metrics::for_engine(&engine));
         Self {
             throttle: Throttle::new(
                 config.auth_max_failures,
@@ -227,7 +228,7 @@ impl OAuthServer {
             minter,
             config,
             clock,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             rejections: Rejections::default(),
         }
     }

@@ -1,8 +1,10 @@
-//! Shared by the integration tests: `rotoken events --follow` as a child
-//! process whose output lines arrive on a channel.
+//! Shared by the integration tests: `rotoken serve` and `rotoken events
+//! --follow` as child processes, killed when dropped.
+
+#![allow(dead_code)] // each test file uses some of it
 
 use std::io::{BufRead as _, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
@@ -12,6 +14,80 @@ use serde_json::Value;
 /// How long a test waits for an event to be printed. Generous: a loaded
 /// machine is slow, and a passing test never waits this long.
 const PATIENCE: Duration = Duration::from_secs(60);
+
+/// How long a test waits for `rotoken serve` to print its ready line.
+const STARTUP: Duration = Duration::from_secs(120);
+
+/// A running `rotoken serve`, killed (SIGKILL) when dropped.
+pub(crate) struct Served {
+    pub(crate) child: Child,
+    /// The ready line it printed: `listening`, `admin_listening`, `issuer`, ...
+    pub(crate) ready: Value,
+    /// Its standard error.
+    pub(crate) log: PathBuf,
+}
+
+impl Served {
+    /// Starts `command` (`rotoken serve` with its arguments, directory and
+    /// environment), its standard error in `log`, and waits for the ready
+    /// line; panics with the log if there is none.
+    pub(crate) fn start(mut command: Command, log: &Path) -> Self {
+        let stderr = std::fs::File::create(log).unwrap();
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(STARTUP).unwrap_or_default();
+        let mut served = Self {
+            child,
+            ready: Value::Null,
+            log: log.to_owned(),
+        };
+        match serde_json::from_str(&line) {
+            Ok(ready) => served.ready = ready,
+            Err(_) => panic!("serve printed no ready line: {line:?}; log: {}", served.log()),
+        }
+        served
+    }
+
+    /// `rotoken serve` with `args`, in `dir`, its log in `dir/serve.log`.
+    pub(crate) fn command(dir: &Path, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rotoken"));
+        command.arg("serve").args(args).current_dir(dir);
+        command
+    }
+
+    /// The address of the OAuth listener.
+    pub(crate) fn listening(&self) -> &str {
+        self.ready["listening"].as_str().unwrap()
+    }
+
+    /// The address of the admin listener.
+    pub(crate) fn admin_listening(&self) -> &str {
+        self.ready["admin_listening"].as_str().unwrap()
+    }
+
+    /// What it wrote to standard error so far.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// A running `rotoken events --follow ...`.
 pub(crate) struct Follower {
