@@ -285,3 +285,12 @@ fn a_handler_calling_the_engine_directly_answers_with_question_marks() {
     let e = refresh(&engine, "rt1_not-a-token").unwrap_err();
     assert_eq!((e.code(), e.status().as_u16()), (ErrorCode::InvalidGrant, 400));
 }
+
+/// `rotoken_http::IssueError` was renamed `IssueTokensError`; the old name
+/// still compiles (with a deprecation warning) and is the same type.
+#[test]
+#[allow(deprecated)]
+fn the_former_issue_error_name_is_the_same_type() {
+    let e: rotoken_http::IssueError = IssueTokensError::UnknownClient;
+    assert_eq!(e.code(), "unknown_client");
+}
