@@ -6,7 +6,7 @@
 //!
 //! | route | body | answer |
 //! |---|---|---|
-//! | `POST /admin/families` | `{"subject", "client_id", "scope", "dpop_jkt"?, "metadata"?}` | the token response: a refresh token only with `offline_access`, for a registered client |
+//! | `POST /admin/families` | `{"subject", "client_id", "scope", "confirmation"?, "metadata"?}` (`confirmation`: the DPoP key thumbprint to bind the family to; `dpop_jkt` is accepted for it) | the token response: a refresh token only with `offline_access`, for a registered client |
 //! | `POST /admin/revoke` | exactly one of `{"subject"}`, `{"client_id"}`, `{"family_id"}`, `{"token"}` | `{"revoked": n}` |
 //! | `POST /admin/sessions` | `{"subject"}` | `{"sessions": [...]}` |
 //! | `GET /admin/events?after=N&limit=M` | none | `{"events": [...]}`: events with `seq > N` (default 0), at most `M` (default 100, at most 1000), oldest first, each as [`EventJson`](crate::EventJson) |
@@ -247,7 +247,7 @@ impl AdminApi {
             return error(StatusCode::BAD_REQUEST, "invalid_scope", "the scope is malformed");
         };
         let mut req = IssueRequest::new(b.subject, b.client_id, scope);
-        req.confirmation = b.dpop_jkt;
+        req.confirmation = b.confirmation;
         req.metadata = b.metadata.map(String::into_bytes).unwrap_or_default();
         match self.oauth.issue_async(&req).await {
             Ok(tokens) => tokens.into_response(),
@@ -437,7 +437,9 @@ struct IssueBody {
     client_id: String,
     #[serde(default)]
     scope: String,
-    dpop_jkt: Option<String>,
+    /// The DPoP key thumbprint to bind the family to; `dpop_jkt` was its name.
+    #[serde(alias = "dpop_jkt")]
+    confirmation: Option<String>,
     metadata: Option<String>,
 }
 
