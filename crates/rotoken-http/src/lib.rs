@@ -20,7 +20,7 @@
 //! ([`OAuthServer::serve_async`], [`OAuthServer::handle_async`],
 //! [`OAuthServer::issue_async`], ...) that awaits the [`ClientRegistry`] and
 //! the [`AccessTokenMinter`] you supply (both async traits, implemented
-//! with [`async_trait`]) and the engine's commit. The sync forms below
+//! with [`async_trait`](macro@async_trait)) and the engine's commit. The sync forms below
 //! ([`OAuthServer::handle`], [`OAuthServer::issue`]) wait for them on the
 //! calling thread: fine in tests and blocking contexts, never on an async
 //! runtime's own threads.
