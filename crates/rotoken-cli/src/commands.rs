@@ -47,8 +47,10 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
             let scope = Scope::parse(&a.scope)?;
             let clients = rotoken_http::FileClients::open(&a.clients.path)
                 .map_err(|e| CliError::refused("clients_invalid", e.to_string()))?;
-            let (_, refresh) = rotoken_http::issue_rule(&clients, &a.client, &scope).map_err(|e| match e {
-                rotoken_http::IssueError::UnknownClient => CliError::refused(
+            // The clients file answers at once: nothing to wait for but the lookup.
+            let rule = futures_lite::future::block_on(rotoken_http::issue_rule(&clients, &a.client, &scope));
+            let (_, refresh) = rule.map_err(|e| match e {
+                rotoken_http::IssueTokensError::UnknownClient => CliError::refused(
                     "unknown_client",
                     format!(
                         "client `{}` is not registered in {}; add it with `rotoken clients add` first",

@@ -175,11 +175,12 @@ struct Clients {
     file: FileClients,
 }
 
+#[rotoken_http::async_trait]
 impl ClientRegistry for Clients {
-    fn client(&self, id: &str) -> Result<Option<RegisteredClient>, RegistryError> {
-        match self.inline.client(id)? {
+    async fn client(&self, id: &str) -> Result<Option<RegisteredClient>, RegistryError> {
+        match self.inline.client(id).await? {
             Some(c) => Ok(Some(c)),
-            None => self.file.client(id),
+            None => self.file.client(id).await,
         }
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! | route | body | answer |
 //! |---|---|---|
-//! | `POST /admin/families` | `{"subject", "client_id", "scope", "dpop_jkt"?, "metadata"?}` | the token response: a refresh token only with `offline_access`, for a registered client |
+//! | `POST /admin/families` | `{"subject", "client_id", "scope", "confirmation"?, "metadata"?}` (`confirmation`: the DPoP key thumbprint to bind the family to; `dpop_jkt` is accepted for it) | the token response: a refresh token only with `offline_access`, for a registered client |
 //! | `POST /admin/revoke` | exactly one of `{"subject"}`, `{"client_id"}`, `{"family_id"}`, `{"token"}` | `{"revoked": n}` |
 //! | `POST /admin/sessions` | `{"subject"}` | `{"sessions": [...]}` |
 //! | `GET /admin/events?after=N&limit=M` | none | `{"events": [...]}`: events with `seq > N` (default 0), at most `M` (default 100, at most 1000), oldest first, each as [`EventJson`](crate::EventJson) |
@@ -19,6 +19,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_lite::future::block_on;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use rotoken::{Code, FamilyId, RevokeTarget, Scope};
 use serde::de::DeserializeOwned;
@@ -86,8 +87,11 @@ pub const MAX_EVENTS_LIMIT: usize = 1000;
 
 /// The admin API over an [`OAuthServer`]. `Send + Sync`.
 ///
-/// Every method may block on the engine's durable commit: call it from a
-/// blocking context.
+/// [`serve_async`](AdminApi::serve_async) and
+/// [`handle_async`](AdminApi::handle_async) hold the logic (the
+/// [`AdminService`](crate::AdminService) calls them); `serve` and `handle`
+/// wait for them on the calling thread and may block on the engine's
+/// durable commit: call them from a blocking context.
 pub struct AdminApi {
     oauth: Arc<OAuthServer>,
     token: Option<SecretHash>,
@@ -134,15 +138,17 @@ impl AdminApi {
     }
 
     /// Answers a request on any admin route, chosen by its path (404 JSON for others).
-    pub fn handle<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Response<Bytes> {
+    pub async fn handle_async<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Response<Bytes> {
         match Self::route(request.uri().path()) {
-            Some(route) => self.serve(route, request),
+            Some(route) => self.serve_async(route, request).await,
             None => error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
         }
     }
 
-    /// Answers a request on one admin route.
-    pub fn serve<B: AsRef<[u8]>>(&self, route: AdminRoute, request: &Request<B>) -> Response<Bytes> {
+    /// Answers a request on one admin route: the one implementation, which
+    /// awaits the client registry, the minter and the engine (a backup runs
+    /// on the `blocking` crate's thread pool), never blocking the caller's thread.
+    pub async fn serve_async<B: AsRef<[u8]>>(&self, route: AdminRoute, request: &Request<B>) -> Response<Bytes> {
         if let Err(r) = self.authorize(request) {
             return *r;
         }
@@ -156,14 +162,39 @@ impl AdminApi {
             r.headers_mut().insert(header::ALLOW, route.allow());
             return r;
         }
-        let result = match route {
-            AdminRoute::Families => body(request).map(|b| self.issue(b)),
-            AdminRoute::Revoke => body(request).map(|b| self.revoke(b)),
-            AdminRoute::Sessions => body(request).map(|b| self.sessions(&b)),
-            AdminRoute::Events => events_query(request.uri().query()).map(|(after, limit)| self.events(after, limit)),
-            AdminRoute::Backup => body(request).map(|b| self.backup(&b)),
-        };
-        result.unwrap_or_else(|r| *r)
+        match route {
+            AdminRoute::Families => match body(request) {
+                Ok(b) => self.issue(b).await,
+                Err(refusal) => *refusal,
+            },
+            AdminRoute::Revoke => match body(request) {
+                Ok(b) => self.revoke(b).await,
+                Err(refusal) => *refusal,
+            },
+            AdminRoute::Sessions => match body(request) {
+                Ok(b) => self.sessions(b).await,
+                Err(refusal) => *refusal,
+            },
+            AdminRoute::Events => match events_query(request.uri().query()) {
+                Ok((after, limit)) => self.events(after, limit).await,
+                Err(refusal) => *refusal,
+            },
+            AdminRoute::Backup => match body(request) {
+                Ok(b) => self.backup(b).await,
+                Err(refusal) => *refusal,
+            },
+        }
+    }
+
+    /// [`AdminApi::handle_async`], waited for on the calling thread (which
+    /// may block on the engine's commit: a blocking context).
+    pub fn handle<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Response<Bytes> {
+        block_on(self.handle_async(request))
+    }
+
+    /// [`AdminApi::serve_async`], waited for on the calling thread.
+    pub fn serve<B: AsRef<[u8]>>(&self, route: AdminRoute, request: &Request<B>) -> Response<Bytes> {
+        block_on(self.serve_async(route, request))
     }
 
     /// `Err`: the refusal to send.
@@ -211,14 +242,14 @@ impl AdminApi {
         Err(Box::new(r))
     }
 
-    fn issue(&self, b: IssueBody) -> Response<Bytes> {
+    async fn issue(&self, b: IssueBody) -> Response<Bytes> {
         let Ok(scope) = Scope::parse(&b.scope) else {
             return error(StatusCode::BAD_REQUEST, "invalid_scope", "the scope is malformed");
         };
         let mut req = IssueRequest::new(b.subject, b.client_id, scope);
-        req.dpop_jkt = b.dpop_jkt;
+        req.confirmation = b.confirmation;
         req.metadata = b.metadata.map(String::into_bytes).unwrap_or_default();
-        match self.oauth.issue(&req) {
+        match self.oauth.issue_async(&req).await {
             Ok(tokens) => tokens.into_response(),
             Err(e) if e.code() == "invalid_input" => error(StatusCode::BAD_REQUEST, "invalid_input", &e.to_string()),
             Err(e) if e.code() == "unknown_client" => error(
@@ -233,7 +264,7 @@ impl AdminApi {
         }
     }
 
-    fn revoke(&self, b: RevokeBody) -> Response<Bytes> {
+    async fn revoke(&self, b: RevokeBody) -> Response<Bytes> {
         let family = match b.family_id.as_deref().map(str::parse::<FamilyId>).transpose() {
             Ok(f) => f,
             Err(_) => return error(StatusCode::BAD_REQUEST, "invalid_input", "family_id is not a family id"),
@@ -251,7 +282,7 @@ impl AdminApi {
                 );
             }
         };
-        match self.oauth.engine().revoke(target) {
+        match self.oauth.engine().revoke_async(target).await {
             Ok(n) => {
                 self.oauth.metrics().record_revocations(n);
                 tracing::info!(families = n, "admin revocation");
@@ -270,8 +301,8 @@ impl AdminApi {
         }
     }
 
-    fn sessions(&self, b: &SessionsBody) -> Response<Bytes> {
-        match self.oauth.engine().sessions(&b.subject) {
+    async fn sessions(&self, b: SessionsBody) -> Response<Bytes> {
+        match self.oauth.engine().sessions_async(&b.subject).await {
             Ok(list) => ok_json(&SessionsJson::new(list)),
             Err(e) if e.code() == Code::InvalidInput => error(StatusCode::BAD_REQUEST, "invalid_input", &e.to_string()),
             Err(e) => {
@@ -287,8 +318,8 @@ impl AdminApi {
 }
 
 impl AdminApi {
-    fn events(&self, after: u64, limit: usize) -> Response<Bytes> {
-        match self.oauth.engine().events(after, limit) {
+    async fn events(&self, after: u64, limit: usize) -> Response<Bytes> {
+        match self.oauth.engine().events_async(after, limit).await {
             Ok(list) => ok_json(&EventsJson::new(&list)),
             Err(e) => {
                 tracing::error!(error = %e, "admin events failed");
@@ -303,9 +334,9 @@ impl AdminApi {
 }
 
 impl AdminApi {
-    fn backup(&self, b: &BackupBody) -> Response<Bytes> {
+    async fn backup(&self, b: BackupBody) -> Response<Bytes> {
         use rotoken::backup::BackupError;
-        let path = std::path::Path::new(&b.path);
+        let path = std::path::PathBuf::from(&b.path);
         if !path.is_absolute() {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -313,7 +344,10 @@ impl AdminApi {
                 "path must be absolute: a path on the server's machine",
             );
         }
-        match self.oauth.engine().backup(path) {
+        // A backup copies the whole database: off the caller's thread.
+        let engine = Arc::clone(self.oauth.engine());
+        let out = path.clone();
+        match blocking::unblock(move || engine.backup(out)).await {
             Ok(info) => {
                 tracing::info!(path = %path.display(), families = info.families, bytes = info.bytes, "backup written");
                 ok_json(&serde_json::json!({
@@ -403,7 +437,9 @@ struct IssueBody {
     client_id: String,
     #[serde(default)]
     scope: String,
-    dpop_jkt: Option<String>,
+    /// The DPoP key thumbprint to bind the family to; `dpop_jkt` was its name.
+    #[serde(alias = "dpop_jkt")]
+    confirmation: Option<String>,
     metadata: Option<String>,
 }
 

@@ -218,8 +218,12 @@ impl FileClients {
     }
 }
 
+#[async_trait::async_trait]
 impl ClientRegistry for FileClients {
-    fn client(&self, id: &str) -> Result<Option<RegisteredClient>, RegistryError> {
+    /// Looks the client up in the file read last, first reading the file
+    /// again if it changed (checked at most once a second: a short file
+    /// read on the caller's thread).
+    async fn client(&self, id: &str) -> Result<Option<RegisteredClient>, RegistryError> {
         let mut state = self
             .state
             .lock()
@@ -307,10 +311,11 @@ mod tests {
         assert!(!FileClients::remove(&path, "gone").unwrap());
         let reg = FileClients::open(&path).unwrap();
         assert_eq!(reg.len(), 2);
-        let web = reg.client("web").unwrap().unwrap();
+        let lookup = |id: &str| futures_lite::future::block_on(reg.client(id)).unwrap();
+        let web = lookup("web").unwrap();
         assert!(web.secret.unwrap().verify(b"abcdefghijklmnopq"));
-        assert!(!reg.client("spa").unwrap().unwrap().is_confidential());
-        assert!(reg.client("nobody").unwrap().is_none());
+        assert!(!lookup("spa").unwrap().is_confidential());
+        assert!(lookup("nobody").is_none());
     }
 
     #[test]

@@ -32,7 +32,7 @@
 use rotoken::{Code, OpenError, RevokeError, RotateError, StoreError};
 
 use crate::dpop::DpopError;
-use crate::error::{ErrorCode, IssueError, MintError, OAuthError};
+use crate::error::{ErrorCode, IssueTokensError, MintError, OAuthError};
 
 impl OAuthError {
     /// The OAuth error for a core error code (the table in this module's
@@ -136,12 +136,12 @@ impl From<rotoken::Error> for OAuthError {
 /// [`OAuthServer::issue`](crate::OAuthServer::issue)'s error: the core's
 /// as above, an unknown client as `invalid_client` (401), a failing minter
 /// or registry as `server_error`.
-impl From<IssueError> for OAuthError {
-    fn from(e: IssueError) -> Self {
+impl From<IssueTokensError> for OAuthError {
+    fn from(e: IssueTokensError) -> Self {
         match e {
-            IssueError::Core(e) => e.into(),
-            IssueError::UnknownClient => Self::invalid_client("the client is not registered"),
-            IssueError::Mint(_) | IssueError::Registry(_) => Self::server_error(),
+            IssueTokensError::Core(e) => e.into(),
+            IssueTokensError::UnknownClient => Self::invalid_client("the client is not registered"),
+            IssueTokensError::Mint(_) | IssueTokensError::Registry(_) => Self::server_error(),
         }
     }
 }

@@ -338,10 +338,12 @@ impl SigningKeyError {
     }
 }
 
-/// Errors from [`crate::OAuthServer::issue`].
+/// Errors issuing tokens ([`crate::OAuthServer::issue_async`]): the
+/// refresh-token family ([`rotoken::IssueError`], the core's part) and the
+/// access token, for a registered client.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum IssueError {
+pub enum IssueTokensError {
     /// The core refused or failed to issue the family.
     #[error(transparent)]
     Core(#[from] rotoken::IssueError),
@@ -357,7 +359,11 @@ pub enum IssueError {
     Registry(RegistryError),
 }
 
-impl IssueError {
+/// The former name of [`IssueTokensError`].
+#[deprecated(note = "renamed IssueTokensError: `rotoken::IssueError` is the core's error of issuing a family")]
+pub type IssueError = IssueTokensError;
+
+impl IssueTokensError {
     /// A stable code: the core's, `mint_failed`, `unknown_client` or `registry_failed`.
     pub fn code(&self) -> &'static str {
         match self {

@@ -112,7 +112,7 @@ impl VerifyingKey {
 ///
 /// let minter = JwtMinter::new(SigningKey::generate_ed25519()?, "https://auth.example", std::time::Duration::from_secs(300));
 /// let scope = Scope::parse("openid")?;
-/// let token = minter.mint(&AccessTokenRequest::new("alice", "web", &scope))?;
+/// let token = minter.sign(&AccessTokenRequest::new("alice", "web", &scope))?;
 /// assert_eq!(token.expires_in, 300);
 /// assert_eq!(minter.introspect(&token.value).unwrap()["sub"], "alice");
 /// assert_eq!(minter.jwks()["keys"][0]["alg"], "EdDSA");
@@ -220,7 +220,7 @@ impl JwtMinter {
     /// let scope = rotoken::Scope::parse("openid")?;
     /// let mut request = AccessTokenRequest::new("alice", "web", &scope);
     /// request.metadata = br#"{"acr":"mfa"}"#;
-    /// let token = minter.mint(&request)?;
+    /// let token = minter.sign(&request)?;
     /// let claims = minter.introspect(&token.value).unwrap();
     /// assert_eq!((claims["acr"].as_str(), claims["tenant"].as_str()), (Some("mfa"), Some("acme")));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -256,8 +256,16 @@ impl JwtMinter {
     }
 }
 
-impl AccessTokenMinter for JwtMinter {
-    fn mint(&self, request: &AccessTokenRequest<'_>) -> Result<AccessToken, MintError> {
+impl JwtMinter {
+    /// Signs one access token for `request`: [`AccessTokenMinter::mint`]
+    /// without the future (signing with a key in memory never waits).
+    ///
+    /// # Errors
+    ///
+    /// [`MintError::Random`] without randomness for the `jti`,
+    /// [`MintError::Signing`], or the [claims hook](JwtMinter::with_claims)'s
+    /// error ([`MintError::ReservedClaim`], [`MintError::Other`]).
+    pub fn sign(&self, request: &AccessTokenRequest<'_>) -> Result<AccessToken, MintError> {
         let now = request.now.unwrap_or_else(|| self.clock.now()).unix_timestamp();
         let lifetime = i64::try_from(self.lifetime.as_secs()).unwrap_or(i64::MAX);
         let mut jti = [0u8; 16];
@@ -278,7 +286,7 @@ impl AccessTokenMinter for JwtMinter {
             exp: now.saturating_add(lifetime),
             iat: now,
             jti: URL_SAFE_NO_PAD.encode(jti),
-            cnf: request.dpop_jkt.map(|j| Confirmation { jkt: j.to_owned() }),
+            cnf: request.confirmation.map(|j| Confirmation { jkt: j.to_owned() }),
             extra: self.extra_claims(request)?,
         };
         let value = match &self.ed25519 {
@@ -304,6 +312,13 @@ impl AccessTokenMinter for JwtMinter {
             }
         };
         Ok(AccessToken::new(value, self.lifetime.as_secs()))
+    }
+}
+
+#[async_trait::async_trait]
+impl AccessTokenMinter for JwtMinter {
+    async fn mint(&self, request: &AccessTokenRequest<'_>) -> Result<AccessToken, MintError> {
+        self.sign(request)
     }
 
     fn jwks(&self) -> Value {
@@ -387,8 +402,8 @@ mod tests {
         let minter = JwtMinter::new(key.clone(), "https://as.example", Duration::from_secs(60));
         let s = scope();
         let mut req = AccessTokenRequest::new("alice", "web", &s);
-        req.dpop_jkt = Some("jkt-1");
-        let token = minter.mint(&req).unwrap();
+        req.confirmation = Some("jkt-1");
+        let token = minter.sign(&req).unwrap();
         let header = jsonwebtoken::decode_header(&token.value).unwrap();
         assert_eq!(header.alg, Algorithm::EdDSA);
         assert_eq!(header.typ.as_deref(), Some("at+jwt"));
@@ -422,7 +437,7 @@ mod tests {
         let minter = JwtMinter::new(key, "iss", Duration::from_secs(60)).with_audience("api");
         assert_eq!(minter.jwks()["keys"].as_array().unwrap().len(), 0);
         let s = scope();
-        let t = minter.mint(&AccessTokenRequest::new("bob", "cli", &s)).unwrap();
+        let t = minter.sign(&AccessTokenRequest::new("bob", "cli", &s)).unwrap();
         let intro = minter.introspect(&t.value).unwrap();
         assert_eq!(intro["aud"], "api");
         assert_eq!(intro["token_type"], "Bearer");
@@ -436,9 +451,9 @@ mod tests {
         let other = JwtMinter::new(SigningKey::ed25519_from_seed([2; 32]), "iss", Duration::from_secs(60));
         let s = scope();
         let req = AccessTokenRequest::new("alice", "web", &s);
-        let t = minter.mint(&req).unwrap();
+        let t = minter.sign(&req).unwrap();
         assert!(minter.introspect(&t.value).is_some());
-        assert!(minter.introspect(&other.mint(&req).unwrap().value).is_none());
+        assert!(minter.introspect(&other.sign(&req).unwrap().value).is_none());
         assert!(minter.introspect("a.b.c").is_none());
         assert!(minter.introspect("rt1_whatever").is_none());
         clock.advance(Duration::from_secs(61));

@@ -11,10 +11,19 @@
 //! * DPoP proofs (RFC 9449) for families bound to a key;
 //! * authorization server metadata (RFC 8414) and the JWK Set of the
 //!   access-token signing keys;
-//! * [`OAuthServer::issue`] for the server's own authorization-code
+//! * [`OAuthServer::issue_async`] for the server's own authorization-code
 //!   exchange: a refresh token only when `offline_access` was granted.
 //!
 //! Every rule lives in the core; this crate translates.
+//!
+//! Async first: each endpoint's one implementation is an `async` method
+//! ([`OAuthServer::serve_async`], [`OAuthServer::handle_async`],
+//! [`OAuthServer::issue_async`], ...) that awaits the [`ClientRegistry`] and
+//! the [`AccessTokenMinter`] you supply (both async traits, implemented
+//! with [`async_trait`](macro@async_trait)) and the engine's commit. The sync forms below
+//! ([`OAuthServer::handle`], [`OAuthServer::issue`]) wait for them on the
+//! calling thread: fine in tests and blocking contexts, never on an async
+//! runtime's own threads.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -91,12 +100,17 @@ mod throttle;
 pub use admin::{
     AdminApi, AdminRoute, DEFAULT_EVENTS_LIMIT, MAX_ADMIN_BODY, MAX_EVENTS_LIMIT, SessionJson, SessionsJson,
 };
+/// The attribute for implementing [`ClientRegistry`] and
+/// [`AccessTokenMinter`] (the `async-trait` crate's): `#[rotoken_http::async_trait]`.
+pub use async_trait::async_trait;
 pub use clients_file::{ClientEntry, FileClients};
 pub use dpop::{DPOP_ALGORITHMS, DpopError, MAX_PROOF_LEN, jwk_thumbprint};
 pub use endpoints::issue::{IssueRequest, issue_rule};
 pub use endpoints::token::TokenResponse;
+#[allow(deprecated)]
+pub use error::IssueError;
 pub use error::{
-    BoxError, ClientFileError, ErrorCode, IssueError, MintError, OAuthError, RegistryError, SigningKeyError,
+    BoxError, ClientFileError, ErrorCode, IssueTokensError, MintError, OAuthError, RegistryError, SigningKeyError,
 };
 pub use event_json::{EventJson, EventsJson};
 pub use form::{Form, parse_form};

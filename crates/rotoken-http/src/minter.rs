@@ -19,8 +19,9 @@ pub struct AccessTokenRequest<'a> {
     pub client_id: &'a str,
     /// The scope of this access token (the grant's, or a narrower requested one).
     pub scope: &'a Scope,
-    /// The DPoP key thumbprint the token is bound to (`cnf.jkt`, RFC 9449 §6), if any.
-    pub dpop_jkt: Option<&'a str>,
+    /// The DPoP key thumbprint the token is bound to (`cnf.jkt`, RFC 9449
+    /// §6), if any: the family's confirmation ([`rotoken::Grant::confirmation`]).
+    pub confirmation: Option<&'a str>,
     /// The refresh-token family this token comes from, if any.
     pub family: Option<&'a FamilyId>,
     /// The family's sealed metadata (for example an authentication context).
@@ -65,28 +66,43 @@ impl fmt::Debug for AccessToken {
 /// Mints access tokens. A server implements it to issue its own kind of
 /// token; [`JwtMinter`](crate::JwtMinter) signs JWTs.
 ///
+/// [`mint`](AccessTokenMinter::mint) is async (a remote signer, a KMS, is);
+/// implement the trait with [`async_trait`](crate::async_trait), which keeps
+/// it usable as `Arc<dyn AccessTokenMinter>`. The JWK Set and introspection
+/// of access tokens stay sync: they are pure computation over keys at hand.
+///
 /// ```
 /// use rotoken_http::{AccessToken, AccessTokenMinter, AccessTokenRequest, MintError};
 ///
 /// /// Opaque random access tokens, kept by the server's resource servers.
 /// struct Opaque;
 ///
+/// #[rotoken_http::async_trait]
 /// impl AccessTokenMinter for Opaque {
-///     fn mint(&self, _request: &AccessTokenRequest<'_>) -> Result<AccessToken, MintError> {
+///     async fn mint(&self, _request: &AccessTokenRequest<'_>) -> Result<AccessToken, MintError> {
 ///         let mut bytes = [0u8; 32];
 ///         getrandom::fill(&mut bytes).map_err(MintError::Random)?;
 ///         let value = bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
 ///         Ok(AccessToken::new(value, 300))
 ///     }
 /// }
+/// # let scope = rotoken::Scope::parse("openid").unwrap();
+/// # let token = futures_lite::future::block_on(Opaque.mint(&AccessTokenRequest::new("alice", "web", &scope))).unwrap();
+/// # assert_eq!(token.value.len(), 64);
 /// ```
+///
+/// As for [`ClientRegistry`](crate::ClientRegistry): the endpoints' async
+/// forms await `mint` on the caller's task; their sync forms wait for it on
+/// the calling thread, so a minter whose futures need a tokio runtime is
+/// called through the async forms or from a runtime's blocking thread.
+#[async_trait::async_trait]
 pub trait AccessTokenMinter: Send + Sync {
     /// Mints one access token.
     ///
     /// # Errors
     ///
     /// [`MintError`]; the endpoint answers `server_error`.
-    fn mint(&self, request: &AccessTokenRequest<'_>) -> Result<AccessToken, MintError>;
+    async fn mint(&self, request: &AccessTokenRequest<'_>) -> Result<AccessToken, MintError>;
 
     /// The public keys resource servers verify access tokens with (a JWK
     /// Set). Default: no keys.
@@ -123,7 +139,7 @@ impl AccessTokenRequest<'_> {
             subject,
             client_id,
             scope,
-            dpop_jkt: None,
+            confirmation: None,
             family: None,
             metadata: &[],
             audience: None,

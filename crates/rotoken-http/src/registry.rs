@@ -72,26 +72,43 @@ impl RegisteredClient {
 /// Where the endpoints look clients up. A server implements it over its own
 /// client store; [`MemoryClients`] and [`FileClients`](crate::FileClients) ship here.
 ///
+/// The lookup is async, so a store behind an async database driver (sqlx,
+/// tokio-postgres) awaits its query instead of blocking. Implement it with
+/// [`async_trait`](crate::async_trait) (re-exported here), which keeps the
+/// trait usable as `Arc<dyn ClientRegistry>`:
+///
 /// ```
 /// use rotoken_http::{ClientRegistry, RegisteredClient, RegistryError};
 ///
 /// /// Every client id starting with `app-` is a public client.
 /// struct Convention;
 ///
+/// #[rotoken_http::async_trait]
 /// impl ClientRegistry for Convention {
-///     fn client(&self, id: &str) -> Result<Option<RegisteredClient>, RegistryError> {
+///     async fn client(&self, id: &str) -> Result<Option<RegisteredClient>, RegistryError> {
+///         // An async store awaits its query here.
 ///         Ok(id.starts_with("app-").then(|| RegisteredClient::public(id)))
 ///     }
 /// }
-/// assert!(Convention.client("app-web").unwrap().is_some());
+/// # futures_lite::future::block_on(async {
+/// assert!(Convention.client("app-web").await.unwrap().is_some());
+/// # });
 /// ```
+///
+/// The endpoints' async forms ([`OAuthServer::serve_async`](crate::OAuthServer::serve_async),
+/// the [`OAuthService`](crate::OAuthService)) await the lookup on the
+/// caller's task. Their sync forms wait for it on the calling thread: a
+/// registry whose futures need a tokio runtime (a tokio-postgres pool, say)
+/// must then be called through the async forms, or from a runtime's
+/// blocking thread (`tokio::task::spawn_blocking`).
+#[async_trait::async_trait]
 pub trait ClientRegistry: Send + Sync {
     /// The client with this id, or `None` if there is none.
     ///
     /// # Errors
     ///
     /// [`RegistryError`] if the registry cannot answer (answered with `server_error`).
-    fn client(&self, id: &str) -> Result<Option<RegisteredClient>, RegistryError>;
+    async fn client(&self, id: &str) -> Result<Option<RegisteredClient>, RegistryError>;
 }
 
 /// An in-memory registry, for tests and servers that configure clients in code.
@@ -114,8 +131,9 @@ impl MemoryClients {
     }
 }
 
+#[async_trait::async_trait]
 impl ClientRegistry for MemoryClients {
-    fn client(&self, id: &str) -> Result<Option<RegisteredClient>, RegistryError> {
+    async fn client(&self, id: &str) -> Result<Option<RegisteredClient>, RegistryError> {
         Ok(self.clients.get(id).cloned())
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_lite::future::block_on;
 use http::{HeaderValue, Method, Request, Response, header};
 use rotoken::{Clock, Engine};
 
@@ -152,9 +153,21 @@ pub struct PeerAddr(pub IpAddr);
 
 /// The OAuth endpoints over one [`Engine`]. `Send + Sync`: share it behind an `Arc`.
 ///
-/// Every method that takes a request is synchronous and may block on the
-/// engine's durable commit: call it from a blocking context (the
-/// [`OAuthService`](crate::OAuthService) does so on tokio's blocking pool).
+/// Async first: [`serve_async`](OAuthServer::serve_async),
+/// [`handle_async`](OAuthServer::handle_async),
+/// [`token_async`](OAuthServer::token_async),
+/// [`revoke_async`](OAuthServer::revoke_async),
+/// [`introspect_async`](OAuthServer::introspect_async) and
+/// [`issue_async`](OAuthServer::issue_async) hold each endpoint's logic and
+/// await the [`ClientRegistry`], the [`AccessTokenMinter`] and the engine's
+/// commit without blocking the runtime's thread (the
+/// [`OAuthService`](crate::OAuthService) calls them). The sync forms
+/// (`serve`, `handle`, `token`, ...) wait for the async ones on the calling
+/// thread, and may block on the engine's durable commit: call them outside
+/// an async runtime, or from its blocking pool. A registry or minter whose
+/// futures need a tokio runtime (a tokio-postgres pool, say) must be called
+/// through the async forms, or the sync ones from inside a runtime's
+/// blocking thread (`tokio::task::spawn_blocking`).
 pub struct OAuthServer {
     pub(crate) engine: Arc<Engine>,
     pub(crate) clients: Arc<dyn ClientRegistry>,
@@ -268,22 +281,33 @@ impl OAuthServer {
     }
 
     /// Answers a request on any route, chosen by its path (404 JSON for others).
-    pub fn handle<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Response<Bytes> {
+    pub async fn handle_async<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Response<Bytes> {
         match self.route(request.uri().path()) {
-            Some(route) => self.serve(route, request),
+            Some(route) => self.serve_async(route, request).await,
             None => OAuthError::not_found().into_response(),
         }
     }
 
-    /// Answers a request on one route.
-    pub fn serve<B: AsRef<[u8]>>(&self, route: Route, request: &Request<B>) -> Response<Bytes> {
+    /// Answers a request on one route: the endpoints' one implementation,
+    /// which awaits the client registry, the minter and the engine.
+    pub async fn serve_async<B: AsRef<[u8]>>(&self, route: Route, request: &Request<B>) -> Response<Bytes> {
         match route {
-            Route::Token => self.token(request),
-            Route::Revocation => self.revoke(request),
-            Route::Introspection => self.introspect(request),
+            Route::Token => self.token_async(request).await,
+            Route::Revocation => self.revoke_async(request).await,
+            Route::Introspection => self.introspect_async(request).await,
             Route::Metadata => self.metadata(request),
             Route::Jwks => self.jwks(request),
         }
+    }
+
+    /// [`OAuthServer::handle_async`], waited for on the calling thread.
+    pub fn handle<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Response<Bytes> {
+        block_on(self.handle_async(request))
+    }
+
+    /// [`OAuthServer::serve_async`], waited for on the calling thread.
+    pub fn serve<B: AsRef<[u8]>>(&self, route: Route, request: &Request<B>) -> Response<Bytes> {
+        block_on(self.serve_async(route, request))
     }
 
     /// The client's address: the peer, or behind a trusted proxy the

@@ -1,7 +1,8 @@
 //! A `tower::Service` over [`OAuthServer`]: buffers the body under the size
-//! limit (413 beyond, without reading the rest), answers the token endpoint
-//! with [`OAuthServer::token_async`] (the engine's commit thread serves the
-//! rotation) and runs revocation and introspection on tokio's blocking pool.
+//! limit (413 beyond, without reading the rest), then awaits
+//! [`OAuthServer::serve_async`] (the client registry, the minter and the
+//! engine are awaited on the request's task: no blocking-pool thread is
+//! parked per request).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -59,20 +60,8 @@ impl OAuthService {
             Ok(r) => r,
             Err(response) => return full(response),
         };
-        let route = self.route.or_else(|| self.server.route(request.uri().path()));
-        let server = self.server;
-        let response = match route {
-            Some(route @ (Route::Metadata | Route::Jwks)) => server.serve(route, &request),
-            // The rotation waits for the engine's commit thread; nothing
-            // here blocks, so no blocking-pool thread is parked per request.
-            Some(Route::Token) => server.token_async(&request).await,
-            Some(route) => match tokio::task::spawn_blocking(move || server.serve(route, &request)).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(error = %e, "endpoint task failed");
-                    OAuthError::server_error().into_response()
-                }
-            },
+        let response = match self.route.or_else(|| self.server.route(request.uri().path())) {
+            Some(route) => self.server.serve_async(route, &request).await,
             None => OAuthError::not_found().into_response(),
         };
         full(response)
@@ -111,8 +100,8 @@ where
     Ok(Request::from_parts(parts, bytes))
 }
 
-/// Serves one route of an [`AdminApi`] (or all of them by path), on
-/// tokio's blocking pool.
+/// Serves one route of an [`AdminApi`] (or all of them by path) with
+/// [`AdminApi::serve_async`].
 #[derive(Debug, Clone)]
 pub struct AdminService {
     api: Arc<AdminApi>,
@@ -150,17 +139,10 @@ impl AdminService {
             Ok(r) => r,
             Err(response) => return full(response),
         };
-        let api = self.api;
-        let route = self.route;
-        let response = tokio::task::spawn_blocking(move || match route {
-            Some(route) => api.serve(route, &request),
-            None => api.handle(&request),
-        })
-        .await
-        .unwrap_or_else(|e| {
-            tracing::error!(error = %e, "admin task failed");
-            OAuthError::server_error().into_response()
-        });
+        let response = match self.route {
+            Some(route) => self.api.serve_async(route, &request).await,
+            None => self.api.handle_async(&request).await,
+        };
         full(response)
     }
 }

@@ -76,7 +76,7 @@ fn a_hook_cannot_override_a_reserved_claim() {
             Ok(m)
         });
         let err = minter
-            .mint(&AccessTokenRequest::new("alice", "web", &scope))
+            .sign(&AccessTokenRequest::new("alice", "web", &scope))
             .unwrap_err();
         assert!(
             matches!(&err, MintError::ReservedClaim(c) if c == name),
@@ -97,7 +97,7 @@ fn a_hook_cannot_override_a_reserved_claim() {
     ));
     assert!(matches!(
         issued,
-        Err(rotoken_http::IssueError::Mint(MintError::ReservedClaim(_)))
+        Err(rotoken_http::IssueTokensError::Mint(MintError::ReservedClaim(_)))
     ));
 }
 
@@ -116,7 +116,7 @@ fn a_failing_hook_fails_the_refresh_with_a_server_error() {
     bad.metadata = b"not json".to_vec();
     let err = f.server.issue(&bad).unwrap_err();
     assert!(
-        matches!(&err, rotoken_http::IssueError::Mint(MintError::Other(e)) if e.is::<serde_json::Error>()),
+        matches!(&err, rotoken_http::IssueTokensError::Mint(MintError::Other(e)) if e.is::<serde_json::Error>()),
         "{err}"
     );
 }

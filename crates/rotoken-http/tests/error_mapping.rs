@@ -6,7 +6,7 @@ use rotoken::{
     Code, ExpiryKind, FamilyId, InvalidInput, KeyError, OpenError, ParseError, RevokeError, RevokeReason, RotateError,
     StoreError,
 };
-use rotoken_http::{DpopError, ErrorCode, IssueError, MintError, OAuthError};
+use rotoken_http::{DpopError, ErrorCode, IssueTokensError, MintError, OAuthError};
 
 /// One row: the error's OAuth code, its status, the start of its
 /// description (its stable cause), and the core code it remembers.
@@ -245,16 +245,16 @@ fn every_store_and_open_error_is_a_server_error() {
 
 #[test]
 fn http_issue_mint_and_dpop_errors_convert_too() {
-    expect(IssueError::UnknownClient, "invalid_client", 401, "", None);
+    expect(IssueTokensError::UnknownClient, "invalid_client", 401, "", None);
     expect(
-        IssueError::Mint(MintError::Signing("hsm down".into())),
+        IssueTokensError::Mint(MintError::Signing("hsm down".into())),
         "server_error",
         500,
         "",
         None,
     );
     expect(
-        IssueError::Core(rotoken::IssueError::InvalidInput(InvalidInput::Empty("scope"))),
+        IssueTokensError::Core(rotoken::IssueError::InvalidInput(InvalidInput::Empty("scope"))),
         "invalid_request",
         400,
         "",
@@ -264,7 +264,7 @@ fn http_issue_mint_and_dpop_errors_convert_too() {
     expect(DpopError::Replayed, "invalid_dpop_proof", 400, "", None);
     expect(DpopError::NonceUnavailable, "server_error", 500, "", None);
     // invalid_client carries its challenge.
-    let r = OAuthError::from(IssueError::UnknownClient).into_response();
+    let r = OAuthError::from(IssueTokensError::UnknownClient).into_response();
     assert!(r.headers().contains_key(http::header::WWW_AUTHENTICATE));
     assert_eq!(OAuthError::from_code(Code::Corrupt).code(), ErrorCode::ServerError);
 }
@@ -284,4 +284,13 @@ fn a_handler_calling_the_engine_directly_answers_with_question_marks() {
     assert!(refresh(&engine, token).is_ok());
     let e = refresh(&engine, "rt1_not-a-token").unwrap_err();
     assert_eq!((e.code(), e.status().as_u16()), (ErrorCode::InvalidGrant, 400));
+}
+
+/// `rotoken_http::IssueError` was renamed `IssueTokensError`; the old name
+/// still compiles (with a deprecation warning) and is the same type.
+#[test]
+#[allow(deprecated)]
+fn the_former_issue_error_name_is_the_same_type() {
+    let e: rotoken_http::IssueError = IssueTokensError::UnknownClient;
+    assert_eq!(e.code(), "unknown_client");
 }

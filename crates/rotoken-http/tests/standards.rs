@@ -149,6 +149,6 @@ fn nothing_is_issued_for_an_unregistered_client() {
         "nobody",
         rotoken::Scope::parse("offline_access").unwrap(),
     ));
-    assert!(matches!(r, Err(rotoken_http::IssueError::UnknownClient)), "{r:?}");
+    assert!(matches!(r, Err(rotoken_http::IssueTokensError::UnknownClient)), "{r:?}");
     assert_eq!(f.server.engine().families_count().unwrap(), 0);
 }

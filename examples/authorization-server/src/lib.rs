@@ -3,7 +3,7 @@
 //! This is what a custom authorization server looks like when it embeds
 //! rotoken instead of running `rotoken serve` beside it: its own
 //! authorization endpoint and its own authorization-code exchange (with
-//! PKCE), whose success calls [`OAuthServer::issue`]. That issues a refresh
+//! PKCE), whose success calls [`OAuthServer::issue_async`]. That issues a refresh
 //! token family only when `offline_access` was granted. The refresh grant,
 //! revocation, introspection, metadata and JWKS are rotoken-http's.
 //!
@@ -142,8 +142,8 @@ impl App {
     }
 
     /// The authorization-code exchange (RFC 6749 §4.1.3, RFC 7636 §4.6),
-    /// ending in [`OAuthServer::issue`].
-    fn exchange(&self, request: &http::Request<Bytes>) -> Result<rotoken_http::TokenResponse, OAuthError> {
+    /// ending in [`OAuthServer::issue_async`].
+    async fn exchange(&self, request: &http::Request<Bytes>) -> Result<rotoken_http::TokenResponse, OAuthError> {
         let form = rotoken_http::parse_form(request.body())?;
         let param = |name: &'static str| {
             form.get(name)
@@ -172,19 +172,20 @@ impl App {
         }
         // A DPoP proof on the exchange binds the family to the client's key.
         let url = self.oauth.config().url(&self.oauth.config().token_path);
-        let dpop_jkt = self.oauth.dpop_thumbprint(request.headers(), "POST", &url)?;
+        let confirmation = self.oauth.dpop_thumbprint(request.headers(), "POST", &url)?;
         let mut issue = IssueRequest::new(pending.subject, pending.client_id, pending.scope);
-        issue.dpop_jkt = dpop_jkt;
+        issue.confirmation = confirmation;
         // In-process: a family (when offline_access was granted) and an access token.
         // An unknown client is `invalid_client`, a storage failure `server_error`.
         Ok(self
             .oauth
-            .issue(&issue)
+            .issue_async(&issue)
+            .await
             .inspect_err(|e| tracing::error!(error = %e, "issuing failed"))?)
     }
 
     /// The token endpoint: `authorization_code` here, everything else rotoken's.
-    fn token(&self, request: &http::Request<Bytes>) -> http::Response<Bytes> {
+    async fn token(&self, request: &http::Request<Bytes>) -> http::Response<Bytes> {
         let is_form = request
             .headers()
             .get(header::CONTENT_TYPE)
@@ -196,9 +197,9 @@ impl App {
                 .is_ok_and(|f| f.get("grant_type") == Some("authorization_code"));
         if !is_code {
             // Anything else, malformed requests included, gets rotoken's answer.
-            return self.oauth.token(request);
+            return self.oauth.token_async(request).await;
         }
-        match self.exchange(request) {
+        match self.exchange(request).await {
             Ok(tokens) => tokens.into_response(),
             Err(e) => e.into_response(),
         }
@@ -245,12 +246,7 @@ pub fn router(app: Arc<App>) -> Router {
             let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
                 return to_axum(OAuthError::payload_too_large().into_response());
             };
-            let request = http::Request::from_parts(parts, bytes);
-            // The engine blocks on its durable commit: off the async threads.
-            match tokio::task::spawn_blocking(move || app.token(&request)).await {
-                Ok(r) => to_axum(r),
-                Err(_) => to_axum(OAuthError::server_error().into_response()),
-            }
+            to_axum(app.token(&http::Request::from_parts(parts, bytes)).await)
         }
     };
     // rotoken-http answers the other endpoints; /oauth/token is ours.

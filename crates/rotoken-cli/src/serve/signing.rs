@@ -53,9 +53,10 @@ impl ReloadingMinter {
     }
 }
 
+#[rotoken_http::async_trait]
 impl AccessTokenMinter for ReloadingMinter {
-    fn mint(&self, request: &AccessTokenRequest<'_>) -> Result<AccessToken, MintError> {
-        self.minter().mint(request)
+    async fn mint(&self, request: &AccessTokenRequest<'_>) -> Result<AccessToken, MintError> {
+        self.minter().sign(request)
     }
 
     fn jwks(&self) -> Value {

@@ -26,7 +26,11 @@ pub(crate) fn truncate(s: &str) -> &str {
 impl OAuthServer {
     /// Client authentication: `client_secret_basic`, `client_secret_post`
     /// or `none`, throttled per (peer, client id).
-    pub(crate) fn authenticate<B>(&self, request: &Request<B>, form: &Form) -> Result<RegisteredClient, OAuthError> {
+    pub(crate) async fn authenticate<B>(
+        &self,
+        request: &Request<B>,
+        form: &Form,
+    ) -> Result<RegisteredClient, OAuthError> {
         let presented = credentials::presented(request.headers(), form)?;
         let Some(id) = presented.id else {
             return Err(OAuthError::invalid_client("client authentication is required"));
@@ -35,7 +39,7 @@ impl OAuthServer {
         let well_formed =
             id.len() <= MAX_CLIENT_ID_LEN && secret.as_ref().is_none_or(|s| s.len() <= MAX_CLIENT_SECRET_LEN);
         let client = if well_formed {
-            self.clients.client(&id).map_err(|e| {
+            self.clients.client(&id).await.map_err(|e| {
                 tracing::error!(error = %e, "client registry failed");
                 OAuthError::server_error()
             })?

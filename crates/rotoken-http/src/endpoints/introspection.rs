@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_lite::future::block_on;
 use http::{Request, Response, StatusCode};
 use rotoken::FamilyId;
 use serde_json::{Map, Value, json};
@@ -14,10 +15,11 @@ use crate::server::OAuthServer;
 impl OAuthServer {
     /// The introspection endpoint (RFC 7662), for authenticated
     /// (confidential) clients. A client registered with `introspect` sees
-    /// every token; any other sees only tokens issued to itself.
-    pub fn introspect<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Response<Bytes> {
+    /// every token; any other sees only tokens issued to itself. The client
+    /// lookup and the store reads are awaited on the caller's task.
+    pub async fn introspect_async<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Response<Bytes> {
         let start = Instant::now();
-        let result = self.introspect_inner(request);
+        let result = self.introspect_inner(request).await;
         self.count(Endpoint::Introspect, result.as_ref().err(), start);
         match result {
             Ok(v) => json_response(StatusCode::OK, Bytes::from(v.to_string())),
@@ -25,9 +27,14 @@ impl OAuthServer {
         }
     }
 
-    fn introspect_inner<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Result<Value, OAuthError> {
+    /// [`OAuthServer::introspect_async`], waited for on the calling thread.
+    pub fn introspect<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Response<Bytes> {
+        block_on(self.introspect_async(request))
+    }
+
+    async fn introspect_inner<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Result<Value, OAuthError> {
         let form = self.read_form(request)?;
-        let client = self.authenticate(request, &form)?;
+        let client = self.authenticate(request, &form).await?;
         if !client.is_confidential() {
             return Err(OAuthError::invalid_client(
                 "introspection requires client authentication with a secret",
@@ -38,7 +45,7 @@ impl OAuthServer {
             .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
         let inactive = json!({ "active": false });
         let visible = |owner: Option<&str>| client.introspect || owner == Some(client.id.as_str());
-        let i = self.engine.introspect(token).map_err(|e| {
+        let i = self.engine.introspect_async(token).await.map_err(|e| {
             tracing::error!(error = %e, "introspection failed: storage error");
             OAuthError::server_error()
         })?;
@@ -78,7 +85,7 @@ impl OAuthServer {
                     let Ok(family) = sid.parse::<FamilyId>() else {
                         return Ok(inactive);
                     };
-                    let live = self.engine.family_is_active(&family).map_err(|e| {
+                    let live = self.engine.family_is_active_async(&family).await.map_err(|e| {
                         tracing::error!(error = %e, "introspection failed: storage error");
                         OAuthError::server_error()
                     })?;

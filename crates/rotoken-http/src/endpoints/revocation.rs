@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_lite::future::block_on;
 use http::{Request, Response, StatusCode, header};
 use rotoken::{RevokeError, RevokeTarget};
 
@@ -12,10 +13,11 @@ use crate::server::OAuthServer;
 
 impl OAuthServer {
     /// The revocation endpoint (RFC 7009): revoking a refresh token revokes
-    /// its family; unknown and invalid tokens answer 200.
-    pub fn revoke<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Response<Bytes> {
+    /// its family; unknown and invalid tokens answer 200. The client lookup
+    /// and the revoking commit are awaited on the caller's task.
+    pub async fn revoke_async<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Response<Bytes> {
         let start = Instant::now();
-        let result = self.revoke_inner(request);
+        let result = self.revoke_inner(request).await;
         self.count(Endpoint::Revoke, result.as_ref().err(), start);
         match result {
             Ok(()) => {
@@ -28,9 +30,14 @@ impl OAuthServer {
         }
     }
 
-    fn revoke_inner<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Result<(), OAuthError> {
+    /// [`OAuthServer::revoke_async`], waited for on the calling thread.
+    pub fn revoke<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Response<Bytes> {
+        block_on(self.revoke_async(request))
+    }
+
+    async fn revoke_inner<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Result<(), OAuthError> {
         let form = self.read_form(request)?;
-        let client = self.authenticate(request, &form)?;
+        let client = self.authenticate(request, &form).await?;
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
@@ -41,7 +48,7 @@ impl OAuthServer {
             token,
             client_id: &client.id,
         };
-        match self.engine.revoke(target) {
+        match self.engine.revoke_async(target).await {
             Ok(n) => {
                 self.metrics.revoked(n);
                 tracing::info!(client_id = %client.id, families = n, "revocation");

@@ -1,10 +1,11 @@
-//! The token endpoint: `grant_type=refresh_token` (RFC 6749 §6), blocking
-//! or async, and its answers (RFC 6749 §5.1, §5.2).
+//! The token endpoint: `grant_type=refresh_token` (RFC 6749 §6), async
+//! (with a sync form that waits for it), and its answers (RFC 6749 §5.1, §5.2).
 
 use std::fmt;
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_lite::future::block_on;
 use http::{HeaderValue, Request, Response, StatusCode};
 use rotoken::{RotateError, RotateRequest, Rotated, Scope};
 use serde::Serialize;
@@ -81,33 +82,28 @@ impl TokenResponse {
 
 impl OAuthServer {
     /// The token endpoint: `grant_type=refresh_token` (RFC 6749 §6).
-    pub fn token<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Response<Bytes> {
+    ///
+    /// The checks, the client lookup ([`ClientRegistry`](crate::ClientRegistry)),
+    /// the rotation (the engine's commit thread) and the access token
+    /// ([`AccessTokenMinter`](crate::AccessTokenMinter)) are awaited on the
+    /// caller's task: nothing blocks the runtime's thread.
+    pub async fn token_async<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Response<Bytes> {
         let start = Instant::now();
-        let result = self.read_form(request).and_then(|form| {
-            let refresh = self.token_checks(request, &form)?;
-            let rotated = self.engine.rotate(refresh.token, &refresh.rotate);
-            self.token_answer(&refresh, rotated)
-        });
+        let result = self.refresh(request).await;
         self.token_response(result, start)
     }
 
-    /// [`OAuthServer::token`] for async callers: the checks and the access
-    /// token run on the caller's task, and the rotation waits for the
-    /// engine's commit thread (`Engine::rotate_async`) without holding a
-    /// blocking-pool thread.
-    pub async fn token_async<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Response<Bytes> {
-        let start = Instant::now();
-        let result = match self.read_form(request) {
-            Ok(form) => match self.token_checks(request, &form) {
-                Ok(refresh) => {
-                    let rotated = self.engine.rotate_async(refresh.token, &refresh.rotate).await;
-                    self.token_answer(&refresh, rotated)
-                }
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-        self.token_response(result, start)
+    /// [`OAuthServer::token_async`], waited for on the calling thread.
+    pub fn token<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Response<Bytes> {
+        block_on(self.token_async(request))
+    }
+
+    /// The refresh: the checks, the rotation and the access token.
+    async fn refresh<B: AsRef<[u8]>>(&self, request: &Request<B>) -> Result<TokenResponse, OAuthError> {
+        let form = self.read_form(request)?;
+        let refresh = self.token_checks(request, &form).await?;
+        let rotated = self.engine.rotate_async(refresh.token, &refresh.rotate).await;
+        self.token_answer(&refresh, rotated).await
     }
 
     /// Counts the answer and adds the DPoP nonce, if nonces are on.
@@ -127,7 +123,7 @@ impl OAuthServer {
 
     /// Everything a refresh checks before the engine sees the token: the
     /// grant type, the client, the parameters, the DPoP proof.
-    fn token_checks<'f, B>(&self, request: &Request<B>, form: &'f Form) -> Result<Refresh<'f>, OAuthError> {
+    async fn token_checks<'f, B>(&self, request: &Request<B>, form: &'f Form) -> Result<Refresh<'f>, OAuthError> {
         let grant_type = form
             .get("grant_type")
             .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?;
@@ -137,7 +133,7 @@ impl OAuthServer {
                 "this endpoint supports grant_type=refresh_token only",
             ));
         }
-        let client = self.authenticate(request, form)?;
+        let client = self.authenticate(request, form).await?;
         if !client.refresh {
             return Err(OAuthError::new(
                 ErrorCode::UnauthorizedClient,
@@ -177,7 +173,7 @@ impl OAuthServer {
 
     /// The token response for the engine's answer: the access token and
     /// the new refresh token, or the refusal.
-    fn token_answer(
+    async fn token_answer(
         &self,
         refresh: &Refresh<'_>,
         rotated: Result<Rotated, RotateError>,
@@ -200,12 +196,13 @@ impl OAuthServer {
                 subject: &rotated.grant.subject,
                 client_id: &client.id,
                 scope: &rotated.scope,
-                dpop_jkt: dpop,
+                confirmation: dpop,
                 family: Some(&rotated.family),
                 metadata: &rotated.grant.metadata,
                 audience: self.audience(client),
                 now: Some(self.clock.now()),
             })
+            .await
             .map_err(|e| {
                 tracing::error!(error = %e, client_id = %client.id, "minting the access token failed");
                 OAuthError::server_error()

@@ -91,7 +91,7 @@ impl Fixture {
 
     pub fn issue_bound(&self, client: &str, scope: &str, jkt: Option<String>) -> String {
         let mut req = IssueRequest::new("alice", client, Scope::parse(scope).unwrap());
-        req.dpop_jkt = jkt;
+        req.confirmation = jkt;
         self.server.issue(&req).unwrap().refresh_token.unwrap()
     }
 
