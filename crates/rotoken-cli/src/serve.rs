@@ -116,6 +116,10 @@ pub(crate) struct ServeArgs {
     /// Milliseconds between looks for new events to write with --events-to [default: 1000].
     #[arg(long, env = "ROTOKEN_EVENTS_POLL_MS", value_name = "MS")]
     pub(crate) events_poll_ms: Option<u64>,
+    /// The directory `POST /admin/backup` (and `rotoken backup --admin-url`)
+    /// may write backups into, and no other [default: the database file's directory].
+    #[arg(long, env = "ROTOKEN_BACKUP_DIR", value_name = "DIR")]
+    pub(crate) backup_dir: Option<PathBuf>,
 }
 
 /// The line printed on standard output once the server is listening.
@@ -281,6 +285,7 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
     config.trusted_proxies = s.trusted_proxies.clone();
     config.dpop_nonce = s.dpop_nonce;
     config.access_token_audience = s.access_token_audience.clone();
+    config.backup_dir = s.backup_dir.clone();
     let oauth = Arc::new(OAuthServer::new(
         engine.clone(),
         Arc::new(Clients { inline, file }),

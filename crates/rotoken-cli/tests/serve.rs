@@ -1228,6 +1228,25 @@ fn backup_through_the_admin_api_while_serving_is_a_consistent_private_snapshot()
     let (status, _) = post_json(&server.admin_url("/admin/backup"), None, &json!({"path": other}));
     assert_eq!(status, 401);
     assert!(!other.exists());
+    // Only into the backup directory (by default the database's): an admin
+    // token is not a way to write files anywhere the server may write.
+    let elsewhere = tempfile::tempdir().unwrap();
+    for path in [
+        elsewhere.path().join("escape.redb"),
+        d.join("..").join(elsewhere.path().file_name().unwrap()).join("up.redb"),
+    ] {
+        let (status, v) = post_json(&server.admin_url("/admin/backup"), Some(ADMIN), &json!({"path": path}));
+        assert_eq!(
+            (status, v["error"].as_str()),
+            (400, Some("backup_path_refused")),
+            "{path:?}: {v}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(elsewhere.path()).unwrap().count(),
+        0,
+        "nothing written outside"
+    );
 
     // Restoring over the file the server holds is refused, even with --force.
     let out = Command::new(bin())

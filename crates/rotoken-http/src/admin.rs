@@ -10,7 +10,7 @@
 //! | `POST /admin/revoke` | exactly one of `{"subject"}`, `{"client_id"}`, `{"family_id"}`, `{"token"}` | `{"revoked": n}` |
 //! | `POST /admin/sessions` | `{"subject"}` | `{"sessions": [...]}` |
 //! | `GET /admin/events?after=N&limit=M` | none | `{"events": [...]}`: events with `seq > N` (default 0), at most `M` (default 100, at most 1000), oldest first, each as [`EventJson`](crate::EventJson) |
-//! | `POST /admin/backup` | `{"path"}`: an absolute path on the server's machine, not existing | `{"backup", "families", "events", "last_event_seq", "bytes"}`: a consistent snapshot written there, mode 0600 ([`rotoken::Engine::backup`]); 409 `backup_exists`, 400 `backup_unsupported` for a PostgreSQL store |
+//! | `POST /admin/backup` | `{"path"}`: an absolute path on the server's machine, a new file directly inside the backup directory ([`Config::backup_dir`](crate::Config::backup_dir)) | `{"backup", "families", "events", "last_event_seq", "bytes"}`: a consistent snapshot written there, mode 0600 ([`rotoken::Engine::backup`]); 409 `backup_exists`; 400 `backup_path_refused` for any other path; 403 `backup_disabled` without a backup directory; 400 `backup_unsupported` for a PostgreSQL store |
 //!
 //! Bad admin tokens spend the client address's failure budget (the OAuth
 //! server's `auth_max_failures` over `auth_failure_window`); past it they
@@ -25,6 +25,7 @@ use rotoken::{Code, FamilyId, RevokeTarget, Scope};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::backup_path::{BackupPathError, backup_path};
 use crate::error::json_response;
 use crate::event_json::EventsJson;
 use crate::throttle::retry_after_secs;
@@ -336,18 +337,26 @@ impl AdminApi {
 impl AdminApi {
     async fn backup(&self, b: BackupBody) -> Response<Bytes> {
         use rotoken::backup::BackupError;
-        let path = std::path::PathBuf::from(&b.path);
-        if !path.is_absolute() {
+        let Some(dir) = self.oauth.config().backup_dir.clone() else {
             return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "path must be absolute: a path on the server's machine",
+                StatusCode::FORBIDDEN,
+                "backup_disabled",
+                "backups through the admin API are off: configure a backup directory",
             );
-        }
+        };
+        let requested = std::path::PathBuf::from(&b.path);
         // A backup copies the whole database: off the caller's thread.
         let engine = Arc::clone(self.oauth.engine());
-        let out = path.clone();
-        match blocking::unblock(move || engine.backup(out)).await {
+        let written = blocking::unblock(move || {
+            let out = backup_path(&dir, &requested)?;
+            Ok::<_, BackupPathError>((engine.backup(out.clone()), out))
+        })
+        .await;
+        let (result, path) = match written {
+            Ok(w) => w,
+            Err(e) => return error(StatusCode::BAD_REQUEST, "backup_path_refused", &e.to_string()),
+        };
+        match result {
             Ok(info) => {
                 tracing::info!(path = %path.display(), families = info.families, bytes = info.bytes, "backup written");
                 ok_json(&serde_json::json!({

@@ -71,6 +71,7 @@
 
 mod admin;
 mod atomic_file;
+mod backup_path;
 mod clients_file;
 mod config_setters;
 mod core_error;

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -94,6 +95,10 @@ pub struct Config {
     /// ([`Engine::clock`]), so a test's `ManualClock` is given once, in the
     /// engine's options.
     pub clock: Option<Arc<dyn Clock>>,
+    /// The directory `POST /admin/backup` may write into (the admin API's
+    /// backups go nowhere else). `None` (the default): backups through the
+    /// admin API are off. `rotoken serve` sets the database's directory.
+    pub backup_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -121,6 +126,7 @@ impl Config {
             auth_throttle_capacity: DEFAULT_THROTTLE_CAPACITY,
             trusted_proxies: Vec::new(),
             clock: None,
+            backup_dir: None,
         }
     }
 

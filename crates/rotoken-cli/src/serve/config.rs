@@ -77,6 +77,8 @@ struct FileConfig {
     /// A file for the audit events as JSON lines, or `-` for standard output.
     events_to: Option<String>,
     events_poll_ms: Option<u64>,
+    /// Where admin-API backups may be written.
+    backup_dir: Option<PathBuf>,
     #[serde(default)]
     policy: PolicyConfig,
     #[serde(default)]
@@ -150,6 +152,9 @@ pub(crate) struct Settings {
     pub(crate) events_poll: Duration,
     /// The config file read, if any.
     pub(crate) config_file: Option<PathBuf>,
+    /// Where admin-API backups may be written; `None` (a PostgreSQL store
+    /// without `backup_dir`): nowhere.
+    pub(crate) backup_dir: Option<PathBuf>,
 }
 
 fn invalid(message: impl Into<String>) -> CliError {
@@ -337,6 +342,18 @@ pub(crate) fn resolve(g: &Global, a: &ServeArgs, env: &dyn Fn(&str) -> Option<St
             )));
         }
     }
+    let store = match (&g.store, &file.store) {
+        (Some(s), _) | (None, Some(s)) => StoreLocation::parse(s),
+        (None, None) => StoreLocation::File(pick_path(&g.db, DEFAULT_DB, &file.db)),
+    };
+    let backup_dir = match (a.backup_dir.clone().or(file.backup_dir), &store) {
+        (Some(dir), _) => Some(dir),
+        // Beside the database: the same file system and permissions.
+        (None, StoreLocation::File(db)) => std::path::absolute(db)
+            .ok()
+            .and_then(|db| db.parent().map(Path::to_path_buf)),
+        (None, _) => None,
+    };
     Ok(Settings {
         bind,
         admin_bind,
@@ -344,10 +361,7 @@ pub(crate) fn resolve(g: &Global, a: &ServeArgs, env: &dyn Fn(&str) -> Option<St
         dpop_nonce: a.dpop_nonce || file.dpop_nonce.unwrap_or(false),
         access_token_audience: a.access_token_audience.clone().or(file.access_token_audience.clone()),
         issuer,
-        store: match (&g.store, &file.store) {
-            (Some(s), _) | (None, Some(s)) => StoreLocation::parse(s),
-            (None, None) => StoreLocation::File(pick_path(&g.db, DEFAULT_DB, &file.db)),
-        },
+        store,
         keys: pick_path(&g.keys, DEFAULT_KEYS, &file.keys),
         signing_key: a
             .signing_key
@@ -378,6 +392,7 @@ pub(crate) fn resolve(g: &Global, a: &ServeArgs, env: &dyn Fn(&str) -> Option<St
         events_to,
         events_poll,
         config_file,
+        backup_dir,
     })
 }
 
@@ -546,9 +561,14 @@ mod tests {
         let (g, a) = parse(&["serve", "--config", c]);
         let s = resolve(&g, &a, &env(&[])).unwrap();
         assert_eq!(s.store, StoreLocation::Postgres("postgres://rt@db/rotoken".into()));
+        assert_eq!(s.backup_dir, None, "no directory beside a PostgreSQL store");
         let (g, a) = parse(&["--store", "/tmp/z.redb", "serve", "--config", c]);
         let s = resolve(&g, &a, &env(&[])).unwrap();
         assert_eq!(s.store, StoreLocation::File("/tmp/z.redb".into()));
+        assert_eq!(s.backup_dir, Some("/tmp".into()), "beside the database file");
+        let (g, a) = parse(&["--store", "/tmp/z.redb", "serve", "--config", c, "--backup-dir", "/srv/b"]);
+        let s = resolve(&g, &a, &env(&[])).unwrap();
+        assert_eq!(s.backup_dir, Some("/srv/b".into()));
     }
 
     #[test]
