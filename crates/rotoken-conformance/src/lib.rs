@@ -394,6 +394,7 @@ macro_rules! conformance_tests {
             clock_steps::a_clock_set_back_an_hour_keeps_the_window_in_real_time,
             clock_steps::the_floor_survives_a_restart,
             clock_steps::a_forward_step_is_kept_after_the_clock_is_corrected,
+            clock_steps::a_retry_right_after_a_restart_under_a_clock_set_back_gets_the_successor,
             policy_rules::every_opener_runs_by_the_databases_policy,
             policy_rules::a_policy_change_is_stored_recorded_and_evented,
             policy_rules::shortening_the_idle_lifetime_reschedules_gc,

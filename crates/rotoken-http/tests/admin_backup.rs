@@ -58,7 +58,11 @@ fn a_path_outside_the_backup_directory_is_refused_and_nothing_is_written() {
         dir.clone(),
     ] {
         let (status, v) = backup(&api, &path);
-        assert_eq!((status, v["error"].as_str()), (400, Some("backup_path_refused")), "{path:?}: {v}");
+        assert_eq!(
+            (status, v["error"].as_str()),
+            (400, Some("backup_path_refused")),
+            "{path:?}: {v}"
+        );
     }
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);

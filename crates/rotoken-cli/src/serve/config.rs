@@ -566,7 +566,15 @@ mod tests {
         let s = resolve(&g, &a, &env(&[])).unwrap();
         assert_eq!(s.store, StoreLocation::File("/tmp/z.redb".into()));
         assert_eq!(s.backup_dir, Some("/tmp".into()), "beside the database file");
-        let (g, a) = parse(&["--store", "/tmp/z.redb", "serve", "--config", c, "--backup-dir", "/srv/b"]);
+        let (g, a) = parse(&[
+            "--store",
+            "/tmp/z.redb",
+            "serve",
+            "--config",
+            c,
+            "--backup-dir",
+            "/srv/b",
+        ]);
         let s = resolve(&g, &a, &env(&[])).unwrap();
         assert_eq!(s.backup_dir, Some("/srv/b".into()));
     }
