@@ -76,3 +76,46 @@ impl AccessTokenMinter for HmacMinter {
         Some(claims.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rotoken::Scope;
+
+    fn mint_at(minter: &HmacMinter, subject: &str, now: OffsetDateTime) -> String {
+        let scope = Scope::parse("openid").unwrap();
+        let mut request = AccessTokenRequest::new(subject, "web-app", &scope);
+        request.now = Some(now);
+        futures_lite::future::block_on(minter.mint(&request)).unwrap().value
+    }
+
+    #[test]
+    fn a_token_verifies_until_it_expires() {
+        let minter = HmacMinter::new([1; 32], Duration::from_secs(300));
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let token = mint_at(&minter, "alice.smith", now);
+        assert_eq!(minter.verify(&token, now), Some(("alice.smith".into(), 1_700_000_300)));
+        assert_eq!(minter.verify(&token, now + Duration::from_secs(300)), None);
+        assert!(
+            minter
+                .introspect_at(&token, now)
+                .is_some_and(|c| c["sub"] == "alice.smith")
+        );
+    }
+
+    #[test]
+    fn a_changed_token_or_another_key_is_refused() {
+        let minter = HmacMinter::new([1; 32], Duration::from_secs(300));
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let token = mint_at(&minter, "alice", now);
+        let (payload, tag) = token.rsplit_once('.').unwrap();
+        let later = payload.replace("1700000300", "1800000300");
+        assert_eq!(minter.verify(&format!("{later}.{tag}"), now), None);
+        let bob = format!("{}.1700000300.{tag}", URL_SAFE_NO_PAD.encode("bob"));
+        assert_eq!(minter.verify(&bob, now), None);
+        assert_eq!(
+            HmacMinter::new([2; 32], Duration::from_secs(300)).verify(&token, now),
+            None
+        );
+    }
+}
