@@ -1,6 +1,8 @@
 //! The small server driven through its Router (no sockets): login, refresh,
 //! reuse detection, logout everywhere, a wrong password.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
