@@ -169,7 +169,10 @@ async fn logout_everywhere(State(server): State<Arc<Server>>, request: Request) 
         .revoke_async(RevokeTarget::Subject(&subject))
         .await
     {
-        Ok(revoked) => Json(json!({ "revoked": revoked })).into_response(),
+        Ok(revoked) => {
+            server.oauth.metrics().record_revocations(revoked);
+            Json(json!({ "revoked": revoked })).into_response()
+        }
         Err(e) => oauth_error(e),
     }
 }

@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use rotoken::{Engine, Keyring, Options};
-use rotoken_example_small_server::{HmacMinter, Server, Users, app};
+use rotoken_example_small_server::{HmacMinter, Server, Users, app, internal_app};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -121,6 +121,9 @@ async fn logout_everywhere_ends_every_session_of_the_user_only() {
         StatusCode::BAD_REQUEST
     );
     assert_eq!(refresh(&h.app, &bob["refresh_token"]).await.0, StatusCode::OK);
+    let metrics = internal_app(&h.server).oneshot(Request::get("/metrics").body(Body::empty()).unwrap());
+    let text = metrics.await.unwrap().into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&text).contains("rotoken_revocations_total 2"));
 }
 
 #[tokio::test]
