@@ -13,7 +13,7 @@ mod minter;
 mod users;
 
 pub use minter::HmacMinter;
-pub use users::{UserError, Users};
+pub use users::Users;
 
 use std::sync::{Arc, Mutex, PoisonError};
 

@@ -1,56 +1,26 @@
-//! The user table: Argon2id password hashes, checked in constant time.
+//! The user table: Argon2id password hashes (PHC strings), verified by
+//! `argon2`, which compares in constant time.
 
 use std::collections::HashMap;
 
-use argon2::Argon2;
-use subtle::ConstantTimeEq;
-
-/// A salted Argon2id hash of one password.
-struct PasswordHash {
-    salt: [u8; 16],
-    hash: [u8; 32],
-}
-
-impl PasswordHash {
-    fn new(password: &str) -> Result<Self, UserError> {
-        let mut salt = [0u8; 16];
-        getrandom::fill(&mut salt).map_err(|_| UserError::Random)?;
-        Ok(Self {
-            salt,
-            hash: derive(password, &salt)?,
-        })
-    }
-
-    fn matches(&self, password: &str) -> bool {
-        derive(password, &self.salt).is_ok_and(|h| bool::from(h.ct_eq(&self.hash)))
-    }
-}
-
-fn derive(password: &str, salt: &[u8; 16]) -> Result<[u8; 32], UserError> {
-    let mut out = [0u8; 32];
-    Argon2::default()
-        .hash_password_into(password.as_bytes(), salt, &mut out)
-        .map_err(|_| UserError::Hash)?;
-    Ok(out)
-}
-
-/// Could not add a user.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum UserError {
-    /// The operating system's random source failed.
-    #[error("no random salt")]
-    Random,
-    /// Argon2 refused the password (longer than 2^32 bytes).
-    #[error("the password could not be hashed")]
-    Hash,
-}
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Argon2, password_hash};
 
 /// Usernames and their password hashes; no password is kept.
 pub struct Users {
-    table: HashMap<String, PasswordHash>,
+    table: HashMap<String, String>,
     /// Checked for unknown usernames, so they take as long as known ones.
-    dummy: PasswordHash,
+    dummy: String,
+}
+
+fn hash(password: &str) -> Result<String, password_hash::Error> {
+    let salt = SaltString::generate(&mut OsRng);
+    Ok(Argon2::default().hash_password(password.as_bytes(), &salt)?.to_string())
+}
+
+fn matches(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
 impl Users {
@@ -58,11 +28,12 @@ impl Users {
     ///
     /// # Errors
     ///
-    /// [`UserError`] if the dummy hash cannot be made.
-    pub fn new() -> Result<Self, UserError> {
+    /// [`password_hash::Error`] if the dummy hash cannot be made.
+    pub fn new() -> Result<Self, password_hash::Error> {
+        let dummy = hash("not a password")?;
         Ok(Self {
             table: HashMap::new(),
-            dummy: PasswordHash::new("")?,
+            dummy,
         })
     }
 
@@ -70,18 +41,18 @@ impl Users {
     ///
     /// # Errors
     ///
-    /// [`UserError`] if the password cannot be hashed.
-    pub fn with(mut self, username: &str, password: &str) -> Result<Self, UserError> {
-        self.table.insert(username.to_owned(), PasswordHash::new(password)?);
+    /// [`password_hash::Error`] if the password cannot be hashed.
+    pub fn with(mut self, username: &str, password: &str) -> Result<Self, password_hash::Error> {
+        self.table.insert(username.to_owned(), hash(password)?);
         Ok(self)
     }
 
     /// Whether `password` is `username`'s.
     pub fn verify(&self, username: &str, password: &str) -> bool {
         match self.table.get(username) {
-            Some(hash) => hash.matches(password),
+            Some(hash) => matches(hash, password),
             None => {
-                let _ = self.dummy.matches(password);
+                let _ = matches(&self.dummy, password);
                 false
             }
         }
