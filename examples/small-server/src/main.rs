@@ -31,6 +31,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::spawn(axum::serve(internal, internal_app(&server)).into_future());
     let public = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
     let service = app(server).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(public, service).await?;
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    axum::serve(public, service).with_graceful_shutdown(ctrl_c).await?;
     Ok(())
 }
