@@ -49,8 +49,9 @@ use tower::util::MapRequestLayer;
 
 /// The OAuth routes of `server`: token, revocation, introspection (POST),
 /// metadata and JWKS (GET). Other methods get the RFC 6749 §5.2 error JSON
-/// with 405, never axum's empty default.
-pub fn router(server: Arc<OAuthServer>) -> Router {
+/// with 405, never axum's empty default. The router takes any state type
+/// `S`, so it merges into your own router before or after `with_state`.
+pub fn router<S: Clone + Send + Sync + 'static>(server: Arc<OAuthServer>) -> Router<S> {
     let c = server.config();
     let routes = [
         (c.token_path.clone(), Route::Token),
@@ -68,8 +69,9 @@ pub fn router(server: Arc<OAuthServer>) -> Router {
 }
 
 /// The admin API routes of `api` (`/admin/families`, `/admin/revoke`,
-/// `/admin/sessions`, `/admin/events`), for a listener only your own servers reach.
-pub fn admin_router(api: Arc<AdminApi>) -> Router {
+/// `/admin/sessions`, `/admin/events`, `/admin/backup`), for a listener
+/// only your own servers reach. Any state type `S`, as [`router`].
+pub fn admin_router<S: Clone + Send + Sync + 'static>(api: Arc<AdminApi>) -> Router<S> {
     AdminRoute::ALL
         .into_iter()
         .fold(Router::new(), |r, (path, route)| {

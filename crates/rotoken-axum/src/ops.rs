@@ -11,8 +11,9 @@ use axum::routing::get;
 use rotoken_http::{METRICS_CONTENT_TYPE, OAuthServer};
 
 /// `GET /healthz`: `{"status":"ok"}` while the database answers a read,
-/// else 503 `{"status":"unavailable"}`. Safe on a public listener.
-pub fn health_router(server: Arc<OAuthServer>) -> Router {
+/// else 503 `{"status":"unavailable"}`. Safe on a public listener. Any
+/// state type `S`, as [`router`](crate::router).
+pub fn health_router<S: Clone + Send + Sync + 'static>(server: Arc<OAuthServer>) -> Router<S> {
     Router::new().route("/healthz", get(move || health(server.clone())))
 }
 
@@ -20,7 +21,7 @@ pub fn health_router(server: Arc<OAuthServer>) -> Router {
 /// requests per endpoint and outcome, latency...) and the number of
 /// families, in the OpenMetrics text format. Mount it on an internal
 /// listener: the counts tell an outsider how busy the server is.
-pub fn metrics_router(server: Arc<OAuthServer>) -> Router {
+pub fn metrics_router<S: Clone + Send + Sync + 'static>(server: Arc<OAuthServer>) -> Router<S> {
     Router::new().route("/metrics", get(move || metrics(server.clone())))
 }
 

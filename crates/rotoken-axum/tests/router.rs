@@ -182,3 +182,31 @@ async fn health_and_metrics_routes_mount_in_a_linked_router() {
         assert!(text.lines().any(|l| l == line), "{line} missing in:\n{text}");
     }
 }
+
+/// Your own state: the routers merge into a `Router<YourState>` before
+/// `with_state` (they used to be `Router<()>` only, so this was E0277).
+#[tokio::test]
+async fn the_routers_merge_into_a_router_with_state() {
+    #[derive(Clone)]
+    struct AppState {
+        greeting: &'static str,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let oauth = setup(dir.path());
+    let app: axum::Router = axum::Router::<AppState>::new()
+        .route(
+            "/hello",
+            axum::routing::get(|axum::extract::State(s): axum::extract::State<AppState>| async move { s.greeting }),
+        )
+        .merge(rotoken_axum::router(oauth.clone()))
+        .merge(rotoken_axum::health_router(oauth.clone()))
+        .with_state(AppState { greeting: "hi" });
+    let get = |path: &str| http::Request::get(path).body(Body::empty()).unwrap();
+    let r = app.clone().oneshot(get("/hello")).await.unwrap();
+    assert_eq!(&r.into_body().collect().await.unwrap().to_bytes()[..], b"hi");
+    let (status, _, v) = send(&app, get("/.well-known/oauth-authorization-server")).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["issuer"], "http://localhost");
+    let (status, _, _) = send(&app, get("/healthz")).await;
+    assert_eq!(status, 200);
+}

@@ -120,6 +120,18 @@ pub trait AccessTokenMinter: Send + Sync {
 
     /// RFC 7662 members for an access token this minter issued and that is
     /// still valid (`active` is added by the caller). Default: `None`.
+    ///
+    /// Two members decide what the introspection endpoint answers:
+    /// - `client_id`: the token's client. A client that introspects sees
+    ///   only its own tokens, so without it the token is active only to a
+    ///   client allowed to introspect every token.
+    /// - `sid`: the family id ([`AccessTokenRequest::family`], as text).
+    ///   With it, a token of a revoked or expired family (logout everywhere,
+    ///   reuse detected) is inactive at once; without it, it stays active
+    ///   until it expires.
+    ///
+    /// Carry both in the tokens you mint (as [`JwtMinter`](crate::JwtMinter)
+    /// does) and return them here.
     fn introspect(&self, _token: &str) -> Option<Map<String, Value>> {
         None
     }

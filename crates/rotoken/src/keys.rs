@@ -329,6 +329,27 @@ impl Keyring {
         Zeroizing::new(s.as_bytes().to_vec())
     }
 
+    /// Loads the key file at `path`, or generates a keyring and writes it
+    /// there (mode 0600, never over an existing file) if there is none.
+    /// Returns the keyring and whether it was created. Keep the file: the
+    /// families sealed under its keys open with nothing else.
+    ///
+    /// # Errors
+    ///
+    /// As [`Keyring::load`], [`Keyring::generate`] and [`Keyring::save`].
+    pub fn load_or_generate(path: impl AsRef<Path>) -> Result<(Self, bool), KeyError> {
+        let path = path.as_ref();
+        match Self::load(path) {
+            Ok(keys) => Ok((keys, false)),
+            Err(KeyError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                let keys = Self::generate()?;
+                keys.save(path, false)?;
+                Ok((keys, true))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Loads a key file (at most [`MAX_KEY_FILE_LEN`] bytes).
     ///
     /// # Errors
@@ -623,6 +644,26 @@ mod tests {
         assert_eq!(back.key_ids(), ring.key_ids());
         assert_eq!(back.key_check(), ring.key_check());
         assert!(back.verify(&token(&ring)));
+    }
+
+    #[test]
+    fn load_or_generate_creates_a_private_file_once_then_loads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.keys");
+        let (made, created) = Keyring::load_or_generate(&path).unwrap();
+        assert!(created);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        let (loaded, created) = Keyring::load_or_generate(&path).unwrap();
+        assert!(!created);
+        assert_eq!(loaded.key_check(), made.key_check());
+        // A damaged file is an error, never replaced by new keys.
+        std::fs::write(&path, b"not a key file").unwrap();
+        assert!(matches!(Keyring::load_or_generate(&path), Err(KeyError::Format { .. })));
+        assert_eq!(std::fs::read(&path).unwrap(), b"not a key file");
     }
 
     #[test]

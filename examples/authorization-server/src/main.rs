@@ -17,13 +17,7 @@ const ADDR: &str = "127.0.0.1:9090";
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().with_writer(std::io::stderr).init();
     let keys_path = Path::new("example.keys");
-    let keys = if keys_path.exists() {
-        Keyring::load(keys_path)?
-    } else {
-        let k = Keyring::generate()?;
-        k.save(keys_path, false)?;
-        k
-    };
+    let (keys, _) = Keyring::load_or_generate(keys_path)?;
     let (signing, _) = SigningKey::load_or_generate(Path::new("example.signing.key"))?;
     let engine = Arc::new(Engine::open("example.redb", keys, Options::default())?);
     let issuer = format!("http://{ADDR}");

@@ -14,13 +14,7 @@ use rotoken_example_small_server::{HmacMinter, Server, Users, app, internal_app}
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let keys_path = Path::new("small-server.keys");
-    let keys = if keys_path.exists() {
-        Keyring::load(keys_path)?
-    } else {
-        let keys = Keyring::generate()?;
-        keys.save(keys_path, false)?;
-        keys
-    };
+    let (keys, _) = Keyring::load_or_generate(keys_path)?;
     let engine = Arc::new(Engine::open("small-server.redb", keys, Options::default())?);
     let users = Users::new()?.with("alice", &std::env::var("ALICE_PASSWORD")?)?;
     // A fresh access-token key per start: access tokens live five minutes.
