@@ -160,13 +160,13 @@ async fn logout_everywhere(State(server): State<Arc<Server>>, request: Request) 
         .and_then(|v| v.to_str().ok());
     let token = bearer.and_then(|v| v.strip_prefix("Bearer "));
     let now = server.oauth.clock().now();
-    let Some((subject, _)) = token.and_then(|t| server.minter.verify(t, now)) else {
+    let Some(claims) = token.and_then(|t| server.minter.verify(t, now)) else {
         return unauthorized("invalid_token");
     };
     match server
         .oauth
         .engine()
-        .revoke_async(RevokeTarget::Subject(&subject))
+        .revoke_async(RevokeTarget::Subject(&claims.sub))
         .await
     {
         Ok(revoked) => {
