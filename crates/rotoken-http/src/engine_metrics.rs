@@ -25,7 +25,7 @@ impl EngineCollector {
 }
 
 /// Counters: name (without `_total`), help, value.
-fn counters(s: &Stats) -> [(&'static str, &'static str, u64); 8] {
+fn counters(s: &Stats) -> [(&'static str, &'static str, u64); 9] {
     [
         (
             "rotoken_engine_batches",
@@ -66,6 +66,11 @@ fn counters(s: &Stats) -> [(&'static str, &'static str, u64); 8] {
             "rotoken_engine_subscriber_panics",
             "Event subscriber calls that panicked (caught).",
             s.subscriber_panics,
+        ),
+        (
+            "rotoken_engine_store_time_ahead",
+            "Batches that read a rotation stamped more than a minute ahead of this server's clock.",
+            s.store_time_ahead,
         ),
     ]
 }

@@ -9,7 +9,7 @@ mod common;
 
 use std::sync::Barrier;
 
-use common::{SECOND, Servers, T0, assert_check, grant};
+use common::{HOUR, SECOND, Servers, T0, assert_check, grant};
 use rotoken::{ManualClock, RotateError, RotateRequest, Rotated};
 use rotoken_postgres::testing;
 
@@ -143,4 +143,30 @@ fn a_server_whose_clock_is_behind_still_answers_the_second_tab_with_the_successo
     s.advance_ms(31 * SECOND);
     let late = b.rotate(t1.refresh_token.expose(), &req);
     assert!(matches!(late, Err(RotateError::ReuseDetected { .. })), "{late:?}");
+}
+
+/// Server A's clock is a day ahead (set wrong): its rotations must not drag
+/// server B's time a day forward (B's families would all expire, and stay
+/// expired after A is fixed). B does not take a time that far ahead, counts
+/// it (Stats::store_time_ahead), and its own rotations keep its own time.
+#[test]
+fn a_server_a_day_ahead_does_not_drag_the_others_time() {
+    let Some(db) = testing::database() else { return };
+    let s = Servers::new(db);
+    let wrong = ManualClock::at_unix_millis(T0 + 24 * HOUR);
+    let (a, b) = (s.engine_with_clock(&wrong), s.engine());
+    let req = RotateRequest::new("web-app");
+    let t0 = a.issue(&grant("alice", "web-app")).unwrap().refresh_token;
+    let t1 = a.rotate(t0.expose(), &req).unwrap();
+    // At B, the family was rotated "a day from now": not taken as B's time,
+    // so the second tab's retry is before the rotation (the safe side) and
+    // the mismatch is counted for an alert.
+    let retry = b.rotate(t0.expose(), &req);
+    assert!(matches!(retry, Err(RotateError::ReuseDetected { .. })), "{retry:?}");
+    assert_eq!(b.stats().store_time_ahead, 1);
+    // B's time is still B's: a family it issues now lives from B's clock.
+    let other = b.issue(&grant("bob", "web-app")).unwrap();
+    let t2 = b.rotate(other.refresh_token.expose(), &req).unwrap();
+    assert!(t2.expires_at < t1.expires_at, "B did not jump a day");
+    assert_eq!(a.stats().store_time_ahead, 0);
 }

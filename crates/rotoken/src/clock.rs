@@ -37,6 +37,11 @@ impl Clock for SystemClock {
     }
 }
 
+/// How far ahead of the engine's time a time read from the store may be and
+/// still be taken (see [`Floor::at_least`]): far more than servers kept by
+/// NTP ever differ, far less than a clock set a day or a year wrong.
+pub(crate) const MAX_STORE_AHEAD_MS: i64 = 60_000;
+
 /// The engine's time: the wall clock, except that it never goes back.
 ///
 /// If the wall clock is behind the last time the engine acted on (it was
@@ -69,7 +74,10 @@ impl Floor {
     /// The time to act on now, and never before `seen`: a time read from
     /// the store (another server's rotation, stamped by a clock ahead of
     /// this one). The floor rises to it, so from here on time moves on from
-    /// `seen` at the speed of real time, as after a forward step.
+    /// `seen` at the speed of real time, as after a forward step. A `seen`
+    /// more than [`MAX_STORE_AHEAD_MS`] ahead is not taken (a server with a
+    /// clock that far wrong must not drag every server's time with it); the
+    /// caller sees it in the answer being earlier than `seen`.
     pub(crate) fn at_least(&self, seen: i64, clock: &dyn Clock) -> i64 {
         let wall = to_millis(clock.now());
         let mono = clock.elapsed();
@@ -78,7 +86,12 @@ impl Floor {
             (Some(then), Some(now)) if now >= then => last.0.saturating_add(duration_millis(now - then)),
             _ => last.0,
         };
-        let t = wall.max(carried).max(seen);
+        let t = wall.max(carried);
+        let t = if seen.saturating_sub(t) <= MAX_STORE_AHEAD_MS {
+            t.max(seen)
+        } else {
+            t
+        };
         *last = (t, mono);
         t
     }
@@ -193,6 +206,9 @@ mod tests {
         assert_eq!(floor.now(&clock), 1_033_000, "31 s of real time since it was seen");
         // A time behind the engine's changes nothing.
         assert_eq!(floor.at_least(5, &clock), 1_033_000);
+        // A time more than a minute ahead (a server a day wrong) is not taken.
+        assert_eq!(floor.at_least(1_033_000 + 86_400_000, &clock), 1_033_000);
+        assert_eq!(floor.at_least(1_033_000 + MAX_STORE_AHEAD_MS, &clock), 1_093_000);
     }
 
     #[test]

@@ -62,6 +62,7 @@ struct Counters {
     gc_removed: AtomicU64,
     gc_failures: AtomicU64,
     largest_lock: AtomicU64,
+    store_time_ahead: AtomicU64,
 }
 
 impl fmt::Debug for Core {
@@ -211,6 +212,7 @@ impl Core {
             largest_lock: self.stats.largest_lock.load(Ordering::Relaxed),
             events_not_delivered: self.delivery.counts().not_delivered.load(Ordering::Relaxed),
             subscriber_panics: self.delivery.counts().subscriber_panics.load(Ordering::Relaxed),
+            store_time_ahead: self.stats.store_time_ahead.load(Ordering::Relaxed),
         }
     }
 
@@ -438,7 +440,11 @@ impl Core {
         // one waited for its lock), and never before a rotation one of them
         // records: a second presenter is then inside the grace window, not
         // "before the rotation" (docs/design.md, "Time").
-        let now = self.floor.at_least(batch.latest_rotation(), &*self.clock);
+        let latest = batch.latest_rotation();
+        let now = self.floor.at_least(latest, &*self.clock);
+        if latest > now {
+            self.stats.store_time_ahead.fetch_add(1, Ordering::Relaxed);
+        }
         let dones = ops.iter().map(|op| batch.apply(&self.protocol, op, now)).collect();
         batch.write_back(&mut *txn, &self.protocol)?;
         let events = Self::append_events(&mut *txn, std::mem::take(&mut batch.events), now)?;

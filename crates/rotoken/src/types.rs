@@ -328,4 +328,9 @@ pub struct Stats {
     pub events_not_delivered: u64,
     /// Subscriber calls that panicked (caught; delivery went on).
     pub subscriber_panics: u64,
+    /// Batches that read a rotation stamped more than a minute ahead of
+    /// this engine's time (a server sharing the store with a clock that far
+    /// ahead): not taken as the time, so a retry there may be seen as a
+    /// replay. Alert on it; fix the clocks (docs/design.md, "Time").
+    pub store_time_ahead: u64,
 }
