@@ -10,14 +10,19 @@ fn harness(backend: &dyn Backend) -> Harness {
     Harness::new(backend, small_policy(1_000))
 }
 
-/// Issues at the clock's time, then rotates once: (predecessor, successor).
-fn rotated_once(engine: &Engine) -> (String, String) {
-    let t0 = engine
+/// Issues a family for alice at the clock's time: its first token.
+fn issued(engine: &Engine) -> String {
+    engine
         .issue(&grant("alice", "web"))
         .unwrap()
         .refresh_token
         .expose()
-        .to_owned();
+        .to_owned()
+}
+
+/// Issues at the clock's time, then rotates once: (predecessor, successor).
+fn rotated_once(engine: &Engine) -> (String, String) {
+    let t0 = issued(engine);
     let t1 = engine.rotate(&t0, &RotateRequest::new("web")).unwrap();
     (t0, t1.refresh_token.expose().to_owned())
 }
@@ -97,12 +102,7 @@ pub fn a_retry_right_after_a_restart_under_a_clock_set_back_gets_the_successor(b
     let h = harness(backend);
     let engine = h.open();
     // The issue persists the floor; the rotation half a second later does not.
-    let t0 = engine
-        .issue(&grant("alice", "web"))
-        .unwrap()
-        .refresh_token
-        .expose()
-        .to_owned();
+    let t0 = issued(&engine);
     h.clock.advance(Duration::from_millis(500));
     let t1 = present(&engine, &t0).unwrap().refresh_token.expose().to_owned();
     drop(engine);
