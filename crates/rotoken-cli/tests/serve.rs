@@ -145,8 +145,7 @@ impl Server {
         loop {
             if let Some(status) = self.served.child.try_wait().unwrap() {
                 let log = self.log();
-                let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-                return (status, log, dir);
+                return (status, log, self.dir);
             }
             assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
             std::thread::sleep(Duration::from_millis(50));

@@ -429,6 +429,9 @@ impl Core {
     fn apply_batch_once(&self, ops: &[Op]) -> Result<(Vec<Done>, Committed), StoreError> {
         let mode = self.next_commit();
         let mut txn = self.store.begin_write(mode)?;
+        // The persisted floor is raised before the families are locked (its
+        // meta read takes PostgreSQL's advisory lock, so this transaction
+        // takes it before any row lock), hence at a time read before the wait.
         let started = self.now();
         let raised = self.raise_floor(&mut *txn, started)?;
         let mut batch = Working::lock(&mut *txn, ops, &self.protocol)?;
