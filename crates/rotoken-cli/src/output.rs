@@ -83,6 +83,9 @@ fn is_storage_code(code: Code) -> bool {
             | Code::NotRotoken
             | Code::UnsupportedSchema
             | Code::Unavailable
+            | Code::Busy
+            | Code::DeadlinePassed
+            | Code::OutcomeUnknown
     )
 }
 

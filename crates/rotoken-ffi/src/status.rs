@@ -174,7 +174,8 @@ impl Status {
             Code::Diverged => Self::Diverged,
             Code::ScopeWidened => Self::ScopeWidened,
             Code::TooManyGenerations => Self::TooManyGenerations,
-            Code::StorageError => Self::StorageError,
+            // Retryable: the same call may be made again (Code::is_retryable).
+            Code::StorageError | Code::Busy | Code::DeadlinePassed | Code::OutcomeUnknown => Self::StorageError,
             Code::Corrupt => Self::Corrupt,
             Code::RandomFailed => Self::RandomFailed,
             Code::Unavailable => Self::Closed,

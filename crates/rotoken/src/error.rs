@@ -66,6 +66,16 @@ pub enum Code {
     RetireActive,
     /// No key id is left.
     KeysExhausted,
+    /// Another transaction held the family's lock past the store's lock
+    /// wait; nothing of this operation was written. Retry the same request.
+    Busy,
+    /// The operation's deadline passed, or its caller went away, before it
+    /// was applied; nothing was written. Retry the same request.
+    DeadlinePassed,
+    /// The store failed after the commit was sent and could not be asked
+    /// what happened. Retry the same token: the engine settles the outcome
+    /// and answers a retry with the successor if the rotation committed.
+    OutcomeUnknown,
 }
 
 impl Code {
@@ -97,6 +107,9 @@ impl Code {
             Self::UnknownKey => "unknown_key",
             Self::RetireActive => "retire_active",
             Self::KeysExhausted => "keys_exhausted",
+            Self::Busy => "busy",
+            Self::DeadlinePassed => "deadline_passed",
+            Self::OutcomeUnknown => "outcome_unknown",
         }
     }
 
@@ -117,6 +130,19 @@ impl Code {
                 | Self::Diverged
                 | Self::ScopeWidened
                 | Self::TooManyGenerations
+        )
+    }
+
+    /// True for a failure that says nothing about the request: the store
+    /// was unreachable, busy or slow, the engine was shutting down, or the
+    /// operation's deadline passed. Nothing was decided against the caller;
+    /// the same request (the same token) may be sent again, and an adapter
+    /// answers it as "temporarily unavailable, retry" (HTTP 503 with
+    /// `Retry-After`), never as a refusal.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            Self::StorageError | Self::Unavailable | Self::Busy | Self::DeadlinePassed | Self::OutcomeUnknown
         )
     }
 
@@ -169,6 +195,23 @@ pub enum StoreError {
     /// or its commit thread could not start); nothing was written.
     #[error("the engine is unavailable: {0}")]
     Unavailable(&'static str),
+    /// Another transaction held a family's lock past the store's lock wait
+    /// (a stuck session, a long transaction): the operations on that family
+    /// were not applied; the rest of their batch was.
+    #[error("the family is locked by another transaction: {0}")]
+    Busy(String),
+    /// The operation's deadline passed, or its caller went away (or the
+    /// process was stalled while it waited), before it was applied:
+    /// nothing of it was written.
+    #[error("the operation's deadline passed before it was applied; nothing was written")]
+    DeadlinePassed,
+    /// The store failed after the commit was sent (a connection lost
+    /// during `COMMIT`): the transaction may or may not have committed. A
+    /// store returns it from [`crate::store::WriteTxn::commit`]; the engine
+    /// then finds out what happened before it answers, and callers see it
+    /// only when the store could not be asked.
+    #[error("the commit's outcome is unknown (retry the same token): {0}")]
+    OutcomeUnknown(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
 }
 
 impl From<getrandom::Error> for StoreError {
@@ -190,7 +233,20 @@ impl StoreError {
             Self::Corrupt { .. } => Code::Corrupt,
             Self::Random(_) => Code::RandomFailed,
             Self::Unavailable(_) => Code::Unavailable,
+            Self::Busy(_) => Code::Busy,
+            Self::DeadlinePassed => Code::DeadlinePassed,
+            Self::OutcomeUnknown(_) => Code::OutcomeUnknown,
         }
+    }
+
+    /// A commit whose outcome is unknown, with the store's own error as its source.
+    pub fn outcome_unknown(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::OutcomeUnknown(std::sync::Arc::new(e))
+    }
+
+    /// True if the same request may simply be sent again ([`Code::is_retryable`]).
+    pub fn is_retryable(&self) -> bool {
+        self.code().is_retryable()
     }
 }
 

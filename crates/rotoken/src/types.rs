@@ -34,6 +34,12 @@ pub struct Options {
     pub cache_size: Option<usize>,
     /// How concurrent writes share commits.
     pub group_commit: GroupCommit,
+    /// How long an operation may wait to be applied when its caller gives
+    /// no deadline of its own ([`RotateRequest::deadline`]). Past it the
+    /// operation is never applied and fails with
+    /// [`StoreError::DeadlinePassed`](crate::StoreError::DeadlinePassed)
+    /// (retryable). Default 10 s.
+    pub deadline: Duration,
 }
 
 impl Default for Options {
@@ -45,6 +51,7 @@ impl Default for Options {
             gc_every: Some(Duration::from_secs(60)),
             cache_size: None,
             group_commit: GroupCommit::default(),
+            deadline: Duration::from_secs(10),
         }
     }
 }
@@ -93,6 +100,13 @@ impl Options {
         self.group_commit = group_commit;
         self
     }
+
+    /// How long an operation may wait to be applied (see [`Options::deadline`]).
+    #[must_use]
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
 }
 
 impl fmt::Debug for Options {
@@ -104,6 +118,7 @@ impl fmt::Debug for Options {
             .field("gc_every", &self.gc_every)
             .field("cache_size", &self.cache_size)
             .field("group_commit", &self.group_commit)
+            .field("deadline", &self.deadline)
             .finish()
     }
 }
@@ -134,6 +149,15 @@ pub struct RotateRequest {
     pub scope: Option<Scope>,
     /// Thumbprint of the key the client proved possession of (DPoP `jkt`, mTLS).
     pub confirmation: Option<String>,
+    /// The latest instant the rotation may be applied: an adapter passes
+    /// its request's (the time it read the request plus what its client
+    /// waits). Past it, or once the caller has gone away (its future
+    /// dropped), the rotation is never applied and fails with
+    /// [`StoreError::DeadlinePassed`](crate::StoreError::DeadlinePassed),
+    /// retryable: a request its client abandoned and retried elsewhere
+    /// must not be judged late as a replay. `None`: the engine's
+    /// [`Options::deadline`] from the call.
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl RotateRequest {

@@ -118,6 +118,16 @@ pub enum Commit {
     Relaxed,
 }
 
+/// One family as [`WriteTxn::try_lock_families`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Locked {
+    /// Locked for this transaction: its committed bytes (`None` if absent).
+    Held(Option<Vec<u8>>),
+    /// Another transaction held it past the store's lock wait; not locked.
+    Busy,
+}
+
 /// A family that gc should look at, from [`WriteTxn::lock_due`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Due {
@@ -383,6 +393,49 @@ pub trait WriteTxn: ReadTxn {
     ///
     /// A storage error, or [`StoreError::Conflict`].
     fn lock_families(&mut self, ids: &[FamilyId]) -> Result<Vec<Option<Vec<u8>>>, StoreError>;
+
+    /// [`WriteTxn::lock_families`], except that a family whose lock another
+    /// transaction holds past the store's lock wait is reported
+    /// [`Locked::Busy`] instead of failing the transaction: the engine then
+    /// fails only the operations on that family (retryably) and commits the
+    /// rest of the batch. The families reported locked are held as
+    /// `lock_families` holds them (rule 2). The default, for a store with
+    /// one writer (redb), never reports a family busy.
+    ///
+    /// # Errors
+    ///
+    /// A storage error, or [`StoreError::Conflict`].
+    fn try_lock_families(&mut self, ids: &[FamilyId]) -> Result<Vec<Locked>, StoreError> {
+        Ok(self.lock_families(ids)?.into_iter().map(Locked::Held).collect())
+    }
+
+    /// Raises the meta value `name`, a big-endian `i64`, to `value` if it
+    /// is lower or absent; never lowers it. Unlike a [`ReadTxn::meta`]
+    /// read followed by [`WriteTxn::set_meta`], it need not serialise with
+    /// every other writer (rule 7): the engine raises its clock floor this
+    /// way, and a lock every batch of every server takes would stall them
+    /// all behind one stuck session. The default reads and sets (redb has
+    /// one writer anyway); a shared store should raise in one statement
+    /// that holds the value's row only until this transaction commits.
+    ///
+    /// # Errors
+    ///
+    /// A storage error; [`StoreError::Corrupt`] if the stored value is not 8 bytes.
+    fn raise_meta_i64(&mut self, name: &str, value: i64) -> Result<(), StoreError> {
+        let stored = match self.meta(name)? {
+            None => None,
+            Some(v) => Some(i64::from_be_bytes(v.as_slice().try_into().map_err(|_| {
+                StoreError::Corrupt {
+                    table: "meta",
+                    reason: format!("{name} is not 8 bytes"),
+                }
+            })?)),
+        };
+        if stored.is_none_or(|s| s < value) {
+            self.set_meta(name, &value.to_be_bytes())?;
+        }
+        Ok(())
+    }
 
     /// Stores a new family. A family id that exists already (128 random
     /// bits: never in practice) is [`StoreError::Corrupt`].
