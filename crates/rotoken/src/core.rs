@@ -12,7 +12,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
@@ -39,6 +39,8 @@ const META_CLOCK_FLOOR: &str = "clock_floor";
 /// How far the engine's time runs ahead of the persisted floor before a
 /// write transaction raises it.
 const FLOOR_STEP_MS: i64 = 1_000;
+/// How often unsettled outcomes are tried again while the store is away.
+const SETTLE_RETRY: Duration = Duration::from_millis(500);
 
 /// Everything an engine is, behind the public handle's `Arc`.
 pub(crate) struct Core {
@@ -57,8 +59,11 @@ pub(crate) struct Core {
     /// Sees the process stall; `None` when [`Options::stall_threshold`] is.
     stall: Option<StallWatch>,
     /// Rotations whose commit's outcome could not be read back: settled
-    /// (marked undelivered if they committed) once the store answers again.
-    unsettled: Mutex<Vec<Settle>>,
+    /// (marked undelivered if they committed) once the store answers again;
+    /// and whether a settler thread is retrying them.
+    unsettled: Mutex<(Vec<Settle>, bool)>,
+    /// This core, for the threads it starts.
+    me: OnceLock<Weak<Core>>,
     /// The stored floor not adopted at open (too far ahead), if any.
     floor_ignored: Option<i64>,
 }
@@ -292,7 +297,8 @@ impl Core {
             stats: Counters::default(),
             deadline: options.deadline,
             stall: options.stall_threshold.map(StallWatch::start),
-            unsettled: Mutex::new(Vec::new()),
+            unsettled: Mutex::new((Vec::new(), false)),
+            me: OnceLock::new(),
             floor_ignored: ignored.then_some(stored_floor),
         };
         if ignored {
@@ -577,11 +583,45 @@ impl Core {
         r
     }
 
-    /// Queues successors to be marked undelivered by the next batch that
-    /// commits (in its own transaction, before it decides anything).
+    /// Lets the core start threads that hold it weakly (called once, by
+    /// [`crate::Engine`], right after the core is shared).
+    pub(crate) fn adopt(self: &Arc<Self>) {
+        let _ = self.me.set(Arc::downgrade(self));
+    }
+
+    /// Queues successors to be marked undelivered: by the next batch that
+    /// commits (before it decides anything), or by a settler thread that
+    /// retries every half second until the store answers, so another
+    /// server sharing the store sees the mark too.
     fn settle_later(&self, settles: Vec<Settle>) {
+        if settles.is_empty() {
+            return;
+        }
         let mut pending = self.unsettled.lock().unwrap_or_else(PoisonError::into_inner);
-        pending.extend(settles);
+        pending.0.extend(settles);
+        if pending.1 {
+            return;
+        }
+        let Some(me) = self.me.get().cloned() else {
+            return; // not shared yet: the next batch settles
+        };
+        pending.1 = std::thread::Builder::new()
+            .name("rotoken-settler".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(SETTLE_RETRY);
+                    let Some(core) = me.upgrade() else { return };
+                    {
+                        let mut pending = core.unsettled.lock().unwrap_or_else(PoisonError::into_inner);
+                        if pending.0.is_empty() {
+                            pending.1 = false;
+                            return;
+                        }
+                    }
+                    core.run_batch(&[]);
+                }
+            })
+            .is_ok();
     }
 
     /// See [`crate::Engine::revoke`].
@@ -618,7 +658,7 @@ impl Core {
     /// reached the store is settled first: read back, and answered as
     /// what happened (docs/design.md, "Settled outcomes").
     fn run_batch(&self, ops: &[Op]) -> Vec<Done> {
-        let settles = std::mem::take(&mut *self.unsettled.lock().unwrap_or_else(PoisonError::into_inner));
+        let settles = std::mem::take(&mut self.unsettled.lock().unwrap_or_else(PoisonError::into_inner).0);
         let result = self.retrying_conflicts(|| match self.apply_batch_once(ops, &settles) {
             Ok(done) => Ok(done),
             Err(Unsent::Before(e)) => Err(e),
@@ -627,7 +667,7 @@ impl Core {
         match result {
             Ok((dones, events)) => {
                 let n = ops.len() as u64;
-                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                self.stats.batches.fetch_add(u64::from(n > 0), Ordering::Relaxed);
                 self.stats.operations.fetch_add(n, Ordering::Relaxed);
                 self.stats.largest_batch.fetch_max(n, Ordering::Relaxed);
                 self.emit(events);

@@ -118,6 +118,7 @@ impl Engine {
         let gc_every = options.gc_every;
         let sink = options.on_event.clone();
         let core = Arc::new(Core::new(Box::new(store), keys, options)?);
+        core.adopt();
         if let Some(sink) = sink {
             core.subscribe(sink).map_err(thread_refused)?;
         }
