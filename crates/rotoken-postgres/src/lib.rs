@@ -113,34 +113,56 @@ use rotoken::{OpenError, StoreError};
 pub use deadpool_postgres;
 pub use error::PgStoreError;
 pub use location::StoreLocation;
-pub use schema::SCHEMA_VERSION;
+pub use schema::{ADVISORY_KEY, SCHEMA_VERSION};
 pub use tokio_postgres;
 
 use crate::bridge::Bridge;
 use crate::conn::Conn;
-use crate::error::from_pg;
+use crate::error::from_pool;
 use crate::session::Session;
 use crate::txn::{PgRead, PgWrite};
 
 /// Connection settings of a [`PostgresStore`].
+///
+/// Each field can also be set by a parameter of the connection URL (see
+/// [`PgOptions::take_url_parameters`]); a parameter in the URL overrides
+/// the field.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct PgOptions {
     /// Most connections open at once. Default 16: the engine keeps up to
     /// half of them busy with write batches in flight at once (families
     /// that two batches share are serialised by row locks); the rest serve
-    /// reads.
+    /// reads. URL: `pool_size`.
     pub pool_size: usize,
     /// How long connecting, or waiting for a free connection, may take.
-    /// Default 5 s.
+    /// Default 5 s. URL: `connect_timeout_ms` (libpq's `connect_timeout`,
+    /// in seconds, sets the connection attempt alone).
     pub connect_timeout: Duration,
     /// The server's `statement_timeout` for every statement (lock waits
-    /// included). Default 10 s.
+    /// included). Default 10 s. URL: `statement_timeout_ms`.
     pub statement_timeout: Duration,
+    /// How long a batch waits for a family's row lock that another
+    /// transaction holds (a stuck session, a long transaction) before that
+    /// family is reported busy ([`rotoken::store::Locked::Busy`]: only its
+    /// operations fail, retryably, and the rest of the batch commits). From
+    /// then on it also bounds every other lock wait of that transaction.
+    /// Default 2 s. URL: `lock_wait_ms`.
+    pub lock_wait: Duration,
+    /// A pooled connection unused for this long is closed, so a server
+    /// past a burst gives its connections back to the database (whose
+    /// `max_connections` all servers share). `None`: never. Default 60 s.
+    /// URL: `idle_timeout_ms` (0: never).
+    pub idle_timeout: Option<Duration>,
     /// The server's `idle_in_transaction_session_timeout`: a server that
     /// stops mid-transaction (frozen, partitioned) has its locks released
-    /// after this. Default 30 s.
+    /// after this. Default 30 s. URL: `idle_in_transaction_timeout_ms`.
     pub idle_in_transaction_timeout: Duration,
+    /// The `statement_timeout` of the schema migration run when a store
+    /// connects (instead of [`PgOptions::statement_timeout`]: an upgrade
+    /// of a large table, or waiting for another server's migration, takes
+    /// longer than a request may). Default 10 min. URL: `migration_timeout_ms`.
+    pub migration_timeout: Duration,
     /// Worker threads of the store's runtime. Default 2.
     pub runtime_threads: usize,
 }
@@ -151,11 +173,25 @@ impl Default for PgOptions {
             pool_size: 16,
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(10),
+            lock_wait: Duration::from_secs(2),
+            idle_timeout: Some(Duration::from_secs(60)),
             idle_in_transaction_timeout: Duration::from_secs(30),
+            migration_timeout: Duration::from_secs(600),
             runtime_threads: 2,
         }
     }
 }
+
+/// The URL parameters [`PgOptions::take_url_parameters`] takes.
+pub const URL_PARAMETERS: &[&str] = &[
+    "pool_size",
+    "connect_timeout_ms",
+    "statement_timeout_ms",
+    "lock_wait_ms",
+    "idle_timeout_ms",
+    "idle_in_transaction_timeout_ms",
+    "migration_timeout_ms",
+];
 
 impl PgOptions {
     /// The longest any one store call may take before the caller gets a
@@ -163,6 +199,82 @@ impl PgOptions {
     fn operation_timeout(&self) -> Duration {
         self.connect_timeout + self.statement_timeout + Duration::from_secs(1)
     }
+
+    /// Sets the fields named by rotoken's own parameters in the query of
+    /// `url` (a `postgres://` or `postgresql://` URL) and returns the URL
+    /// without them, for `tokio_postgres` (which refuses parameters it does
+    /// not know). Every other parameter (`host`, `sslmode`,
+    /// `application_name`, libpq's `connect_timeout`...) stays.
+    ///
+    /// | parameter | field | unit |
+    /// |---|---|---|
+    /// | `pool_size` | [`PgOptions::pool_size`] | connections (at least 1) |
+    /// | `connect_timeout_ms` | [`PgOptions::connect_timeout`] | ms |
+    /// | `statement_timeout_ms` | [`PgOptions::statement_timeout`] | ms |
+    /// | `lock_wait_ms` | [`PgOptions::lock_wait`] | ms |
+    /// | `idle_timeout_ms` | [`PgOptions::idle_timeout`] | ms, 0 = never |
+    /// | `idle_in_transaction_timeout_ms` | [`PgOptions::idle_in_transaction_timeout`] | ms |
+    /// | `migration_timeout_ms` | [`PgOptions::migration_timeout`] | ms |
+    ///
+    /// A `key=value` connection string (not a URL) is returned unchanged.
+    ///
+    /// # Errors
+    ///
+    /// [`PgStoreError::BadParameter`] for a value that is not a number (or
+    /// a zero pool size or timeout).
+    pub fn take_url_parameters(&mut self, url: &str) -> Result<String, PgStoreError> {
+        let lower = url.get(..13).unwrap_or(url).to_ascii_lowercase();
+        if !(lower.starts_with("postgres://") || lower.starts_with("postgresql://")) {
+            return Ok(url.to_owned());
+        }
+        let Some((base, query)) = url.split_once('?') else {
+            return Ok(url.to_owned());
+        };
+        let mut kept = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if !URL_PARAMETERS.contains(&name) {
+                kept.push(pair);
+                continue;
+            }
+            let bad = |expected| PgStoreError::BadParameter {
+                name: name.to_owned(),
+                value: value.to_owned(),
+                expected,
+            };
+            let n: u64 = value.parse().map_err(|_| bad("a whole number"))?;
+            let ms = Duration::from_millis(n);
+            let positive = |d: Duration| if d.is_zero() { Err(bad("above 0")) } else { Ok(d) };
+            match name {
+                "pool_size" => self.pool_size = usize::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| bad("at least 1"))?,
+                "connect_timeout_ms" => self.connect_timeout = positive(ms)?,
+                "statement_timeout_ms" => self.statement_timeout = positive(ms)?,
+                "lock_wait_ms" => self.lock_wait = positive(ms)?,
+                "idle_timeout_ms" => self.idle_timeout = (n > 0).then_some(ms),
+                "idle_in_transaction_timeout_ms" => self.idle_in_transaction_timeout = positive(ms)?,
+                _ => self.migration_timeout = positive(ms)?,
+            }
+        }
+        Ok(if kept.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        })
+    }
+}
+
+/// One failed attempt of [`PostgresStore::connect_waiting`], for its log line.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ConnectRetry<'a> {
+    /// Which attempt failed (1 for the first).
+    pub attempt: u32,
+    /// Why.
+    pub error: &'a OpenError,
+    /// How long the next attempt is away.
+    pub retry_in: Duration,
+    /// How long connecting has taken so far.
+    pub waited: Duration,
 }
 
 /// Families in a PostgreSQL database, shared by any number of servers.
@@ -173,6 +285,8 @@ pub struct PostgresStore {
     pub(crate) bridge: Bridge,
     /// What connecting found and migrated.
     schema: SchemaStatus,
+    /// The lock wait of [`WriteTxn::try_lock_families`], as `set_config` takes it.
+    pub(crate) lock_wait: String,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -186,7 +300,9 @@ impl std::fmt::Debug for PostgresStore {
 impl PostgresStore {
     /// Connects to the database at `url` (a `postgres://` URL or a
     /// `key=value` connection string), creating or upgrading rotoken's
-    /// tables.
+    /// tables. rotoken's own URL parameters (`pool_size`,
+    /// `statement_timeout_ms`...: [`PgOptions::take_url_parameters`])
+    /// override the fields of `options`.
     ///
     /// # Errors
     ///
@@ -195,8 +311,56 @@ impl PostgresStore {
     /// database with a `rotoken_families` table that rotoken did not make,
     /// or a storage error (a bad URL, an unreachable server, a timeout).
     pub fn connect(url: &str, options: PgOptions) -> Result<Self, OpenError> {
-        let config: tokio_postgres::Config = url.parse().map_err(from_pg)?;
+        let (config, options) = parse_url(url, options)?;
         Self::connect_with(config, options)
+    }
+
+    /// [`PostgresStore::connect`], trying again while the server cannot be
+    /// reached (refused or timed-out connections, a server still starting
+    /// up: see [`PgStoreError::is_connection_failure`]) for up to `wait`,
+    /// with back-off (0.1 s doubling to 5 s between attempts). Each failed
+    /// attempt that will be retried is given to `on_retry` (for a log
+    /// line). Errors that waiting does not mend (a bad URL, wrong
+    /// credentials, a missing database, a schema refused) return at once.
+    /// A server that starts before its database does (`rotoken serve` in a
+    /// container next to PostgreSQL's) calls this instead of
+    /// [`PostgresStore::connect`].
+    ///
+    /// # Errors
+    ///
+    /// As [`PostgresStore::connect`]: the last attempt's error once `wait`
+    /// has passed.
+    pub fn connect_waiting(
+        url: &str,
+        options: PgOptions,
+        wait: Duration,
+        mut on_retry: impl FnMut(&ConnectRetry<'_>),
+    ) -> Result<Self, OpenError> {
+        let (config, options) = parse_url(url, options)?;
+        let start = std::time::Instant::now();
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 0u32;
+        loop {
+            attempt = attempt.saturating_add(1);
+            let error = match Self::connect_with(config.clone(), options.clone()) {
+                Ok(store) => return Ok(store),
+                Err(e) => e,
+            };
+            let waited = start.elapsed();
+            let left = wait.saturating_sub(waited);
+            if !error::is_connection_failure(&error) || left.is_zero() {
+                return Err(error);
+            }
+            let retry_in = delay.min(left);
+            on_retry(&ConnectRetry {
+                attempt,
+                error: &error,
+                retry_in,
+                waited,
+            });
+            std::thread::sleep(retry_in);
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
     }
 
     /// [`PostgresStore::connect`] with a parsed configuration.
@@ -234,16 +398,23 @@ impl PostgresStore {
             .build()
             .map_err(|e| StoreError::from(PgStoreError::Pool(e.to_string())))?;
         let bridge = Bridge::new(options.runtime_threads, options.operation_timeout()).map_err(StoreError::storage)?;
+        if let Some(idle) = options.idle_timeout {
+            bridge.spawn_background(release_idle(pool.weak(), idle));
+        }
         let mut store = Self {
             pool,
             bridge,
             schema: SchemaStatus::new(0, SCHEMA_VERSION, Vec::new()),
+            lock_wait: format!("{}ms", options.lock_wait.as_millis().max(1)),
         };
         let mut conn = store.checkout()?;
-        let migrated = store.bridge.run(async move {
-            let r = schema::migrate(&mut conn).await;
-            Ok((conn, r))
-        })?;
+        let migration_timeout = options.migration_timeout;
+        let migrated = store
+            .bridge
+            .run_for(migration_timeout + options.connect_timeout, async move {
+                let r = schema::migrate(&mut conn, migration_timeout).await;
+                Ok((conn, r))
+            })?;
         let (_conn, result) = migrated;
         store.schema = result?;
         Ok(store)
@@ -256,8 +427,29 @@ impl PostgresStore {
             pool.get()
                 .await
                 .map(Conn::new)
-                .map_err(|e| PgStoreError::Pool(e.to_string()).into())
+                .map_err(|e| from_pool(e).into())
         })
+    }
+}
+
+/// The configuration and options a URL names (rotoken's parameters taken out).
+fn parse_url(url: &str, mut options: PgOptions) -> Result<(tokio_postgres::Config, PgOptions), OpenError> {
+    let url = options.take_url_parameters(url).map_err(StoreError::from)?;
+    let config = url
+        .parse()
+        .map_err(|e| StoreError::from(PgStoreError::Postgres(e)))?;
+    Ok((config, options))
+}
+
+/// Closes pooled connections unused for `idle` (deadpool has no reaper of
+/// its own), checking a few times per `idle`; ends with the pool.
+async fn release_idle(pool: deadpool_postgres::WeakPool, idle: Duration) {
+    let every = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(15));
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(pool) = pool.upgrade() else { return };
+        // Dropping a removed connection closes it.
+        drop(pool.retain(|_, metrics| metrics.last_used() < idle));
     }
 }
 
@@ -282,8 +474,8 @@ impl Store for PostgresStore {
 
     fn begin_write(&self, commit: Commit) -> Result<Box<dyn WriteTxn + '_>, StoreError> {
         let begin = match commit {
-            Commit::Relaxed => "BEGIN; SET LOCAL synchronous_commit = off",
-            _ => "BEGIN",
+            Commit::Relaxed => "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = off",
+            _ => "BEGIN ISOLATION LEVEL READ COMMITTED",
         };
         Ok(Box::new(PgWrite::new(Session::new(self, begin))))
     }
