@@ -49,6 +49,23 @@
 //!   change is buffered and sent at commit as one statement per kind
 //!   (arrays unnested) together with the `COMMIT`: a rotation batch of any
 //!   size is two round trips.
+//! * **A held row fails only its family.** The engine locks through
+//!   [`WriteTxn::try_lock_families`]: the same read under `lock_timeout`
+//!   ([`PgOptions::lock_wait`], default 2 s) inside a savepoint, in the same
+//!   round trip. A row another session holds past that (a stuck `psql`, a
+//!   frozen server) is reported busy after one rollback to the savepoint
+//!   and a `SKIP LOCKED` read of the rest; only its operations fail
+//!   (retryably, `busy`), and the rest of the batch commits.
+//! * **No global lock on the write path.** The clock floor every engine
+//!   raises is one upsert sent with the `COMMIT`
+//!   ([`WriteTxn::raise_meta_i64`]), compared as `int8`, never lowered;
+//!   the advisory lock ([`ADVISORY_KEY`]) is taken only by migrations and
+//!   by the first server's key check on an empty database.
+//! * **Isolation, explicitly.** Write transactions begin `ISOLATION LEVEL
+//!   READ COMMITTED` whatever the server's default, because the locking
+//!   read must return the latest committed row (under `REPEATABLE READ` a
+//!   race with another server would be a serialization failure and a
+//!   whole-batch retry instead of a second presenter's answer).
 //! * **gc from many servers.** `lock_due` uses `FOR UPDATE SKIP LOCKED`, so
 //!   servers collecting at once take different families.
 //! * **Event numbers** come from a counter row locked by the transactions
@@ -82,6 +99,17 @@
 //! leader, its commit thread) and from a `spawn_blocking` thread, and does
 //! not panic even on a runtime worker.
 //!
+//! # Settings
+//!
+//! [`PgOptions`] holds the pool size, the timeouts, the lock wait and the
+//! idle timeout; each can be set from the URL too
+//! (`postgres://rotoken@db/rotoken?pool_size=8&statement_timeout_ms=5000`:
+//! the table is at [`PgOptions::take_url_parameters`]).
+//! [`PostgresStore::connect_waiting`] waits for a database that is not up
+//! yet. Pooled connections unused for [`PgOptions::idle_timeout`] are
+//! closed. The schema migration runs under [`PgOptions::migration_timeout`],
+//! not the request statement timeout.
+//!
 //! # Failure behaviour
 //!
 //! A database that is down or unreachable gives callers `storage_error`
@@ -90,6 +118,11 @@
 //! A transaction interrupted by a failure or a timeout closes its
 //! connection (the server rolls it back), so nothing half-done is ever
 //! committed, and a rotation is acknowledged only after its `COMMIT` was.
+//! When the failure came after the `COMMIT` may have reached the server
+//! (the connection lost or timed out waiting for its answer), the commit
+//! returns [`rotoken::StoreError::OutcomeUnknown`] and the engine reads the
+//! outcome back. Every storage error's text carries PostgreSQL's SQLSTATE
+//! and message ([`PgStoreError`]).
 
 #![forbid(unsafe_code)]
 
@@ -246,7 +279,12 @@ impl PgOptions {
             let ms = Duration::from_millis(n);
             let positive = |d: Duration| if d.is_zero() { Err(bad("above 0")) } else { Ok(d) };
             match name {
-                "pool_size" => self.pool_size = usize::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| bad("at least 1"))?,
+                "pool_size" => {
+                    self.pool_size = usize::try_from(n)
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| bad("at least 1"))?
+                }
                 "connect_timeout_ms" => self.connect_timeout = positive(ms)?,
                 "statement_timeout_ms" => self.statement_timeout = positive(ms)?,
                 "lock_wait_ms" => self.lock_wait = positive(ms)?,
@@ -423,21 +461,15 @@ impl PostgresStore {
     /// A connection from the pool (connecting if none is idle).
     fn checkout(&self) -> Result<Conn, StoreError> {
         let pool = self.pool.clone();
-        self.bridge.run(async move {
-            pool.get()
-                .await
-                .map(Conn::new)
-                .map_err(|e| from_pool(e).into())
-        })
+        self.bridge
+            .run(async move { pool.get().await.map(Conn::new).map_err(|e| from_pool(e).into()) })
     }
 }
 
 /// The configuration and options a URL names (rotoken's parameters taken out).
 fn parse_url(url: &str, mut options: PgOptions) -> Result<(tokio_postgres::Config, PgOptions), OpenError> {
     let url = options.take_url_parameters(url).map_err(StoreError::from)?;
-    let config = url
-        .parse()
-        .map_err(|e| StoreError::from(PgStoreError::Postgres(e)))?;
+    let config = url.parse().map_err(|e| StoreError::from(PgStoreError::Postgres(e)))?;
     Ok((config, options))
 }
 
@@ -478,5 +510,59 @@ impl Store for PostgresStore {
             _ => "BEGIN ISOLATION LEVEL READ COMMITTED",
         };
         Ok(Box::new(PgWrite::new(Session::new(self, begin))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotokens_url_parameters_set_options_and_leave_the_rest() {
+        let mut o = PgOptions::default();
+        let url = o
+            .take_url_parameters(
+                "postgres://rt:pw@db/rotoken?sslmode=disable&pool_size=8&statement_timeout_ms=2500\
+                 &lock_wait_ms=100&idle_timeout_ms=0&connect_timeout=3&migration_timeout_ms=1000\
+                 &connect_timeout_ms=700&idle_in_transaction_timeout_ms=9000",
+            )
+            .unwrap();
+        assert_eq!(url, "postgres://rt:pw@db/rotoken?sslmode=disable&connect_timeout=3");
+        assert_eq!(o.pool_size, 8);
+        assert_eq!(o.statement_timeout, Duration::from_millis(2500));
+        assert_eq!(o.lock_wait, Duration::from_millis(100));
+        assert_eq!(o.idle_timeout, None);
+        assert_eq!(o.migration_timeout, Duration::from_secs(1));
+        assert_eq!(o.connect_timeout, Duration::from_millis(700));
+        assert_eq!(o.idle_in_transaction_timeout, Duration::from_secs(9));
+        // Only ours: nothing left, no `?`.
+        assert_eq!(
+            PgOptions::default()
+                .take_url_parameters("postgresql://db/x?pool_size=2")
+                .unwrap(),
+            "postgresql://db/x"
+        );
+        // A key=value string is not a URL: untouched.
+        let kv = "host=/run/pg dbname=x";
+        assert_eq!(PgOptions::default().take_url_parameters(kv).unwrap(), kv);
+        assert!(
+            url.parse::<tokio_postgres::Config>().is_ok(),
+            "the driver takes what is left"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_parameters_name() {
+        for bad in [
+            "pool_size=0",
+            "pool_size=x",
+            "statement_timeout_ms=0",
+            "lock_wait_ms=-1",
+        ] {
+            let e = PgOptions::default()
+                .take_url_parameters(&format!("postgres://db/x?{bad}"))
+                .unwrap_err();
+            assert!(e.to_string().contains(bad.split('=').next().unwrap()), "{e}");
+        }
     }
 }

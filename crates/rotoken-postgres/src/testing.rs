@@ -252,7 +252,9 @@ pub struct LateCluster {
 
 impl std::fmt::Debug for LateCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LateCluster").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("LateCluster")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -265,7 +267,10 @@ impl LateCluster {
     /// When there are no binaries and `CI` is set, or `initdb` fails.
     pub fn new() -> Option<Self> {
         let Some(bin) = bin_dir() else {
-            assert!(std::env::var_os("CI").is_none(), "PostgreSQL binaries are required under CI");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "PostgreSQL binaries are required under CI"
+            );
             let _ = writeln!(std::io::stderr(), "SKIPPED: no PostgreSQL binaries (initdb) found");
             return None;
         };
