@@ -303,6 +303,68 @@ impl LateCluster {
         *self.watchdog.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(watchdog);
         Ok(())
     }
+
+    /// Stops every process of the running cluster (SIGSTOP): a frozen
+    /// database, whose connections stay open and answer nothing.
+    ///
+    /// # Errors
+    ///
+    /// The cluster's processes could not be signalled.
+    pub fn freeze(&self) -> Result<(), HarnessError> {
+        self.signal_all("-STOP")
+    }
+
+    /// Lets a frozen cluster go on (SIGCONT).
+    ///
+    /// # Errors
+    ///
+    /// The cluster's processes could not be signalled.
+    pub fn thaw(&self) -> Result<(), HarnessError> {
+        self.signal_all("-CONT")
+    }
+
+    /// Restarts the running cluster the hard way (`pg_ctl -m immediate
+    /// restart`: no checkpoint, every connection cut, crash recovery at
+    /// start); returns once it accepts connections again.
+    ///
+    /// # Errors
+    ///
+    /// `pg_ctl` failed.
+    pub fn restart_immediate(&self) -> Result<(), HarnessError> {
+        let mut c = match self.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(self.bin.join("pg_ctl"));
+                c
+            }
+            None => Command::new(self.bin.join("pg_ctl")),
+        };
+        let out = c
+            .stdin(Stdio::null())
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .args(["-m", "immediate", "-w", "-t", "60", "restart"])
+            .output()?;
+        if !out.status.success() {
+            return Err(format!("pg_ctl restart failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        Ok(())
+    }
+
+    /// Sends `signal` to the postmaster and every process it started.
+    fn signal_all(&self, signal: &str) -> Result<(), HarnessError> {
+        let pidfile = std::fs::read_to_string(self.dir.join("data").join("postmaster.pid"))?;
+        let pid = pidfile.lines().next().ok_or("empty postmaster.pid")?.trim().to_owned();
+        // Children first, so none of them sees its parent stop alone.
+        let _ = Command::new("pkill").args([signal, "-P", &pid]).status()?;
+        let status = Command::new("kill").args([signal, &pid]).status()?;
+        if !status.success() {
+            return Err(format!("kill {signal} {pid} failed").into());
+        }
+        Ok(())
+    }
 }
 
 impl Drop for LateCluster {
