@@ -84,9 +84,19 @@ pub(crate) struct ServeArgs {
     /// Largest request body in bytes; larger ones get 413 [default: 16384].
     #[arg(long, env = "ROTOKEN_MAX_BODY_BYTES", value_name = "BYTES")]
     pub(crate) max_body_bytes: Option<usize>,
-    /// Time limit for one request, in seconds [default: 10].
+    /// How long a client waits for an answer, in seconds: the engine
+    /// applies nothing of a request later than this (less a margin for the
+    /// store's own bound) and answers 503 with Retry-After instead [default: 10].
     #[arg(long, env = "ROTOKEN_REQUEST_TIMEOUT_SECS", value_name = "SECS")]
     pub(crate) request_timeout_secs: Option<u64>,
+    /// The Retry-After, in seconds, of a 503 temporarily_unavailable answer
+    /// (store trouble, a passed deadline) [default: 1].
+    #[arg(long, env = "ROTOKEN_RETRY_AFTER_SECS", value_name = "SECS")]
+    pub(crate) retry_after_secs: Option<u64>,
+    /// How long to keep trying a PostgreSQL store that cannot be reached at
+    /// start, with back-off and a log line per attempt; 0 tries once [default: 30].
+    #[arg(long, env = "ROTOKEN_DB_WAIT_SECS", value_name = "SECS")]
+    pub(crate) db_wait_secs: Option<u64>,
     /// Time allowed for a complete request head, from the connection's start
     /// or the end of its previous response; slower clients are closed [default: 10].
     #[arg(long, env = "ROTOKEN_HEADER_READ_TIMEOUT_SECS", value_name = "SECS")]
