@@ -205,6 +205,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), CliError> {
         Command::Bench(a) => crate::bench::run(g, a),
         Command::Serve(a) => crate::serve::run(g, &a),
         Command::Clients(c) => crate::clients::run(c),
+        Command::Clock(c) => crate::clock::run(g, &c),
     }
 }
 

@@ -40,6 +40,7 @@ mod backup;
 #[cfg(feature = "bench")]
 mod bench;
 mod clients;
+mod clock;
 mod commands;
 mod demo;
 mod events;
@@ -202,6 +203,10 @@ pub(crate) enum Command {
     /// Manage the clients `serve` authenticates (a file of ids and secret hashes).
     #[command(subcommand)]
     Clients(clients::ClientsCommand),
+    /// The store's clock floor: lower one that a server with a clock set
+    /// wrong persisted far ahead.
+    #[command(subcommand)]
+    Clock(clock::ClockCommand),
 }
 
 /// `rotoken keys ...`

@@ -86,6 +86,7 @@ fn is_storage_code(code: Code) -> bool {
             | Code::Busy
             | Code::DeadlinePassed
             | Code::OutcomeUnknown
+            | Code::ClockBehind
     )
 }
 

@@ -30,6 +30,8 @@ pub mod at_rest;
 pub mod clock_steps;
 pub mod concurrency;
 pub mod constant_size;
+pub mod faults;
+pub mod faulty;
 pub mod forgery;
 pub mod group_commit;
 pub mod lifecycle;
@@ -395,6 +397,16 @@ macro_rules! conformance_tests {
             clock_steps::the_floor_survives_a_restart,
             clock_steps::a_forward_step_is_kept_after_the_clock_is_corrected,
             clock_steps::a_retry_right_after_a_restart_under_a_clock_set_back_gets_the_successor,
+            clock_steps::a_restart_under_a_clock_set_back_far_neither_answers_nor_revokes_the_predecessor,
+            faults::a_commit_whose_answer_was_lost_is_answered_with_its_successor,
+            faults::a_commit_lost_before_it_took_effect_is_a_clean_retry,
+            faults::an_unknown_outcome_is_settled_and_a_late_retry_gets_the_successor,
+            faults::a_late_retry_settles_its_own_unknown_outcome,
+            faults::an_unknown_outcome_that_did_not_commit_rotates_on_retry,
+            faults::a_rotation_past_its_deadline_is_not_applied,
+            faults::a_rotation_whose_caller_went_away_answers_its_late_retry,
+            faults::presenting_a_revoked_or_expired_token_writes_nothing,
+            faults::a_floor_written_days_ahead_poisons_no_one,
             policy_rules::every_opener_runs_by_the_databases_policy,
             policy_rules::a_policy_change_is_stored_recorded_and_evented,
             policy_rules::shortening_the_idle_lifetime_reschedules_gc,

@@ -175,7 +175,9 @@ impl Status {
             Code::ScopeWidened => Self::ScopeWidened,
             Code::TooManyGenerations => Self::TooManyGenerations,
             // Retryable: the same call may be made again (Code::is_retryable).
-            Code::StorageError | Code::Busy | Code::DeadlinePassed | Code::OutcomeUnknown => Self::StorageError,
+            Code::StorageError | Code::Busy | Code::DeadlinePassed | Code::OutcomeUnknown | Code::ClockBehind => {
+                Self::StorageError
+            }
             Code::Corrupt => Self::Corrupt,
             Code::RandomFailed => Self::RandomFailed,
             Code::Unavailable => Self::Closed,

@@ -50,8 +50,16 @@ impl Bridge {
         T: Send + 'static,
         F: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
+        self.run_for(self.timeout, work)
+    }
+
+    /// [`Bridge::run`] with a timeout of its own (the schema migration).
+    pub(crate) fn run_for<T, F>(&self, timeout: Duration, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let timeout = self.timeout;
         self.handle()?.spawn(async move {
             let out = match tokio::time::timeout(timeout, work).await {
                 Ok(r) => r,
@@ -60,6 +68,17 @@ impl Bridge {
             let _ = tx.send(out);
         });
         rx.recv().map_err(|_| StoreError::from(PgStoreError::RuntimeGone))?
+    }
+
+    /// Runs `work` on the store's runtime for as long as the runtime lives
+    /// (the idle-connection reaper).
+    pub(crate) fn spawn_background<F>(&self, work: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        if let Ok(rt) = self.handle() {
+            rt.spawn(work);
+        }
     }
 
     /// Starts `work` on the store's runtime without waiting for it (the

@@ -4,7 +4,8 @@
 //! transaction-level advisory lock (so two servers starting at once do not
 //! both migrate), reads the highest version, refuses a newer schema than
 //! this build knows (rolling back: nothing is written), and applies the
-//! missing migrations in that one transaction.
+//! missing migrations in that one transaction, under a statement timeout
+//! of its own (`PgOptions::migration_timeout`), not the requests' one.
 
 use rotoken::store::{Migration, SchemaStatus};
 use rotoken::{OpenError, StoreError};
@@ -15,9 +16,11 @@ use crate::error::{PgStoreError, from_pg};
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// The advisory lock key that serialises migrations (and first-time key
-/// checks: see `txn.rs`): "rotoken" in ASCII.
-pub(crate) const ADVISORY_KEY: i64 = 0x0072_6f74_6f6b_656e;
+/// The advisory lock key that serialises migrations and the first
+/// server's key check (`pg_advisory_xact_lock`): "rotoken" in ASCII. No
+/// rotation or issue takes it; a session holding it (`pg_advisory_lock`)
+/// delays only stores connecting to a new or older database.
+pub const ADVISORY_KEY: i64 = 0x0072_6f74_6f6b_656e;
 
 /// What each of [`MIGRATIONS`] does, in the same order (for logs and
 /// `rotoken migrate`).
@@ -63,18 +66,25 @@ const MIGRATIONS: &[&str] = &[
 
 /// Brings the database on `conn` to [`SCHEMA_VERSION`], or refuses it;
 /// says what it found and applied.
-pub(crate) async fn migrate(conn: &mut Conn) -> Result<SchemaStatus, OpenError> {
+pub(crate) async fn migrate(conn: &mut Conn, timeout: std::time::Duration) -> Result<SchemaStatus, OpenError> {
     conn.in_txn = true;
-    let result = migrate_in_txn(conn).await;
+    let result = migrate_in_txn(conn, timeout).await;
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
     conn.client().batch_execute(end).await.map_err(from_pg)?;
     conn.in_txn = false;
     result
 }
 
-async fn migrate_in_txn(conn: &Conn) -> Result<SchemaStatus, OpenError> {
+async fn migrate_in_txn(conn: &Conn, timeout: std::time::Duration) -> Result<SchemaStatus, OpenError> {
     let c = conn.client();
-    c.batch_execute("BEGIN").await.map_err(from_pg)?;
+    // The migration (and the wait for another server's) is not held to
+    // the statement timeout of requests: its own, for this transaction only.
+    c.batch_execute(&format!(
+        "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL statement_timeout = {}",
+        timeout.as_millis().max(1)
+    ))
+    .await
+    .map_err(from_pg)?;
     c.execute("SELECT pg_advisory_xact_lock($1)", &[&ADVISORY_KEY])
         .await
         .map_err(from_pg)?;

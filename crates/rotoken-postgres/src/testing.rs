@@ -163,6 +163,22 @@ fn id_of(flag: &str) -> Result<u32, HarnessError> {
 
 /// Starts the throwaway cluster; returns the admin connection settings.
 fn start_cluster(bin: &Path) -> Result<tokio_postgres::Config, HarnessError> {
+    let (dir, prefix) = init_cluster(bin)?;
+    let watchdog = spawn_watchdog(&dir, bin, &prefix)?;
+    *WATCHDOG.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(watchdog);
+    Ok(admin_config(&dir))
+}
+
+/// The admin connection of a cluster in `dir` (its Unix socket).
+fn admin_config(dir: &Path) -> tokio_postgres::Config {
+    let mut admin = tokio_postgres::Config::new();
+    admin.host_path(dir).port(5432).user("postgres").dbname("postgres");
+    admin
+}
+
+/// `initdb` into a new temporary directory; the directory and the command
+/// prefix that runs programs as its owner.
+fn init_cluster(bin: &Path) -> Result<(PathBuf, Vec<String>), HarnessError> {
     let dir = tempfile::Builder::new().prefix("rotoken-pg-").tempdir()?.keep();
     let prefix: Vec<String> = if is_root() {
         std::os::unix::fs::chown(&dir, Some(id_of("-u")?), Some(id_of("-g")?))?;
@@ -170,19 +186,16 @@ fn start_cluster(bin: &Path) -> Result<tokio_postgres::Config, HarnessError> {
     } else {
         Vec::new()
     };
-    let run = |program: &Path| {
-        let mut c = match prefix.split_first() {
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).arg(program);
-                c
-            }
-            None => Command::new(program),
-        };
-        c.stdin(Stdio::null());
-        c
+    let mut init = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(bin.join("initdb"));
+            c
+        }
+        None => Command::new(bin.join("initdb")),
     };
-    let init = run(&bin.join("initdb"))
+    let init = init
+        .stdin(Stdio::null())
         .arg("-D")
         .arg(dir.join("data"))
         .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
@@ -191,13 +204,19 @@ fn start_cluster(bin: &Path) -> Result<tokio_postgres::Config, HarnessError> {
         let _ = std::fs::remove_dir_all(&dir);
         return Err(format!("initdb failed: {}", String::from_utf8_lossy(&init.stderr)).into());
     }
+    Ok((dir, prefix))
+}
+
+/// Starts the cluster in `dir` under a watchdog that stops it (and removes
+/// the directory) when its stdin closes.
+fn spawn_watchdog(dir: &Path, bin: &Path, prefix: &[String]) -> Result<Watchdog, HarnessError> {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(WATCHDOG_SCRIPT)
         .arg("sh")
-        .arg(&dir)
+        .arg(dir)
         .arg(bin)
-        .args(&prefix)
+        .args(prefix)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -212,16 +231,97 @@ fn start_cluster(bin: &Path) -> Result<tokio_postgres::Config, HarnessError> {
             let _ = std::io::Read::read_to_string(&mut e, &mut err);
         }
         let _ = child.wait();
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(dir);
         return Err(format!("the cluster did not start: {err}").into());
     }
-    *WATCHDOG.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Watchdog {
+    Ok(Watchdog {
         _stdin: stdin,
         _child: child,
-    });
-    let mut admin = tokio_postgres::Config::new();
-    admin.host_path(&dir).port(5432).user("postgres").dbname("postgres");
-    Ok(admin)
+    })
+}
+
+/// A cluster of its own, created (`initdb`) but not started: a database
+/// that is "not up yet", for tests of connecting with a wait. Dropped: the
+/// cluster is stopped (if started) and its directory removed.
+pub struct LateCluster {
+    dir: PathBuf,
+    bin: PathBuf,
+    prefix: Vec<String>,
+    watchdog: Mutex<Option<Watchdog>>,
+}
+
+impl std::fmt::Debug for LateCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LateCluster")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LateCluster {
+    /// A new cluster from the installed binaries, or `None` (after
+    /// printing `SKIPPED`) when there are none outside CI.
+    ///
+    /// # Panics
+    ///
+    /// When there are no binaries and `CI` is set, or `initdb` fails.
+    pub fn new() -> Option<Self> {
+        let Some(bin) = bin_dir() else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "PostgreSQL binaries are required under CI"
+            );
+            let _ = writeln!(std::io::stderr(), "SKIPPED: no PostgreSQL binaries (initdb) found");
+            return None;
+        };
+        match init_cluster(&bin) {
+            Ok((dir, prefix)) => Some(Self {
+                dir,
+                bin,
+                prefix,
+                watchdog: Mutex::new(None),
+            }),
+            Err(e) => panic!("could not create a cluster: {e}"),
+        }
+    }
+
+    /// The URL of its `postgres` database (a Unix socket in its directory).
+    pub fn url(&self) -> String {
+        format!(
+            "postgresql:///postgres?host={}&port=5432&user=postgres",
+            encode(&self.dir.to_string_lossy())
+        )
+    }
+
+    /// Starts it (returns once it accepts connections).
+    ///
+    /// # Errors
+    ///
+    /// The cluster did not start.
+    pub fn start(&self) -> Result<(), HarnessError> {
+        let watchdog = spawn_watchdog(&self.dir, &self.bin, &self.prefix)?;
+        *self.watchdog.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(watchdog);
+        Ok(())
+    }
+}
+
+impl Drop for LateCluster {
+    fn drop(&mut self) {
+        let watchdog = self
+            .watchdog
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        match watchdog {
+            Some(Watchdog { _stdin, mut _child }) => {
+                drop(_stdin);
+                let _ = _child.wait();
+            }
+            None => {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
+        }
+    }
 }
 
 /// A connection of the harness's own, on a runtime of its own.

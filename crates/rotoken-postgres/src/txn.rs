@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use rotoken::FamilyId;
 use rotoken::StoreError;
-use rotoken::store::{Due, Index, IndexCheck, IndexKeys, ReadTxn, TAG_LEN, WriteTxn};
+use rotoken::store::{Due, Index, IndexCheck, IndexKeys, Locked, ReadTxn, TAG_LEN, WriteTxn};
 use tokio_postgres::Row;
 
 use crate::error::{PgStoreError, corrupt};
@@ -291,9 +291,15 @@ struct Row5 {
     keys: IndexKeys,
 }
 
-/// A write transaction (`READ COMMITTED`: every family it changes is
-/// locked by `SELECT ... FOR UPDATE` first, which waits for the current
-/// holder and then reads the latest committed row).
+/// A write transaction, begun `ISOLATION LEVEL READ COMMITTED` whatever
+/// the server's `default_transaction_isolation`: every family it changes
+/// is locked by `SELECT ... FOR UPDATE` first, which waits for the current
+/// holder and then reads the latest committed row. That is what the
+/// engine needs (rule 2: it decides on the latest state, and the loser of
+/// a race is answered as a second presenter); under `REPEATABLE READ` or
+/// `SERIALIZABLE` the same lock would instead end in a serialization
+/// failure (SQLSTATE 40001) whenever another server changed the row after
+/// the snapshot, and every such race would cost a whole batch retry.
 pub(crate) struct PgWrite<'s> {
     pub(crate) session: Session<'s>,
     /// The meta advisory lock is held (see [`WriteTxn`] `meta`).
@@ -304,6 +310,8 @@ pub(crate) struct PgWrite<'s> {
     events: Vec<(i64, i64, Vec<u8>)>,
     removed_events: Vec<i64>,
     meta: BTreeMap<String, Vec<u8>>,
+    /// `raise_meta_i64`: the highest value asked for, per name.
+    raises: BTreeMap<String, i64>,
     /// The next event number, once the counter row is locked.
     next_seq: Option<i64>,
 }
@@ -319,6 +327,7 @@ impl<'s> PgWrite<'s> {
             events: Vec::new(),
             removed_events: Vec::new(),
             meta: BTreeMap::new(),
+            raises: BTreeMap::new(),
             next_seq: None,
         }
     }
@@ -363,6 +372,49 @@ fn unzip_rows(rows: &BTreeMap<FamilyId, Row5>) -> Params {
     vec![p(ids), p(records), p(subjects), p(clients), p(gc)]
 }
 
+const LOCK_FAMILIES: &str =
+    "SELECT id, record FROM rotoken_families WHERE id = ANY($1::bytea[]) ORDER BY id FOR UPDATE";
+/// The bounded wait of `try_lock_families`: set before the savepoint, so it
+/// stays for the rest of the transaction (every later lock wait of the
+/// batch is bounded too) even after a rollback to it.
+const SET_LOCK_WAIT: &str = "SELECT set_config('lock_timeout', $1, true)";
+const LOCK_SAVEPOINT: &str = "rotoken_lock";
+const SAVEPOINT: &str = "SAVEPOINT rotoken_lock";
+const RELEASE: &str = "RELEASE SAVEPOINT rotoken_lock";
+const LOCK_FREE_FAMILIES: &str =
+    "SELECT id, record FROM rotoken_families WHERE id = ANY($1::bytea[]) ORDER BY id FOR UPDATE SKIP LOCKED";
+const FAMILIES_PRESENT: &str = "SELECT id FROM rotoken_families WHERE id = ANY($1::bytea[])";
+/// Raises each value, never lowers it: values are big-endian `i64`s,
+/// compared as `int8` (a bytea comparison would put -1, `ff..ff`, above 1).
+/// The conflicting row is locked by the upsert until commit, and a
+/// concurrent raise waits for it and then compares with the committed
+/// value; no advisory lock.
+const RAISE_META: &str = "INSERT INTO rotoken_meta (name, value)
+     SELECT * FROM unnest($1::text[], $2::bytea[])
+     ON CONFLICT (name) DO UPDATE SET value = excluded.value
+     WHERE ('x' || encode(rotoken_meta.value, 'hex'))::bit(64)::int8
+         < ('x' || encode(excluded.value, 'hex'))::bit(64)::int8";
+
+/// Ids in the one lock order every locker uses (bytea sorts as bytes), so
+/// two transactions never wait on each other in a cycle.
+fn sorted_ids(ids: &[FamilyId]) -> Vec<Vec<u8>> {
+    let mut sorted: Vec<Vec<u8>> = ids.iter().map(|id| id.as_bytes().to_vec()).collect();
+    sorted.sort_unstable();
+    sorted
+}
+
+/// The `(id, record)` rows of a locking read.
+fn records(rows: &[Row]) -> Result<BTreeMap<FamilyId, Vec<u8>>, StoreError> {
+    let mut found = BTreeMap::new();
+    for r in rows {
+        found.insert(
+            family_id(r, 0)?,
+            r.try_get::<_, Vec<u8>>(1).map_err(StoreError::storage)?,
+        );
+    }
+    Ok(found)
+}
+
 const INSERT_FAMILIES: &str = "INSERT INTO rotoken_families (id, record, subject_tag, client_tag, gc_at)
      SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], $5::int8[])";
 const UPDATE_FAMILIES: &str = "UPDATE rotoken_families f
@@ -389,25 +441,73 @@ impl WriteTxn for PgWrite<'_> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut sorted: Vec<Vec<u8>> = ids.iter().map(|id| id.as_bytes().to_vec()).collect();
-        // One lock order for every locker (bytea sorts as bytes), so two
-        // transactions never wait on each other in a cycle.
-        sorted.sort_unstable();
-        let rows = only(self.session.run(
-            one(
-                "SELECT id, record FROM rotoken_families WHERE id = ANY($1::bytea[]) ORDER BY id FOR UPDATE",
-                vec![p(sorted)],
-            ),
-            false,
-        )?);
-        let mut found = BTreeMap::new();
-        for r in &rows {
-            found.insert(
-                family_id(r, 0)?,
-                r.try_get::<_, Vec<u8>>(1).map_err(StoreError::storage)?,
-            );
-        }
+        let rows = only(self.session.run(one(LOCK_FAMILIES, vec![p(sorted_ids(ids))]), false)?);
+        let found = records(&rows)?;
         Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
+    }
+
+    /// The locking read of `lock_families` under `lock_timeout` (the
+    /// store's lock wait), inside a savepoint, in the same round trip (with
+    /// the `BEGIN` too, for the first read). When a row stays locked past
+    /// the wait (SQLSTATE 55P03), one more round trip rolls back to the
+    /// savepoint (releasing what the read had locked) and one more locks
+    /// what is free now (`SKIP LOCKED`) and lists which ids exist: those
+    /// that exist but were skipped are [`Locked::Busy`].
+    fn try_lock_families(&mut self, ids: &[FamilyId]) -> Result<Vec<Locked>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sorted = sorted_ids(ids);
+        let first = self.session.run(
+            vec![
+                (SET_LOCK_WAIT, vec![p(self.session.store.lock_wait.clone())]),
+                (SAVEPOINT, vec![]),
+                (LOCK_FAMILIES, vec![p(sorted.clone())]),
+                (RELEASE, vec![]),
+            ],
+            false,
+        );
+        match first {
+            Ok(rows) => {
+                let found = records(rows.get(2).map_or(&[][..], Vec::as_slice))?;
+                return Ok(ids.iter().map(|id| Locked::Held(found.get(id).cloned())).collect());
+            }
+            Err(StoreError::Busy(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.session.rollback_to(LOCK_SAVEPOINT)?;
+        let rows = self.session.run(
+            vec![
+                (LOCK_FREE_FAMILIES, vec![p(sorted.clone())]),
+                (FAMILIES_PRESENT, vec![p(sorted)]),
+            ],
+            false,
+        )?;
+        let locked = records(rows.first().map_or(&[][..], Vec::as_slice))?;
+        let present = rows
+            .get(1)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .map(|r| family_id(r, 0))
+            .collect::<Result<std::collections::BTreeSet<FamilyId>, _>>()?;
+        Ok(ids
+            .iter()
+            .map(|id| match locked.get(id) {
+                Some(record) => Locked::Held(Some(record.clone())),
+                None if present.contains(id) => Locked::Busy,
+                None => Locked::Held(None),
+            })
+            .collect())
+    }
+
+    /// One buffered upsert per transaction, sent with the `COMMIT`, that
+    /// never lowers the stored value and takes no advisory lock (the
+    /// engine's clock floor: every server raises it, and a lock every batch
+    /// took would stall every server behind one stuck session).
+    fn raise_meta_i64(&mut self, name: &str, value: i64) -> Result<(), StoreError> {
+        let v = self.raises.entry(name.to_owned()).or_insert(value);
+        *v = (*v).max(value);
+        Ok(())
     }
 
     fn insert_family(&mut self, id: &FamilyId, record: &[u8], keys: &IndexKeys) -> Result<(), StoreError> {
@@ -527,6 +627,11 @@ impl WriteTxn for PgWrite<'_> {
             let names: Vec<String> = self.meta.keys().cloned().collect();
             let values: Vec<Vec<u8>> = self.meta.values().cloned().collect();
             statements.push((UPSERT_META, vec![p(names), p(values)]));
+        }
+        if !self.raises.is_empty() {
+            let names: Vec<String> = self.raises.keys().cloned().collect();
+            let values: Vec<Vec<u8>> = self.raises.values().map(|v| v.to_be_bytes().to_vec()).collect();
+            statements.push((RAISE_META, vec![p(names), p(values)]));
         }
         if statements.is_empty() && !self.session.begun() {
             return Ok(()); // nothing read, nothing written

@@ -24,7 +24,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How concurrent writes are grouped into commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,9 +47,29 @@ impl Default for GroupCommit {
     }
 }
 
+/// When an operation must have been applied by. A leader never applies an
+/// operation past it, nor one whose caller has gone away (its future
+/// dropped): those are answered [`Apply::late`] or dropped, untouched.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline {
+    /// The latest instant to apply it.
+    pub(crate) at: Instant,
+    /// When the engine received it, if the deadline came from a request
+    /// (an adapter's): the stall watch judges those too (see `stall.rs`).
+    pub(crate) received: Option<Instant>,
+}
+
 /// Something that applies a batch of operations and returns one result each, in order.
 pub(crate) trait Apply<Op, Done> {
     fn apply_batch(&self, ops: Vec<Op>) -> Vec<Done>;
+    /// True if an operation with this deadline must not be applied now.
+    fn expired(&self, deadline: &Deadline) -> bool;
+    /// The result given to a caller whose operation was not applied
+    /// because its deadline passed.
+    fn late(&self) -> Done;
+    /// A result whose caller went away while its batch ran (the operation
+    /// was applied, but nobody will hear of it).
+    fn undelivered(&self, done: Done);
     /// The result given to a caller whose batch could not run at all.
     fn failed(&self, why: &'static str) -> Done;
     /// The result given to each caller of a batch during which the storage
@@ -62,6 +82,19 @@ struct Slot<Done> {
     waker: Option<Waker>,
     /// A synchronous caller (woken by unparking its thread, and able to lead).
     sync: bool,
+    /// The caller went away (its future was dropped before the result).
+    abandoned: bool,
+}
+
+impl<Done> Slot<Done> {
+    fn new(waker: Option<Waker>, sync: bool) -> SlotRef<Done> {
+        Arc::new(Mutex::new(Self {
+            done: None,
+            waker,
+            sync,
+            abandoned: false,
+        }))
+    }
 }
 
 /// Wakes a synchronous caller parked in [`Batcher::submit`].
@@ -79,8 +112,15 @@ impl std::task::Wake for Unpark {
 
 type SlotRef<Done> = Arc<Mutex<Slot<Done>>>;
 
+/// A queued operation.
+struct Entry<Op, Done> {
+    op: Op,
+    slot: SlotRef<Done>,
+    deadline: Deadline,
+}
+
 struct State<Op, Done> {
-    pending: VecDeque<(Op, SlotRef<Done>)>,
+    pending: VecDeque<Entry<Op, Done>>,
     /// Batches in flight.
     leaders: usize,
     helpers_started: bool,
@@ -132,14 +172,14 @@ impl<Op: Send + 'static, Done: Send + 'static> Batcher<Op, Done> {
     ///
     /// Waiting callers park and are woken one by one (their own result, or
     /// the turn to lead the next batch), never all at once.
-    pub(crate) fn submit(&self, op: Op, engine: &impl Apply<Op, Done>) -> Done {
-        let slot = Arc::new(Mutex::new(Slot {
-            done: None,
-            waker: Some(Waker::from(Arc::new(Unpark(std::thread::current())))),
-            sync: true,
-        }));
+    pub(crate) fn submit(&self, op: Op, deadline: Deadline, engine: &impl Apply<Op, Done>) -> Done {
+        let slot = Slot::new(Some(Waker::from(Arc::new(Unpark(std::thread::current())))), true);
         let mut st = lock(&self.state);
-        st.pending.push_back((op, Arc::clone(&slot)));
+        st.pending.push_back(Entry {
+            op,
+            slot: Arc::clone(&slot),
+            deadline,
+        });
         loop {
             if let Some(done) = lock(&slot).done.take() {
                 return done;
@@ -160,18 +200,20 @@ impl<Op: Send + 'static, Done: Send + 'static> Batcher<Op, Done> {
 
     /// Queues `op` for an async caller; the returned future resolves when
     /// its batch has committed (or failed). Never runs a batch on the
-    /// caller's thread.
-    pub(crate) fn submit_async<E>(self: &Arc<Self>, op: Op, engine: Weak<E>) -> Wait<Done>
+    /// caller's thread. Dropping the future withdraws the operation if no
+    /// batch has taken it yet; if one has, its result goes to
+    /// [`Apply::undelivered`].
+    pub(crate) fn submit_async<E>(self: &Arc<Self>, op: Op, deadline: Deadline, engine: Weak<E>) -> Wait<Done>
     where
         E: Apply<Op, Done> + Send + Sync + 'static,
     {
-        let slot = Arc::new(Mutex::new(Slot {
-            done: None,
-            waker: None,
-            sync: false,
-        }));
+        let slot = Slot::new(None, false);
         let mut st = lock(&self.state);
-        st.pending.push_back((op, Arc::clone(&slot)));
+        st.pending.push_back(Entry {
+            op,
+            slot: Arc::clone(&slot),
+            deadline,
+        });
         let idle = st.may_lead(self.most_leaders);
         if !st.helpers_started {
             st.helpers_started = true;
@@ -185,10 +227,11 @@ impl<Op: Send + 'static, Done: Send + 'static> Batcher<Op, Done> {
                     .spawn(move || me.helper(&engine));
                 if spawned.is_err() && n == 0 {
                     st.helpers_started = false;
-                    st.pending.retain(|(_, s)| !Arc::ptr_eq(s, &slot));
+                    st.pending.retain(|e| !Arc::ptr_eq(&e.slot, &slot));
                     return Wait {
                         slot,
                         fallback: Some("could not start the commit thread"),
+                        lost: None,
                     };
                 }
             }
@@ -197,7 +240,16 @@ impl<Op: Send + 'static, Done: Send + 'static> Batcher<Op, Done> {
             // Otherwise the running leader hands over when it is done.
             self.cv.notify_all();
         }
-        Wait { slot, fallback: None }
+        let lost: Lost<Done> = Box::new(move |done| {
+            if let Some(engine) = engine.upgrade() {
+                engine.undelivered(done);
+            }
+        });
+        Wait {
+            slot,
+            fallback: None,
+            lost: Some(lost),
+        }
     }
 
     /// A helper thread of async callers: leads while work is queued and
@@ -232,31 +284,39 @@ impl<Op: Send + 'static, Done: Send + 'static> Batcher<Op, Done> {
         engine: &impl Apply<Op, Done>,
     ) -> MutexGuard<'a, State<Op, Done>> {
         st.leaders += 1;
-        let mut batch = self.take(&mut st, Vec::new());
+        let mut batch = self.take(&mut st, Vec::new(), engine);
         if !self.config.max_wait.is_zero() && batch.len() > 1 && batch.len() < self.config.max_batch {
             drop(st);
             std::thread::sleep(self.config.max_wait);
             st = lock(&self.state);
-            batch = self.take(&mut st, batch);
+            batch = self.take(&mut st, batch, engine);
         }
         drop(st);
         let (ops, slots): (Vec<Op>, Vec<SlotRef<Done>>) = batch.into_iter().unzip();
         let expected = slots.len();
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.apply_batch(ops)));
+        let run = if ops.is_empty() {
+            Ok(Vec::new())
+        } else {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.apply_batch(ops)))
+        };
         match run {
             Ok(dones) if dones.len() == expected => {
                 for (slot, done) in slots.iter().zip(dones) {
-                    finish(slot, done);
+                    finish(slot, done, engine);
                 }
             }
             Ok(_) => {
                 for slot in &slots {
-                    finish(slot, engine.failed("a batch returned the wrong number of results"));
+                    finish(
+                        slot,
+                        engine.failed("a batch returned the wrong number of results"),
+                        engine,
+                    );
                 }
             }
             Err(_) => {
                 for slot in &slots {
-                    finish(slot, engine.panicked());
+                    finish(slot, engine.panicked(), engine);
                 }
             }
         }
@@ -269,7 +329,7 @@ impl<Op: Send + 'static, Done: Send + 'static> Batcher<Op, Done> {
     /// Wakes whoever should lead the next batch: the caller at the head of
     /// the queue if it is synchronous, else the helper thread.
     fn hand_over(&self, st: &State<Op, Done>) {
-        let Some((_, head)) = st.pending.front() else {
+        let Some(Entry { slot: head, .. }) = st.pending.front() else {
             return;
         };
         let head = lock(head);
@@ -279,12 +339,27 @@ impl<Op: Send + 'static, Done: Send + 'static> Batcher<Op, Done> {
         }
     }
 
-    fn take(&self, st: &mut State<Op, Done>, mut batch: Vec<(Op, SlotRef<Done>)>) -> Vec<(Op, SlotRef<Done>)> {
+    /// Takes queued operations into `batch`, up to `max_batch`, except
+    /// those whose caller went away (dropped) and those past their
+    /// deadline (answered [`Apply::late`]): neither is ever applied.
+    fn take(
+        &self,
+        st: &mut State<Op, Done>,
+        mut batch: Vec<(Op, SlotRef<Done>)>,
+        engine: &impl Apply<Op, Done>,
+    ) -> Vec<(Op, SlotRef<Done>)> {
         while batch.len() < self.config.max_batch {
-            match st.pending.pop_front() {
-                Some(entry) => batch.push(entry),
-                None => break,
+            let Some(entry) = st.pending.pop_front() else {
+                break;
+            };
+            if lock(&entry.slot).abandoned {
+                continue;
             }
+            if engine.expired(&entry.deadline) {
+                finish(&entry.slot, engine.late(), engine);
+                continue;
+            }
+            batch.push((entry.op, entry.slot));
         }
         batch
     }
@@ -296,20 +371,51 @@ impl<Op: Send + 'static, Done: Send + 'static> Batcher<Op, Done> {
     }
 }
 
-/// Stores a caller's result and wakes its task, if it is an async caller.
-fn finish<Done>(slot: &SlotRef<Done>, done: Done) {
+/// Stores a caller's result and wakes it; a result whose caller went away
+/// goes to [`Apply::undelivered`].
+fn finish<Op, Done>(slot: &SlotRef<Done>, done: Done, engine: &impl Apply<Op, Done>) {
     let mut s = lock(slot);
+    if s.abandoned {
+        drop(s);
+        engine.undelivered(done);
+        return;
+    }
     s.done = Some(done);
     if let Some(w) = s.waker.take() {
         w.wake();
     }
 }
 
+/// Where a result goes whose future was dropped after it was ready.
+type Lost<Done> = Box<dyn FnOnce(Done) + Send>;
+
 /// A future that resolves to an async caller's result, or to `Err` with a
 /// reason if the operation could not be queued.
 pub(crate) struct Wait<Done> {
     slot: SlotRef<Done>,
     fallback: Option<&'static str>,
+    lost: Option<Lost<Done>>,
+}
+
+/// A caller that stops waiting withdraws its operation: a batch not yet
+/// formed never applies it; a result already made goes to the engine.
+impl<Done> Drop for Wait<Done> {
+    fn drop(&mut self) {
+        if self.fallback.is_some() {
+            return;
+        }
+        let mut s = lock(&self.slot);
+        s.waker = None;
+        match s.done.take() {
+            Some(done) => {
+                drop(s);
+                if let Some(lost) = self.lost.take() {
+                    lost(done);
+                }
+            }
+            None => s.abandoned = true,
+        }
+    }
 }
 
 impl<Done> Future for Wait<Done> {
@@ -341,6 +447,7 @@ mod tests {
     struct Recorder {
         sizes: Mutex<Vec<usize>>,
         gate: AtomicBool,
+        undelivered: Mutex<Vec<u32>>,
     }
 
     impl Apply<u32, u32> for Recorder {
@@ -365,6 +472,25 @@ mod tests {
         fn panicked(&self) -> u32 {
             2_000_000
         }
+
+        fn expired(&self, deadline: &Deadline) -> bool {
+            deadline.at <= Instant::now()
+        }
+
+        fn late(&self) -> u32 {
+            3_000_000
+        }
+
+        fn undelivered(&self, done: u32) {
+            lock(&self.undelivered).push(done);
+        }
+    }
+
+    fn soon() -> Deadline {
+        Deadline {
+            at: Instant::now() + Duration::from_secs(60),
+            received: None,
+        }
     }
 
     fn wait_until(mut ready: impl FnMut() -> bool) {
@@ -380,12 +506,12 @@ mod tests {
         let batcher = Arc::new(Batcher::<u32, u32>::new(GroupCommit::default(), 1));
         let rec = Arc::new(Recorder::default());
         std::thread::scope(|s| {
-            let first = s.spawn(|| batcher.submit(0, &*rec));
+            let first = s.spawn(|| batcher.submit(0, soon(), &*rec));
             wait_until(|| lock(&rec.sizes).len() == 1);
             let rest: Vec<_> = (1..=7)
                 .map(|i| {
                     let (batcher, rec) = (&batcher, &rec);
-                    s.spawn(move || batcher.submit(i, &**rec))
+                    s.spawn(move || batcher.submit(i, soon(), &**rec))
                 })
                 .collect();
             wait_until(|| lock(&batcher.state).pending.len() == 7);
@@ -410,7 +536,7 @@ mod tests {
                 .into_iter()
                 .map(|op| {
                     let (batcher, rec) = (&batcher, &rec);
-                    s.spawn(move || batcher.submit(op, &**rec))
+                    s.spawn(move || batcher.submit(op, soon(), &**rec))
                 })
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()
@@ -421,7 +547,7 @@ mod tests {
         for (op, got) in [(5, answers[0]), (6, answers[2])] {
             assert!(got == op || got == 2_000_000, "{op} -> {got}");
         }
-        assert_eq!(batcher.submit(9, &*rec), 9, "the batcher still works");
+        assert_eq!(batcher.submit(9, soon(), &*rec), 9, "the batcher still works");
     }
 
     /// A store that takes several writers at once gets several batches in
@@ -431,14 +557,68 @@ mod tests {
         let batcher = Arc::new(Batcher::<u32, u32>::new(GroupCommit::default(), 2));
         let rec = Arc::new(Recorder::default());
         std::thread::scope(|s| {
-            let first = s.spawn(|| batcher.submit(0, &*rec));
+            let first = s.spawn(|| batcher.submit(0, soon(), &*rec));
             wait_until(|| lock(&rec.sizes).len() == 1);
             // The first batch is still held at the gate.
-            assert_eq!(batcher.submit(1, &*rec), 1);
+            assert_eq!(batcher.submit(1, soon(), &*rec), 1);
             assert_eq!(lock(&batcher.state).leaders, 1);
             rec.gate.store(true, Ordering::SeqCst);
             assert_eq!(first.join().unwrap(), 0);
         });
         assert_eq!(*lock(&rec.sizes), vec![1, 1]);
+    }
+
+    /// An operation whose deadline passed while it was queued is answered
+    /// `late` and never reaches a batch.
+    #[test]
+    fn an_operation_past_its_deadline_is_never_applied() {
+        let batcher = Arc::new(Batcher::<u32, u32>::new(GroupCommit::default(), 1));
+        let rec = Arc::new(Recorder::default());
+        std::thread::scope(|s| {
+            let first = s.spawn(|| batcher.submit(0, soon(), &*rec));
+            wait_until(|| lock(&rec.sizes).len() == 1);
+            let short = Deadline {
+                at: Instant::now() + Duration::from_millis(20),
+                received: None,
+            };
+            let (b, r) = (&batcher, &rec);
+            let late = s.spawn(move || b.submit(7, short, &**r));
+            wait_until(|| lock(&batcher.state).pending.len() == 1);
+            std::thread::sleep(Duration::from_millis(40));
+            rec.gate.store(true, Ordering::SeqCst);
+            assert_eq!(first.join().unwrap(), 0);
+            assert_eq!(late.join().unwrap(), 3_000_000);
+        });
+        assert_eq!(*lock(&rec.sizes), vec![1], "the late operation formed no batch");
+    }
+
+    /// An async caller that stops waiting withdraws its operation: it is
+    /// never applied; and a result made after its caller left goes to
+    /// `undelivered`.
+    #[test]
+    fn a_dropped_waiter_withdraws_its_operation_or_hands_its_result_back() {
+        let batcher = Arc::new(Batcher::<u32, u32>::new(GroupCommit::default(), 1));
+        let rec = Arc::new(Recorder::default());
+        std::thread::scope(|s| {
+            let first = s.spawn(|| batcher.submit(0, soon(), &*rec));
+            wait_until(|| lock(&rec.sizes).len() == 1);
+            // Queued behind the held batch, then abandoned.
+            drop(batcher.submit_async(5, soon(), Arc::downgrade(&rec)));
+            rec.gate.store(true, Ordering::SeqCst);
+            assert_eq!(first.join().unwrap(), 0);
+        });
+        assert_eq!(batcher.submit(9, soon(), &*rec), 9);
+        assert_eq!(*lock(&rec.sizes), vec![1, 1], "5 was never applied");
+        assert!(lock(&rec.undelivered).is_empty());
+
+        // Taken into a batch, then abandoned while it runs.
+        let rec = Arc::new(Recorder::default());
+        let batcher = Arc::new(Batcher::<u32, u32>::new(GroupCommit::default(), 1));
+        let wait = batcher.submit_async(6, soon(), Arc::downgrade(&rec));
+        wait_until(|| lock(&rec.sizes).len() == 1);
+        drop(wait);
+        rec.gate.store(true, Ordering::SeqCst);
+        wait_until(|| !lock(&rec.undelivered).is_empty());
+        assert_eq!(*lock(&rec.undelivered), vec![6]);
     }
 }

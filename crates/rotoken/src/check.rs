@@ -18,6 +18,19 @@ impl Core {
         let now = self.now();
         let read = self.store.begin_read()?;
         let mut report = CheckReport::default();
+        if let Some(floor) = self.floor_ignored() {
+            // Not adopted (no harm done here), but every opener must say
+            // so until an operator lowers it.
+            let ahead = floor.saturating_sub(crate::clock::to_millis(self.clock().now())) / 1000;
+            report.problems.push(problem(
+                "meta",
+                "clock_floor".into(),
+                format!(
+                    "the stored clock floor is {ahead} s ahead of this server's clock (a server with a clock \
+                     set wrong wrote it); fix that clock, then run `rotoken clock lower-floor` here"
+                ),
+            ));
+        }
         let mut expected = BTreeMap::new();
         let mut after = None;
         loop {

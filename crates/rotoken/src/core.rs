@@ -11,13 +11,14 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 
-use crate::batch::{Apply, Batcher};
-use crate::clock::{Clock, Floor};
+use crate::batch::{Apply, Batcher, Deadline};
+use crate::clock::{Clock, Floor, MAX_STORE_AHEAD_MS};
 use crate::error::{IssueError, OpenError, RevokeError, RotateError, StoreError, corrupt};
 use crate::grant::{Grant, MAX_SUBJECT_LEN, check_text};
 use crate::keys::{Keyring, TAG16, TagKind};
@@ -25,7 +26,8 @@ use crate::notify::{Committed, Delivery, EventSink, QUEUE_COMMITS};
 use crate::policy::{Durability, Policy};
 use crate::protocol::{PreparedIssue, PreparedRevoke, PreparedRotate, Protocol, RotateDone, Transition, tag_reason};
 use crate::record::{Event, EventKind, FamilyRecord, RevokeReason};
-use crate::store::{Commit, Index, IndexKeys, MAX_CONFLICT_RETRIES, Store, WriteTxn};
+use crate::stall::StallWatch;
+use crate::store::{Commit, Index, IndexKeys, Locked, MAX_CONFLICT_RETRIES, Store, WriteTxn};
 use crate::token::FamilyId;
 use crate::types::{Introspection, Issued, Options, RevokeTarget, RotateRequest, Rotated, Session, Stats};
 
@@ -37,6 +39,8 @@ const META_CLOCK_FLOOR: &str = "clock_floor";
 /// How far the engine's time runs ahead of the persisted floor before a
 /// write transaction raises it.
 const FLOOR_STEP_MS: i64 = 1_000;
+/// How often unsettled outcomes are tried again while the store is away.
+const SETTLE_RETRY: Duration = Duration::from_millis(500);
 
 /// Everything an engine is, behind the public handle's `Arc`.
 pub(crate) struct Core {
@@ -50,6 +54,28 @@ pub(crate) struct Core {
     relaxed_commits: AtomicU32,
     batcher: Arc<Batcher<Op, Done>>,
     stats: Counters,
+    /// How long an operation may wait to be applied when its caller gives no deadline.
+    deadline: Duration,
+    /// Sees the process stall; `None` when [`Options::stall_threshold`] is.
+    stall: Option<StallWatch>,
+    /// Rotations whose commit's outcome could not be read back: settled
+    /// (marked undelivered if they committed) once the store answers again;
+    /// and whether a settler thread is retrying them.
+    unsettled: Mutex<(Vec<Settle>, bool)>,
+    /// This core, for the threads it starts.
+    me: OnceLock<Weak<Core>>,
+    /// The stored floor not adopted at open (too far ahead), if any.
+    floor_ignored: Option<i64>,
+}
+
+/// A successor to mark as never delivered, if it is still the family's
+/// current token: its predecessor is then answered with it until it is
+/// first used, however late the retry (docs/design.md, "Settled outcomes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Settle {
+    pub(crate) family: FamilyId,
+    pub(crate) generation: u32,
+    pub(crate) hash: [u8; TAG16],
 }
 
 #[derive(Default)]
@@ -63,6 +89,16 @@ struct Counters {
     gc_failures: AtomicU64,
     largest_lock: AtomicU64,
     store_time_ahead: AtomicU64,
+    deadline_passed: AtomicU64,
+    undelivered: AtomicU64,
+    outcomes_settled: AtomicU64,
+    outcomes_unknown: AtomicU64,
+    busy: AtomicU64,
+    reuse_detected: AtomicU64,
+    diverged: AtomicU64,
+    refused: AtomicU64,
+    revoked: AtomicU64,
+    floor_refused: AtomicU64,
 }
 
 impl fmt::Debug for Core {
@@ -117,19 +153,95 @@ impl Done {
     }
 }
 
+/// Why a batch's transaction did not commit as planned.
+enum Unsent {
+    /// Before its commit was sent: nothing reached the store.
+    Before(StoreError),
+    /// Its commit failed, perhaps after reaching the store: to be settled.
+    AtCommit(StoreError, Box<Attempt>),
+}
+
+impl From<StoreError> for Unsent {
+    fn from(e: StoreError) -> Self {
+        Self::Before(e)
+    }
+}
+
+/// A batch whose commit failed: its answers if it did commit, and how to
+/// tell whether it did.
+struct Attempt {
+    dones: Vec<Done>,
+    committed: Committed,
+    /// A family it wrote: its bytes as written, and as they were before.
+    witness: Option<(FamilyId, Vec<u8>, Option<Vec<u8>>)>,
+    /// The clock floor it raised (`i64::MIN`: none).
+    floor_raised: i64,
+}
+
+/// Why a commit's outcome is unknown.
+#[derive(Debug, thiserror::Error)]
+#[error("the store failed during the commit and could not be read back: {0}")]
+struct Unsettled(String);
+
+impl Settle {
+    fn new((family, generation, hash): (FamilyId, u32, [u8; TAG16])) -> Self {
+        Self {
+            family,
+            generation,
+            hash,
+        }
+    }
+}
+
+impl Op {
+    /// The successor this operation would mint, if it is a rotation.
+    fn minted(&self) -> Option<Settle> {
+        match self {
+            Self::Rotate(p) => Some(Settle::new(p.would_mint())),
+            _ => None,
+        }
+    }
+}
+
 fn mismatch() -> StoreError {
     StoreError::Unavailable("a batch returned another operation's result")
 }
 
 impl crate::revoke_steps::Submit for Core {
     fn submit(&self, op: Op) -> Done {
-        self.batcher.submit(op, self)
+        self.batcher.submit(op, self.deadline_for(None), self)
     }
 }
 
 impl Apply<Op, Done> for Core {
     fn apply_batch(&self, ops: Vec<Op>) -> Vec<Done> {
         self.run_batch(&ops)
+    }
+
+    fn expired(&self, deadline: &Deadline) -> bool {
+        let now = Instant::now();
+        deadline.at <= now
+            || deadline
+                .received
+                .is_some_and(|r| self.stall.as_ref().is_some_and(|w| w.is_stale(r, now)))
+    }
+
+    fn late(&self) -> Done {
+        self.stats.deadline_passed.fetch_add(1, Ordering::Relaxed);
+        Done::Failed(StoreError::DeadlinePassed)
+    }
+
+    /// A rotation that minted a successor its caller never received (the
+    /// caller went away while the batch ran): the successor is marked
+    /// undelivered, so the retry the client will make with its predecessor
+    /// gets it whenever it comes.
+    fn undelivered(&self, done: Done) {
+        if let Done::Rotate(Ok(d)) = done
+            && let Some(minted) = d.minted()
+        {
+            self.stats.undelivered.fetch_add(1, Ordering::Relaxed);
+            self.settle_later(vec![Settle::new(minted)]);
+        }
     }
 
     fn failed(&self, why: &'static str) -> Done {
@@ -162,21 +274,86 @@ impl Core {
         // Every opener runs by the database's policy (its own durability aside).
         let policy = Policy::from_stored(&stored_policy, &options.policy).map_err(|e| corrupt("meta", e))?;
         let concurrent = store.concurrent_batches();
-        let floor = store
+        let stored_floor = store
             .begin_read()?
             .meta(META_CLOCK_FLOOR)?
             .map_or(Ok(i64::MIN), |v| decode_floor(&v))?;
-        Ok(Self {
+        // A stored floor is adopted only within the bound a rotation stamp
+        // is (P9): one server, or one CLI run, with a clock days ahead must
+        // not expire every family for the servers that open after it.
+        let wall = crate::clock::to_millis(options.clock.now());
+        let ahead = stored_floor.saturating_sub(wall);
+        let ignored = ahead > MAX_STORE_AHEAD_MS;
+        let floor = if ignored { wall } else { stored_floor };
+        let core = Self {
             store,
             protocol: Arc::new(Protocol::new(keys, policy)),
             floor: Floor::new(floor, &*options.clock),
             clock: options.clock,
-            persisted_floor: AtomicI64::new(floor),
+            persisted_floor: AtomicI64::new(stored_floor),
             delivery: Delivery::new(QUEUE_COMMITS),
             relaxed_commits: AtomicU32::new(0),
             batcher: Arc::new(Batcher::new(options.group_commit, concurrent)),
             stats: Counters::default(),
-        })
+            deadline: options.deadline,
+            stall: options.stall_threshold.map(StallWatch::start),
+            unsettled: Mutex::new((Vec::new(), false)),
+            me: OnceLock::new(),
+            floor_ignored: ignored.then_some(stored_floor),
+        };
+        if ignored {
+            core.stats.floor_refused.fetch_add(1, Ordering::Relaxed);
+            let ahead_secs = u32::try_from(ahead / 1000).unwrap_or(u32::MAX);
+            // Recorded for the operator; opening goes on if it cannot be.
+            let _ = core.record_unattached(EventKind::ClockFloorIgnored { ahead_secs });
+        }
+        Ok(core)
+    }
+
+    /// The stored clock floor this engine did not adopt at open because it
+    /// was more than [`MAX_STORE_AHEAD_MS`] ahead of its clock (unix ms).
+    pub(crate) fn floor_ignored(&self) -> Option<i64> {
+        self.floor_ignored
+    }
+
+    /// Commits one event that concerns no family (the family id is all
+    /// zeros), in a transaction of its own.
+    pub(crate) fn record_unattached(&self, kind: EventKind) -> Result<(), StoreError> {
+        let now = self.now();
+        let events = self.retrying_conflicts(|| {
+            let mut txn = self.store.begin_write(Commit::Durable)?;
+            let events = Self::append_events(&mut *txn, vec![(FamilyId::from_bytes([0; 16]), kind)], now)?;
+            self.commit(txn, Commit::Durable)?;
+            Ok(events)
+        })?;
+        self.emit_unattached(events);
+        Ok(())
+    }
+
+    /// Lowers the persisted clock floor to this engine's clock (an
+    /// operator's repair after a server with a clock far ahead wrote it),
+    /// with an event; returns the floor as it was. See
+    /// [`crate::Engine::lower_clock_floor`].
+    pub(crate) fn lower_clock_floor(&self) -> Result<Option<i64>, StoreError> {
+        let wall = crate::clock::to_millis(self.clock.now());
+        let before = self.retrying_conflicts(|| {
+            let mut txn = self.store.begin_write(Commit::Durable)?;
+            let stored = txn.meta(META_CLOCK_FLOOR)?.map(|v| decode_floor(&v)).transpose()?;
+            if stored.is_some_and(|f| f > wall) {
+                txn.set_meta(META_CLOCK_FLOOR, &wall.to_be_bytes())?;
+                let by_secs = u32::try_from(stored.unwrap_or(wall).saturating_sub(wall) / 1000).unwrap_or(u32::MAX);
+                let events = Self::append_events(
+                    &mut *txn,
+                    vec![(FamilyId::from_bytes([0; 16]), EventKind::ClockFloorLowered { by_secs })],
+                    wall,
+                )?;
+                self.commit(txn, Commit::Durable)?;
+                self.emit_unattached(events);
+            }
+            Ok(stored)
+        })?;
+        self.persisted_floor.store(wall, Ordering::Relaxed);
+        Ok(before)
     }
 
     /// See [`crate::Engine::keyring`].
@@ -213,6 +390,16 @@ impl Core {
             events_not_delivered: self.delivery.counts().not_delivered.load(Ordering::Relaxed),
             subscriber_panics: self.delivery.counts().subscriber_panics.load(Ordering::Relaxed),
             store_time_ahead: self.stats.store_time_ahead.load(Ordering::Relaxed),
+            deadline_passed: self.stats.deadline_passed.load(Ordering::Relaxed),
+            undelivered: self.stats.undelivered.load(Ordering::Relaxed),
+            outcomes_settled: self.stats.outcomes_settled.load(Ordering::Relaxed),
+            outcomes_unknown: self.stats.outcomes_unknown.load(Ordering::Relaxed),
+            busy: self.stats.busy.load(Ordering::Relaxed),
+            reuse_detected: self.stats.reuse_detected.load(Ordering::Relaxed),
+            diverged: self.stats.diverged.load(Ordering::Relaxed),
+            refused: self.stats.refused.load(Ordering::Relaxed),
+            revoked: self.stats.revoked.load(Ordering::Relaxed),
+            clock_floor_ignored: self.stats.floor_refused.load(Ordering::Relaxed),
         }
     }
 
@@ -236,26 +423,6 @@ impl Core {
     /// The time to act on: the wall clock, never earlier than a time acted on before.
     pub(crate) fn now(&self) -> i64 {
         self.floor.now(&*self.clock)
-    }
-
-    /// Raises the persisted clock floor to `now` in this transaction when
-    /// the engine's time has run more than [`FLOOR_STEP_MS`] past it; true
-    /// if it did (then [`Core::floor_persisted`] after the commit).
-    fn raise_floor(&self, txn: &mut dyn WriteTxn, now: i64) -> Result<bool, StoreError> {
-        if now
-            <= self
-                .persisted_floor
-                .load(Ordering::Relaxed)
-                .saturating_add(FLOOR_STEP_MS)
-        {
-            return Ok(false);
-        }
-        // Read under contract rule 7, so two servers never lower it.
-        let stored = txn.meta(META_CLOCK_FLOOR)?.map_or(Ok(i64::MIN), |v| decode_floor(&v))?;
-        if now > stored {
-            txn.set_meta(META_CLOCK_FLOOR, &now.to_be_bytes())?;
-        }
-        Ok(true)
     }
 
     fn floor_persisted(&self, now: i64) {
@@ -352,23 +519,41 @@ impl Core {
         self.delivery.subscribe(sink, &self.protocol)
     }
 
+    /// The deadline of an operation called now: the caller's (a request's),
+    /// or the engine's default from now.
+    fn deadline_for(&self, at: Option<Instant>) -> Deadline {
+        let now = Instant::now();
+        match at {
+            Some(at) => Deadline {
+                at,
+                received: Some(now),
+            },
+            None => Deadline {
+                at: now + self.deadline,
+                received: None,
+            },
+        }
+    }
+
     /// See [`crate::Engine::issue`].
     pub(crate) fn issue(&self, grant: &Grant) -> Result<Issued, IssueError> {
         let op = self.protocol.prepare_issue(grant, self.now())?;
-        Done::into_issue(self.batcher.submit(Op::Issue(Box::new(op)), self))
+        let deadline = self.deadline_for(None);
+        Done::into_issue(self.batcher.submit(Op::Issue(Box::new(op)), deadline, self))
     }
 
     /// See [`crate::Engine::issue_async`].
     pub(crate) async fn issue_async(self: &Arc<Self>, grant: &Grant) -> Result<Issued, IssueError> {
         let op = self.protocol.prepare_issue(grant, self.now())?;
-        Done::into_issue(self.submit_async(Op::Issue(Box::new(op))).await)
+        Done::into_issue(self.submit_async(Op::Issue(Box::new(op)), None).await)
     }
 
     /// See [`crate::Engine::rotate`].
     pub(crate) fn rotate(&self, token: &str, request: &RotateRequest) -> Result<Rotated, RotateError> {
         let op = self.protocol.prepare_rotate(token, request)?;
-        let done = Done::into_rotate(self.batcher.submit(Op::Rotate(Box::new(op)), self))?;
-        Ok(self.protocol.finish_rotate(*done, request))
+        let deadline = self.deadline_for(request.deadline);
+        let done = self.batcher.submit(Op::Rotate(Box::new(op)), deadline, self);
+        Ok(self.protocol.finish_rotate(*self.judged(done)?, request))
     }
 
     /// See [`crate::Engine::rotate_async`].
@@ -378,8 +563,65 @@ impl Core {
         request: &RotateRequest,
     ) -> Result<Rotated, RotateError> {
         let op = self.protocol.prepare_rotate(token, request)?;
-        let done = Done::into_rotate(self.submit_async(Op::Rotate(Box::new(op))).await)?;
-        Ok(self.protocol.finish_rotate(*done, request))
+        let done = self.submit_async(Op::Rotate(Box::new(op)), request.deadline).await;
+        Ok(self.protocol.finish_rotate(*self.judged(done)?, request))
+    }
+
+    /// A rotation's outcome, counted where it happens: reuse, divergence
+    /// and refusals are seen here even when the caller that asked is gone.
+    fn judged(&self, done: Done) -> Result<Box<RotateDone>, RotateError> {
+        let r = Done::into_rotate(done);
+        if let Err(e) = &r {
+            let counter = match e {
+                RotateError::ReuseDetected { .. } => &self.stats.reuse_detected,
+                RotateError::Diverged { .. } => &self.stats.diverged,
+                RotateError::Store(_) => return r,
+                _ => &self.stats.refused,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// Lets the core start threads that hold it weakly (called once, by
+    /// [`crate::Engine`], right after the core is shared).
+    pub(crate) fn adopt(self: &Arc<Self>) {
+        let _ = self.me.set(Arc::downgrade(self));
+    }
+
+    /// Queues successors to be marked undelivered: by the next batch that
+    /// commits (before it decides anything), or by a settler thread that
+    /// retries every half second until the store answers, so another
+    /// server sharing the store sees the mark too.
+    fn settle_later(&self, settles: Vec<Settle>) {
+        if settles.is_empty() {
+            return;
+        }
+        let mut pending = self.unsettled.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.0.extend(settles);
+        if pending.1 {
+            return;
+        }
+        let Some(me) = self.me.get().cloned() else {
+            return; // not shared yet: the next batch settles
+        };
+        pending.1 = std::thread::Builder::new()
+            .name("rotoken-settler".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(SETTLE_RETRY);
+                    let Some(core) = me.upgrade() else { return };
+                    {
+                        let mut pending = core.unsettled.lock().unwrap_or_else(PoisonError::into_inner);
+                        if pending.0.is_empty() {
+                            pending.1 = false;
+                            return;
+                        }
+                    }
+                    core.run_batch(&[]);
+                }
+            })
+            .is_ok();
     }
 
     /// See [`crate::Engine::revoke`].
@@ -392,7 +634,7 @@ impl Core {
     pub(crate) async fn revoke_async(self: &Arc<Self>, target: RevokeTarget<'_>) -> Result<usize, RevokeError> {
         let op = self.protocol.prepare_revoke(target)?;
         if op.tag().is_none() {
-            return Done::into_revoke(self.submit_async(Op::Revoke(op)).await);
+            return Done::into_revoke(self.submit_async(Op::Revoke(op), None).await);
         }
         // A subject or client revocation may take many steps: on the
         // blocking pool, each step through the commit path.
@@ -400,8 +642,9 @@ impl Core {
         blocking::unblock(move || core.revoke_prepared(op, &*core)).await
     }
 
-    async fn submit_async(self: &Arc<Self>, op: Op) -> Done {
-        match self.batcher.submit_async(op, Arc::downgrade(self)).await {
+    async fn submit_async(self: &Arc<Self>, op: Op, deadline: Option<Instant>) -> Done {
+        let deadline = self.deadline_for(deadline);
+        match self.batcher.submit_async(op, deadline, Arc::downgrade(self)).await {
             Ok(done) => done,
             Err(why) => Done::Failed(StoreError::Unavailable(why)),
         }
@@ -411,30 +654,73 @@ impl Core {
     /// running it again from the start if the store reports a conflict.
     /// Each operation gets its own outcome; a store failure, or a failed
     /// commit, fails every operation of the batch, since none of their
-    /// changes reached the store.
+    /// changes reached the store. A commit that failed after it may have
+    /// reached the store is settled first: read back, and answered as
+    /// what happened (docs/design.md, "Settled outcomes").
     fn run_batch(&self, ops: &[Op]) -> Vec<Done> {
-        match self.retrying_conflicts(|| self.apply_batch_once(ops)) {
+        let settles = std::mem::take(&mut self.unsettled.lock().unwrap_or_else(PoisonError::into_inner).0);
+        let result = self.retrying_conflicts(|| match self.apply_batch_once(ops, &settles) {
+            Ok(done) => Ok(done),
+            Err(Unsent::Before(e)) => Err(e),
+            Err(Unsent::AtCommit(e, attempt)) => self.settle_commit(e, *attempt),
+        });
+        match result {
             Ok((dones, events)) => {
                 let n = ops.len() as u64;
-                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                self.stats.batches.fetch_add(u64::from(n > 0), Ordering::Relaxed);
                 self.stats.operations.fetch_add(n, Ordering::Relaxed);
                 self.stats.largest_batch.fetch_max(n, Ordering::Relaxed);
                 self.emit(events);
                 dones
             }
-            Err(e) => ops.iter().map(|_| Done::Failed(e.clone())).collect(),
+            Err(e) => {
+                // Not applied: they wait for the next batch that commits.
+                self.settle_later(settles);
+                if let StoreError::OutcomeUnknown(_) = e {
+                    self.stats.outcomes_unknown.fetch_add(1, Ordering::Relaxed);
+                    // Whatever happened, each successor minted here is
+                    // marked undelivered once the store answers, if it
+                    // committed: the client was told "retry".
+                    self.settle_later(ops.iter().filter_map(Op::minted).collect());
+                }
+                ops.iter().map(|_| Done::Failed(e.clone())).collect()
+            }
         }
     }
 
-    fn apply_batch_once(&self, ops: &[Op]) -> Result<(Vec<Done>, Committed), StoreError> {
+    /// A commit that failed with `e` after it may have reached the store:
+    /// reads back one family the batch wrote. Its bytes as written: the
+    /// batch committed, and its answers stand. As before the batch: it did
+    /// not, and `e` stands (retryable). Unreadable or changed since by
+    /// someone else: [`StoreError::OutcomeUnknown`].
+    fn settle_commit(&self, e: StoreError, attempt: Attempt) -> Result<(Vec<Done>, Committed), StoreError> {
+        let Some((family, written, before)) = attempt.witness else {
+            return Err(e);
+        };
+        let unknown = |why: &StoreError| StoreError::OutcomeUnknown(std::sync::Arc::new(Unsettled(why.to_string())));
+        let read = self.store.begin_read().and_then(|r| r.family(&family));
+        match read {
+            Ok(now) if now.as_deref() == Some(written.as_slice()) => {
+                self.stats.outcomes_settled.fetch_add(1, Ordering::Relaxed);
+                self.floor_persisted(attempt.floor_raised);
+                Ok((attempt.dones, attempt.committed))
+            }
+            Ok(now) if now == before => {
+                self.stats.outcomes_settled.fetch_add(1, Ordering::Relaxed);
+                Err(match e {
+                    StoreError::OutcomeUnknown(source) => StoreError::Storage(source),
+                    other => other,
+                })
+            }
+            Ok(_) => Err(unknown(&e)),
+            Err(read_error) => Err(unknown(&read_error)),
+        }
+    }
+
+    fn apply_batch_once(&self, ops: &[Op], settles: &[Settle]) -> Result<(Vec<Done>, Committed), Unsent> {
         let mode = self.next_commit();
         let mut txn = self.store.begin_write(mode)?;
-        // The persisted floor is raised before the families are locked (its
-        // meta read takes PostgreSQL's advisory lock, so this transaction
-        // takes it before any row lock), hence at a time read before the wait.
-        let started = self.now();
-        let raised = self.raise_floor(&mut *txn, started)?;
-        let mut batch = Working::lock(&mut *txn, ops, &self.protocol)?;
+        let mut batch = Working::lock(&mut *txn, ops, settles, &self.protocol)?;
         self.stats
             .largest_lock
             .fetch_max(batch.slots.len() as u64, Ordering::Relaxed);
@@ -448,19 +734,52 @@ impl Core {
         if latest > now {
             self.stats.store_time_ahead.fetch_add(1, Ordering::Relaxed);
         }
-        let dones = ops.iter().map(|op| batch.apply(&self.protocol, op, now)).collect();
+        batch.settle(settles);
+        let dones: Vec<Done> = ops.iter().map(|op| batch.apply(&self.protocol, op, now)).collect();
+        self.stats.busy.fetch_add(batch.busy_refused as u64, Ordering::Relaxed);
+        if batch.dirty.is_empty() && batch.events.is_empty() {
+            // Refusals write nothing (a revoked or expired family's token
+            // presented again costs no commit): rolled back.
+            return Ok((dones, Vec::new()));
+        }
         batch.write_back(&mut *txn, &self.protocol)?;
         let events = Self::append_events(&mut *txn, std::mem::take(&mut batch.events), now)?;
-        self.commit(txn, mode)?;
+        // The floor rides with a batch that writes anyway, raised in one
+        // statement that locks nothing every batch would wait on.
+        let raised = now
+            > self
+                .persisted_floor
+                .load(Ordering::Relaxed)
+                .saturating_add(FLOOR_STEP_MS);
         if raised {
-            self.floor_persisted(started);
+            txn.raise_meta_i64(META_CLOCK_FLOOR, now)?;
         }
         let committed = if self.events_wanted() {
             batch.with_records(events)
         } else {
             Vec::new()
         };
-        Ok((dones, committed))
+        let revoked = batch.revoked;
+        let witness = batch.witness(&self.protocol);
+        match self.commit(txn, mode) {
+            Ok(()) => {
+                if raised {
+                    self.floor_persisted(now);
+                }
+                self.stats.revoked.fetch_add(revoked as u64, Ordering::Relaxed);
+                Ok((dones, committed))
+            }
+            Err(e @ StoreError::Conflict(_)) => Err(Unsent::Before(e)),
+            Err(e) => Err(Unsent::AtCommit(
+                e,
+                Box::new(Attempt {
+                    dones,
+                    committed,
+                    witness,
+                    floor_raised: if raised { now } else { i64::MIN },
+                }),
+            )),
+        }
     }
 
     /// See [`crate::Engine::introspect`].
@@ -528,6 +847,8 @@ enum Slot {
     Damaged(StoreError),
     /// Its record as of this point in the batch.
     Present(FamilyRecord),
+    /// Another transaction held its lock past the store's lock wait.
+    Busy,
 }
 
 /// The families of one batch: locked in the store once, then changed in
@@ -546,13 +867,19 @@ struct Working {
     /// Families removed in this batch, as they were (for subscribers).
     removed: HashMap<FamilyId, FamilyRecord>,
     events: Vec<(FamilyId, EventKind)>,
+    /// Each locked family's bytes as stored before this batch.
+    before: HashMap<FamilyId, Vec<u8>>,
+    /// Operations refused because a family they name was busy.
+    busy_refused: usize,
+    /// Families revoked in this batch.
+    revoked: usize,
 }
 
 impl Working {
     /// Locks every family the batch names, in one call to the store.
-    fn lock(txn: &mut dyn WriteTxn, ops: &[Op], protocol: &Protocol) -> Result<Self, StoreError> {
+    fn lock(txn: &mut dyn WriteTxn, ops: &[Op], settles: &[Settle], protocol: &Protocol) -> Result<Self, StoreError> {
         let mut listed = HashMap::new();
-        let mut ids = Vec::new();
+        let mut ids: Vec<FamilyId> = settles.iter().map(|s| s.family).collect();
         // How many families this batch issues per subject tag.
         let mut issuing: HashMap<[u8; TAG16], usize> = HashMap::new();
         for op in ops {
@@ -603,19 +930,22 @@ impl Working {
         // One order for every locker, so two batches never wait on each other in a cycle.
         ids.sort_unstable();
         ids.dedup();
-        let found = txn.lock_families(&ids)?;
+        let found = txn.try_lock_families(&ids)?;
         let mut slots = HashMap::with_capacity(ids.len());
         let mut stored = HashMap::with_capacity(ids.len());
-        for (id, bytes) in ids.into_iter().zip(found) {
-            let slot = match bytes {
-                None => Slot::Absent,
-                Some(b) => match protocol.decode_record(&id, &b) {
+        let mut before = HashMap::with_capacity(ids.len());
+        for (id, locked) in ids.into_iter().zip(found) {
+            let slot = match locked {
+                Locked::Busy => Slot::Busy,
+                Locked::Held(Some(b)) => match protocol.decode_record(&id, &b) {
                     Ok(rec) => {
                         stored.insert(id, Protocol::index_keys(&rec));
+                        before.insert(id, b);
                         Slot::Present(rec)
                     }
                     Err(e) => Slot::Damaged(e),
                 },
+                Locked::Held(None) => Slot::Absent,
             };
             slots.insert(id, slot);
         }
@@ -627,6 +957,38 @@ impl Working {
             dirty: BTreeSet::new(),
             removed: HashMap::new(),
             events: Vec::new(),
+            before,
+            busy_refused: 0,
+            revoked: 0,
+        })
+    }
+
+    /// Marks each successor still current as never delivered (see [`Settle`]).
+    fn settle(&mut self, settles: &[Settle]) {
+        for s in settles {
+            if let Some(Slot::Present(rec)) = self.slots.get(&s.family)
+                && let Some(next) = Protocol::mark_undelivered(rec, s.generation, &s.hash)
+            {
+                self.record(
+                    s.family,
+                    Transition {
+                        record: next,
+                        event: None,
+                    },
+                );
+            }
+        }
+    }
+
+    /// A family this batch writes, with its bytes as written and as stored
+    /// before: what [`Core::settle_commit`] reads back.
+    fn witness(&self, protocol: &Protocol) -> Option<(FamilyId, Vec<u8>, Option<Vec<u8>>)> {
+        self.dirty.iter().find_map(|family| match self.slots.get(family) {
+            Some(Slot::Present(rec)) => {
+                let before = self.before.get(family).cloned();
+                Some((*family, protocol.record_bytes(family, rec), before))
+            }
+            _ => None,
         })
     }
 
@@ -668,6 +1030,7 @@ impl Working {
                 self.removed.insert(old, rec);
             }
             self.dirty.insert(old);
+            self.revoked += 1;
             self.events.push((old, EventKind::Revoked(RevokeReason::Cap)));
         }
         Ok(p.issued.clone())
@@ -699,6 +1062,10 @@ impl Working {
         let (answer, change) = match self.slots.get(&family) {
             None | Some(Slot::Absent) => return Err(RotateError::Unknown),
             Some(Slot::Damaged(e)) => return Err(e.clone().into()),
+            Some(Slot::Busy) => {
+                self.busy_refused += 1;
+                return Err(busy(&family).into());
+            }
             Some(Slot::Present(rec)) => protocol.rotate(rec, p, now),
         };
         if let Some(t) = change {
@@ -721,6 +1088,10 @@ impl Working {
             match self.slots.get(&family) {
                 None | Some(Slot::Absent) => {}
                 Some(Slot::Damaged(e)) => return Err(e.clone().into()),
+                Some(Slot::Busy) => {
+                    self.busy_refused += 1;
+                    return Err(busy(&family).into());
+                }
                 Some(Slot::Present(rec)) => {
                     if let Some(t) = protocol.revoke(rec, reason, owner, now)? {
                         changes.push((family, t));
@@ -757,6 +1128,7 @@ impl Working {
         self.slots.insert(family, Slot::Present(t.record));
         self.dirty.insert(family);
         if let Some(kind) = t.event {
+            self.revoked += 1;
             self.events.push((family, kind));
         }
     }
@@ -817,6 +1189,11 @@ fn establish(store: &dyn Store, check: &[u8], policy: &Policy) -> Result<(Vec<u8
         (Some(kc), Some(p)) => Ok((kc, p)),
         _ => Err(corrupt("meta", "key check or policy missing after it was written")),
     }
+}
+
+/// A family whose lock another transaction held past the store's wait.
+fn busy(family: &FamilyId) -> StoreError {
+    StoreError::Busy(format!("family {family} is locked by another transaction"))
 }
 
 fn decode_floor(bytes: &[u8]) -> Result<i64, StoreError> {

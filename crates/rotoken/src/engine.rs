@@ -118,6 +118,7 @@ impl Engine {
         let gc_every = options.gc_every;
         let sink = options.on_event.clone();
         let core = Arc::new(Core::new(Box::new(store), keys, options)?);
+        core.adopt();
         if let Some(sink) = sink {
             core.subscribe(sink).map_err(thread_refused)?;
         }
@@ -206,6 +207,29 @@ impl Engine {
     /// path, background gc, and event delivery.
     pub fn stats(&self) -> Stats {
         self.core.stats()
+    }
+
+    /// The store's clock floor (unix ms) if this engine found it more than
+    /// a minute ahead of its own clock when it opened and did not adopt it
+    /// (a server or a CLI run with a clock set wrong wrote it; an event
+    /// `clock_floor_ignored` was recorded). An adapter logs a warning;
+    /// [`Engine::lower_clock_floor`] repairs the store.
+    pub fn clock_floor_ignored(&self) -> Option<i64> {
+        self.core.floor_ignored()
+    }
+
+    /// Lowers the store's clock floor to this engine's clock if it is
+    /// ahead of it, recording a `clock_floor_lowered` event, and returns
+    /// the floor as it was (`None`: none stored). The operator's repair
+    /// after a server with a clock far ahead persisted its time: engines
+    /// already refuse to adopt such a floor, and this removes it. Run it
+    /// on a server whose clock is right.
+    ///
+    /// # Errors
+    ///
+    /// A storage error; nothing was changed.
+    pub fn lower_clock_floor(&self) -> Result<Option<i64>, StoreError> {
+        self.core.lower_clock_floor()
     }
 
     /// Gives free space back to the file system (redb: rewrite every table

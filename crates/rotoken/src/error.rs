@@ -76,6 +76,10 @@ pub enum Code {
     /// what happened. Retry the same token: the engine settles the outcome
     /// and answers a retry with the successor if the rotation committed.
     OutcomeUnknown,
+    /// The immediate predecessor was presented to an engine whose clock is
+    /// behind the rotation that retired it (by more than a minute): neither
+    /// answered nor revoked. Retry (another server, or once clocks agree).
+    ClockBehind,
 }
 
 impl Code {
@@ -110,6 +114,7 @@ impl Code {
             Self::Busy => "busy",
             Self::DeadlinePassed => "deadline_passed",
             Self::OutcomeUnknown => "outcome_unknown",
+            Self::ClockBehind => "clock_behind",
         }
     }
 
@@ -142,7 +147,12 @@ impl Code {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            Self::StorageError | Self::Unavailable | Self::Busy | Self::DeadlinePassed | Self::OutcomeUnknown
+            Self::StorageError
+                | Self::Unavailable
+                | Self::Busy
+                | Self::DeadlinePassed
+                | Self::OutcomeUnknown
+                | Self::ClockBehind
         )
     }
 
@@ -377,6 +387,11 @@ pub enum RotateError {
     /// The family reached its generation limit; the user must sign in again.
     #[error("the family reached its generation limit")]
     TooManyGenerations,
+    /// The immediate predecessor was presented, but this engine's clock is
+    /// behind the rotation that retired it by more than a minute: nothing
+    /// was changed or handed out; retryable.
+    #[error("this server's clock is behind the token's last rotation; retry")]
+    ClockBehind,
     /// A storage failure; nothing was handed out.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -397,6 +412,7 @@ impl RotateError {
             Self::Diverged { .. } => Code::Diverged,
             Self::ScopeWidened => Code::ScopeWidened,
             Self::TooManyGenerations => Code::TooManyGenerations,
+            Self::ClockBehind => Code::ClockBehind,
             Self::Store(e) => e.code(),
         }
     }

@@ -57,6 +57,7 @@ mod protocol;
 pub mod record;
 mod revoke_steps;
 mod sealing;
+mod stall;
 pub mod state;
 pub mod store;
 pub mod token;

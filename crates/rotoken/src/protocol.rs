@@ -126,6 +126,22 @@ pub(crate) struct RotateDone {
     retried: bool,
 }
 
+impl RotateDone {
+    /// The family, generation and token hash of the successor this
+    /// rotation minted; `None` for a retry answered with one minted before.
+    pub(crate) fn minted(&self) -> Option<(FamilyId, u32, [u8; TAG16])> {
+        (!self.retried).then_some((self.family, self.rec.generation, self.rec.current_hash))
+    }
+}
+
+impl PreparedRotate {
+    /// The family, generation and token hash of the successor this
+    /// rotation mints if it rotates.
+    pub(crate) fn would_mint(&self) -> (FamilyId, u32, [u8; TAG16]) {
+        (self.presented.family, self.successor.generation, self.successor_hash)
+    }
+}
+
 /// A change to one family: its new record and the event to record.
 pub(crate) struct Transition {
     pub(crate) record: FamilyRecord,
@@ -217,6 +233,7 @@ impl Protocol {
                 .map(|c| self.keys.tag(TagKind::Confirmation, c)),
             current_hash: self.keys.token_hash(&token),
             sealed_successor: None,
+            successor_undelivered: false,
             sealed_grant: Vec::new(),
         };
         rec.gc_at = state::deadline(&rec, &self.rules().limits);
@@ -390,6 +407,7 @@ impl Protocol {
                 next.generation = op.successor.generation;
                 next.current_hash = op.successor_hash;
                 next.rotated_at = now;
+                next.successor_undelivered = false;
                 next.sealed_successor = Some(op.sealed_successor);
                 if crate::keys::sealed_key_id(&next.sealed_grant) != Some(self.keys.active_id()) {
                     // Move the grant to the active key so old keys can retire.
@@ -428,6 +446,19 @@ impl Protocol {
         })
     }
 
+    /// `rec` with its current token marked never delivered, if that token
+    /// is still the one a rotation to `generation` with hash `hash` minted
+    /// (and the family is live and keeps it sealed); `None` otherwise.
+    pub(crate) fn mark_undelivered(rec: &FamilyRecord, generation: u32, hash: &[u8; TAG16]) -> Option<FamilyRecord> {
+        let same = rec.generation == generation && bool::from(rec.current_hash.ct_eq(hash));
+        if !same || rec.state != FamilyState::Active || rec.sealed_successor.is_none() || rec.successor_undelivered {
+            return None;
+        }
+        let mut next = rec.clone();
+        next.successor_undelivered = true;
+        Some(next)
+    }
+
     /// A revocation of one family: `Ok(None)` if it is revoked already.
     /// With `owner`, the family's client tag must match (RFC 7009 §2.1),
     /// checked whatever the family's state, so the answer does not depend
@@ -454,6 +485,7 @@ impl Protocol {
         let mut next = rec.clone();
         next.state = FamilyState::Revoked(reason);
         next.sealed_successor = None;
+        next.successor_undelivered = false;
         next.gc_at = now.saturating_add(duration_millis(self.rules().policy.revoked_retention));
         Transition {
             record: next,
@@ -601,5 +633,6 @@ fn refusal(r: Refusal) -> RotateError {
         Refusal::ConfirmationMismatch => RotateError::ConfirmationMismatch,
         Refusal::ScopeWidened => RotateError::ScopeWidened,
         Refusal::TooManyGenerations => RotateError::TooManyGenerations,
+        Refusal::ClockBehind => RotateError::ClockBehind,
     }
 }

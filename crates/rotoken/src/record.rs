@@ -13,7 +13,7 @@
 //! | subject tag, client tag | 2 × 16 |
 //! | confirmation flag, confirmation tag | 1 + 16 |
 //! | current token hash | 16 |
-//! | successor flag, sealed successor | 1 + [`SEALED_SUCCESSOR_LEN`] |
+//! | successor flag (0 none, 1 kept, 2 kept and never delivered), sealed successor | 1 + [`SEALED_SUCCESSOR_LEN`] |
 //! | sealed grant length (u16), sealed grant | 2 + n |
 //!
 //! The engine appends a 16-byte keyed MAC over family id and body, so any
@@ -135,6 +135,11 @@ pub struct FamilyRecord {
     pub current_hash: [u8; TAG16],
     /// The current token, sealed under a key derived from its predecessor.
     pub sealed_successor: Option<[u8; SEALED_SUCCESSOR_LEN]>,
+    /// The current token was never delivered to the client (its caller
+    /// went away, or its commit's outcome was unknown when the client was
+    /// answered): the predecessor is answered with it until it is first
+    /// used, however late the retry. Stored as successor flag 2.
+    pub successor_undelivered: bool,
     /// The grant, sealed.
     pub sealed_grant: Vec<u8>,
 }
@@ -157,6 +162,10 @@ impl FamilyRecord {
         put_optional(&mut out, self.confirmation_tag.as_ref());
         out.extend_from_slice(&self.current_hash);
         put_optional(&mut out, self.sealed_successor.as_ref());
+        if self.successor_undelivered && self.sealed_successor.is_some() {
+            let at = out.len() - SEALED_SUCCESSOR_LEN - 1;
+            out[at] = 2;
+        }
         // Sealed grants are bounded by the grant limits, far below u16::MAX.
         let len = u16::try_from(self.sealed_grant.len()).unwrap_or(u16::MAX);
         out.extend_from_slice(&len.to_be_bytes());
@@ -191,7 +200,8 @@ impl FamilyRecord {
             client_tag: r.array()?,
             confirmation_tag: r.optional("confirmation flag")?,
             current_hash: r.array()?,
-            sealed_successor: r.optional("successor flag")?,
+            successor_undelivered: r.0.first() == Some(&2),
+            sealed_successor: r.optional_or_undelivered("successor flag")?,
             sealed_grant: {
                 let n = r.u16()?;
                 r.take(usize::from(n))?.to_vec()
@@ -298,6 +308,20 @@ pub enum EventKind {
     /// the family id is all zeros. Who changed what is in
     /// [`crate::Engine::policy_history`].
     PolicyChanged,
+    /// An engine opened on a store whose clock floor was more than a
+    /// minute ahead of its own clock, and did not adopt it (a server with
+    /// a clock set wrong wrote it); the family id is all zeros.
+    /// `rotoken clock lower-floor` repairs the store.
+    ClockFloorIgnored {
+        /// How far ahead of the opener's clock the floor was, in seconds.
+        ahead_secs: u32,
+    },
+    /// An operator lowered the store's clock floor to their server's clock
+    /// ([`crate::Engine::lower_clock_floor`]); the family id is all zeros.
+    ClockFloorLowered {
+        /// By how much, in seconds.
+        by_secs: u32,
+    },
 }
 
 impl EventKind {
@@ -309,6 +333,8 @@ impl EventKind {
             Self::Revoked(_) => "revoked",
             Self::Expired => "expired",
             Self::PolicyChanged => "policy_changed",
+            Self::ClockFloorIgnored { .. } => "clock_floor_ignored",
+            Self::ClockFloorLowered { .. } => "clock_floor_lowered",
         }
     }
 }
@@ -344,6 +370,8 @@ impl Event {
             EventKind::Revoked(r) => (3, u32::from(r as u8), 0),
             EventKind::Expired => (4, 0, 0),
             EventKind::PolicyChanged => (5, 0, 0),
+            EventKind::ClockFloorIgnored { ahead_secs } => (6, ahead_secs, 0),
+            EventKind::ClockFloorLowered { by_secs } => (7, by_secs, 0),
         };
         out[25] = kind;
         out[26..30].copy_from_slice(&a.to_be_bytes());
@@ -383,6 +411,8 @@ impl Event {
             ),
             4 => EventKind::Expired,
             5 => EventKind::PolicyChanged,
+            6 => EventKind::ClockFloorIgnored { ahead_secs: a },
+            7 => EventKind::ClockFloorLowered { by_secs: a },
             _ => return Err(DecodeError::Field("event kind")),
         };
         Ok(Self {
@@ -432,6 +462,15 @@ impl<'a> Reader<'a> {
             _ => Err(DecodeError::Field(field)),
         }
     }
+    /// [`Reader::optional`], with flag 2 meaning "present" too (the
+    /// successor flag's "kept and never delivered").
+    fn optional_or_undelivered<const N: usize>(&mut self, field: &'static str) -> Result<Option<[u8; N]>, DecodeError> {
+        if self.0.first() == Some(&2) {
+            self.u8()?;
+            return Ok(Some(self.array::<N>()?));
+        }
+        self.optional(field)
+    }
     fn string(&mut self, field: &'static str) -> Result<String, DecodeError> {
         let n = self.u32()? as usize;
         let b = self.take(n)?;
@@ -463,8 +502,23 @@ mod tests {
             confirmation_tag: Some([3; 16]),
             current_hash: [4; 16],
             sealed_successor: Some([5; SEALED_SUCCESSOR_LEN]),
+            successor_undelivered: false,
             sealed_grant: vec![6; 90],
         }
+    }
+
+    #[test]
+    fn an_undelivered_successor_round_trips_as_flag_2() {
+        let mut r = sample();
+        r.successor_undelivered = true;
+        let bytes = r.encode();
+        assert_eq!(bytes.len(), FIXED_LEN + 90, "the same size");
+        assert_eq!(bytes[FIXED_LEN - 2 - SEALED_SUCCESSOR_LEN - 1], 2);
+        assert_eq!(FamilyRecord::decode(&bytes), Ok(r.clone()));
+        // Without a successor there is nothing undelivered.
+        r.sealed_successor = None;
+        let back = FamilyRecord::decode(&r.encode()).unwrap();
+        assert!(!back.successor_undelivered);
     }
 
     #[test]

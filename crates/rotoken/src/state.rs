@@ -104,6 +104,12 @@ pub enum Refusal {
     ScopeWidened,
     /// The family reached its generation limit.
     TooManyGenerations,
+    /// The immediate predecessor was presented, but the engine's time is
+    /// before the rotation that retired it (by more than the bound a time
+    /// read from the store is taken within): whether the grace window is
+    /// open cannot be told on this clock. Neither the successor nor a
+    /// revocation: retryable (P9, P11).
+    ClockBehind,
 }
 
 /// The instant a family stops being usable: the earlier of its absolute
@@ -138,16 +144,20 @@ pub fn decide(rec: &FamilyRecord, a: &Attempt, limits: &Limits) -> Decision {
         return Decision::Refuse(Refusal::Expired(kind));
     }
     let current = rec.generation;
-    let graceable = current > 0
-        && a.presented == current - 1
-        && rec.sealed_successor.is_some()
-        && a.now >= rec.rotated_at
-        && a.now < rec.rotated_at.saturating_add(limits.grace_ms);
+    let predecessor = current > 0 && a.presented == current - 1 && rec.sealed_successor.is_some();
+    // A successor never delivered is the predecessor's answer until it is
+    // first used, however late the retry; otherwise only within the window.
+    let graceable = predecessor
+        && (rec.successor_undelivered
+            || (a.now >= rec.rotated_at && a.now < rec.rotated_at.saturating_add(limits.grace_ms)));
     let proceed = match a.secret {
         SecretCheck::Mismatch => return Decision::Revoke(RevokeReason::Diverged),
         _ if a.presented > current => return Decision::Revoke(RevokeReason::Diverged),
         SecretCheck::Current if a.presented == current => Decision::Rotate,
         SecretCheck::Predecessor if graceable => Decision::Grace,
+        SecretCheck::Predecessor if predecessor && a.now < rec.rotated_at => {
+            return Decision::Refuse(Refusal::ClockBehind);
+        }
         _ => return Decision::Revoke(RevokeReason::ReuseDetected),
     };
     if !a.scope_within_grant {
@@ -182,6 +192,7 @@ mod tests {
             confirmation_tag: None,
             current_hash: [0; 16],
             sealed_successor: (generation > 0).then_some([0; crate::record::SEALED_SUCCESSOR_LEN]),
+            successor_undelivered: false,
             sealed_grant: vec![],
         }
     }
@@ -208,11 +219,17 @@ mod tests {
             (3, attempt(3, Mismatch, t + 1), Decision::Revoke(RevokeReason::Diverged)),
             (3, attempt(2, Predecessor, t + 29_999), Decision::Grace),
             (3, attempt(2, Predecessor, t), Decision::Grace),
-            // Before the rotation (another server's clock behind, a restore
-            // under an older clock): outside the window.
+            // Before the rotation (a clock behind it by more than the bound
+            // the engine takes the store's time within): cannot be judged.
             (
                 3,
                 attempt(2, Predecessor, t - 1),
+                Decision::Refuse(Refusal::ClockBehind),
+            ),
+            // ...but a token older than the predecessor is reuse whatever the time.
+            (
+                3,
+                attempt(1, NotApplicable, t - 1),
                 Decision::Revoke(RevokeReason::ReuseDetected),
             ),
             (
@@ -313,5 +330,31 @@ mod tests {
             ..LIMITS
         };
         assert_eq!(deadline(&r, &long_idle), 10_000_000);
+    }
+
+    #[test]
+    fn an_undelivered_successor_answers_its_predecessor_until_it_is_used() {
+        let late = 100_000 + 500_000; // far past the 30 s window, before idle expiry
+        let mut r = rec(3);
+        assert_eq!(
+            decide(&r, &attempt(2, Predecessor, late), &LIMITS),
+            Decision::Revoke(RevokeReason::ReuseDetected)
+        );
+        r.successor_undelivered = true;
+        assert_eq!(decide(&r, &attempt(2, Predecessor, late), &LIMITS), Decision::Grace);
+        // Only the immediate predecessor with its whole secret.
+        assert_eq!(
+            decide(&r, &attempt(1, NotApplicable, late), &LIMITS),
+            Decision::Revoke(RevokeReason::ReuseDetected)
+        );
+        assert_eq!(
+            decide(&r, &attempt(2, Mismatch, late), &LIMITS),
+            Decision::Revoke(RevokeReason::Diverged)
+        );
+        // Expiry still ends the family.
+        assert_eq!(
+            decide(&r, &attempt(2, Predecessor, 1_100_000), &LIMITS),
+            Decision::Refuse(Refusal::Expired(ExpiryKind::Idle))
+        );
     }
 }

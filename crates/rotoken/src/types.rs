@@ -40,6 +40,14 @@ pub struct Options {
     /// [`StoreError::DeadlinePassed`](crate::StoreError::DeadlinePassed)
     /// (retryable). Default 10 s.
     pub deadline: Duration,
+    /// How long the whole process may stand still (SIGSTOP, a VM pause, a
+    /// starved container) before the engine calls it a stall: operations
+    /// that came with a request's deadline and were received before the
+    /// stall was seen, or within this long after, are not applied and fail
+    /// with [`StoreError::DeadlinePassed`](crate::StoreError::DeadlinePassed),
+    /// since their clients have likely given up and retried elsewhere.
+    /// Default 2 s; `None` turns the watch (a thread) off.
+    pub stall_threshold: Option<Duration>,
 }
 
 impl Default for Options {
@@ -52,6 +60,7 @@ impl Default for Options {
             cache_size: None,
             group_commit: GroupCommit::default(),
             deadline: Duration::from_secs(10),
+            stall_threshold: Some(Duration::from_secs(2)),
         }
     }
 }
@@ -119,6 +128,7 @@ impl fmt::Debug for Options {
             .field("cache_size", &self.cache_size)
             .field("group_commit", &self.group_commit)
             .field("deadline", &self.deadline)
+            .field("stall_threshold", &self.stall_threshold)
             .finish()
     }
 }
@@ -357,4 +367,34 @@ pub struct Stats {
     /// ahead): not taken as the time, so a retry there may be seen as a
     /// replay. Alert on it; fix the clocks (docs/design.md, "Time").
     pub store_time_ahead: u64,
+    /// Operations not applied because their deadline passed, their caller
+    /// went away, or the process stalled while they waited (retryable).
+    pub deadline_passed: u64,
+    /// Rotations applied after their caller went away: their successors
+    /// were marked undelivered, so the client's retry gets them.
+    pub undelivered: u64,
+    /// Commits that failed after they may have reached the store and
+    /// whose outcome was read back (then answered as what happened).
+    pub outcomes_settled: u64,
+    /// Commits that failed and could not be read back: answered
+    /// `outcome_unknown`, and their successors marked undelivered by the
+    /// next batch that commits, if they did commit.
+    pub outcomes_unknown: u64,
+    /// Operations not applied because another transaction held their
+    /// family's lock past the store's lock wait (retryable).
+    pub busy: u64,
+    /// Rotations that detected reuse and revoked their family (counted by
+    /// the engine, so a revocation whose request is gone is still seen).
+    pub reuse_detected: u64,
+    /// Rotations whose token disagreed with the store (family revoked).
+    pub diverged: u64,
+    /// Rotations refused without a change (revoked, expired, client or
+    /// confirmation mismatch, scope widened, generation limit, unknown).
+    pub refused: u64,
+    /// Families revoked by this engine, for any reason (reuse, divergence,
+    /// requests, the per-user cap).
+    pub revoked: u64,
+    /// Opens that found the store's clock floor more than a minute ahead of
+    /// this engine's clock and did not adopt it (0 or 1 per engine).
+    pub clock_floor_ignored: u64,
 }
