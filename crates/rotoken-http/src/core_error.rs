@@ -19,6 +19,7 @@
 //! | `busy` | `temporarily_unavailable` | 503 + `Retry-After` | `busy:` |
 //! | `deadline_passed` | `temporarily_unavailable` | 503 + `Retry-After` | `deadline_passed:` |
 //! | `outcome_unknown` | `temporarily_unavailable` | 503 + `Retry-After` | `outcome_unknown:` |
+//! | `clock_behind` | `temporarily_unavailable` | 503 + `Retry-After` | `clock_behind:` |
 //! | any other code that is not [`Code::is_client_error`] (corrupt, keys, open, random) | `server_error` | 500 | |
 //!
 //! Every [`Code::is_retryable`] code answers 503 `temporarily_unavailable`
@@ -72,6 +73,10 @@ impl OAuthError {
                 Code::Busy => "busy: the session is in use by another request; retry the same request",
                 Code::DeadlinePassed => {
                     "deadline_passed: the request was not completed in time and nothing was changed; \
+                     retry the same request"
+                }
+                Code::ClockBehind => {
+                    "clock_behind: this server's clock is behind the session's last refresh; \
                      retry the same request"
                 }
                 Code::OutcomeUnknown => {
@@ -210,6 +215,7 @@ mod tests {
             Code::Busy,
             Code::DeadlinePassed,
             Code::OutcomeUnknown,
+            Code::ClockBehind,
         ] {
             assert!(code.is_retryable());
             let e = OAuthError::from(code);

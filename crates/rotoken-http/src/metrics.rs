@@ -155,7 +155,8 @@ impl Metrics {
         registry.register(
             "rotoken_temporarily_unavailable",
             "Answers 503 temporarily_unavailable (every endpoint and the admin API) by core cause: \
-             storage_error, unavailable, busy, deadline_passed, outcome_unknown. The client retries the same request.",
+             storage_error, unavailable, busy, deadline_passed, outcome_unknown, clock_behind. \
+             The client retries the same request.",
             unavailable.clone(),
         );
         registry.register(

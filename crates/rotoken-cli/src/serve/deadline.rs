@@ -63,10 +63,13 @@ impl Budget {
 /// The longest one call into the store may take.
 fn store_bound(store: &StoreLocation) -> Duration {
     match store {
-        StoreLocation::Postgres(_) => {
+        StoreLocation::Postgres(url) => {
             // The PostgreSQL store drops a call after its connect plus
-            // statement timeout and a second (rotoken-postgres's bridge).
-            let o = PgOptions::default();
+            // statement timeout and a second (rotoken-postgres's bridge),
+            // as set by the URL's `connect_timeout_ms` and `statement_timeout_ms`.
+            let mut o = PgOptions::default();
+            // A bad parameter fails the open itself; the defaults meanwhile.
+            let _ = o.take_url_parameters(url);
             o.connect_timeout + o.statement_timeout + Duration::from_secs(1)
         }
         _ => REDB_CALL_BOUND,
@@ -123,6 +126,17 @@ mod tests {
                 assert!(b.outer >= b.engine + bound, "{b:?}");
             }
         }
+    }
+
+    #[test]
+    fn the_store_bound_follows_the_urls_timeouts() {
+        let pg = |url: &str| store_bound(&StoreLocation::Postgres(url.into()));
+        assert_eq!(pg("postgres://db/rotoken"), Duration::from_secs(16));
+        assert_eq!(
+            pg("postgres://db/rotoken?connect_timeout_ms=1000&statement_timeout_ms=2000"),
+            Duration::from_secs(4)
+        );
+        assert_eq!(store_bound(&StoreLocation::File("x.redb".into())), REDB_CALL_BOUND);
     }
 
     #[tokio::test]
