@@ -17,8 +17,10 @@
 mod bind;
 mod config;
 mod conn;
+mod deadline;
 mod events;
 mod signing;
+mod wait;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,6 +43,7 @@ use serde::Serialize;
 use crate::Global;
 use crate::output::{self, CliError};
 pub(crate) use config::LogFormat;
+use deadline::Budget;
 
 /// `rotoken serve ...`
 #[derive(Debug, Args)]
@@ -84,9 +87,19 @@ pub(crate) struct ServeArgs {
     /// Largest request body in bytes; larger ones get 413 [default: 16384].
     #[arg(long, env = "ROTOKEN_MAX_BODY_BYTES", value_name = "BYTES")]
     pub(crate) max_body_bytes: Option<usize>,
-    /// Time limit for one request, in seconds [default: 10].
+    /// How long a client waits for an answer, in seconds: the engine
+    /// applies nothing of a request later than this (less a margin for the
+    /// store's own bound) and answers 503 with Retry-After instead [default: 10].
     #[arg(long, env = "ROTOKEN_REQUEST_TIMEOUT_SECS", value_name = "SECS")]
     pub(crate) request_timeout_secs: Option<u64>,
+    /// The Retry-After, in seconds, of a 503 temporarily_unavailable answer
+    /// (store trouble, a passed deadline) [default: 1].
+    #[arg(long, env = "ROTOKEN_RETRY_AFTER_SECS", value_name = "SECS")]
+    pub(crate) retry_after_secs: Option<u64>,
+    /// How long to keep trying a PostgreSQL store that cannot be reached at
+    /// start, with back-off and a log line per attempt; 0 tries once [default: 30].
+    #[arg(long, env = "ROTOKEN_DB_WAIT_SECS", value_name = "SECS")]
+    pub(crate) db_wait_secs: Option<u64>,
     /// Time allowed for a complete request head, from the connection's start
     /// or the end of its previous response; slower clients are closed [default: 10].
     #[arg(long, env = "ROTOKEN_HEADER_READ_TIMEOUT_SECS", value_name = "SECS")]
@@ -215,15 +228,20 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
     // The engine's own background gc: without it a long-running server
     // would keep every revoked and expired family (and its pages) for ever,
     // and `rotoken gc` cannot open the database while serve holds it.
+    let budget = Budget::new(s.request_timeout, &s.store);
     let options = Options {
         policy: s.policy.clone(),
         cache_size: s.cache_bytes,
         gc_every: s.gc_interval,
+        // Operations without a request deadline of their own (gc, the
+        // admin API's) are bound like a request's.
+        deadline: budget.engine,
         ..Options::default()
     };
     let store = s.store.clone();
+    let db_wait = s.db_wait;
     let engine = Arc::new(
-        tokio::task::spawn_blocking(move || store.open(keys, options))
+        tokio::task::spawn_blocking(move || wait::open(&store, keys, options, db_wait))
             .await
             .map_err(|e| CliError::storage("runtime_failed", e.to_string()))??,
     );
@@ -286,14 +304,15 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
     config.dpop_nonce = s.dpop_nonce;
     config.access_token_audience = s.access_token_audience.clone();
     config.backup_dir = s.backup_dir.clone();
+    config.retry_after = s.retry_after;
     let oauth = Arc::new(OAuthServer::new(
         engine.clone(),
         Arc::new(Clients { inline, file }),
         minter,
         config,
     ));
-    let app = public_app(oauth.clone(), &s);
-    let admin_app = admin_app(oauth.clone(), &s);
+    let app = public_app(oauth.clone(), &s, budget);
+    let admin_app = admin_app(oauth.clone(), &s, budget);
 
     output::print_json(&ReadyJson {
         listening: addr.to_string(),
@@ -314,6 +333,8 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
         header_read_timeout_secs = s.limits.header_read_timeout.as_secs(),
         keep_alive_secs = s.limits.keep_alive.map_or(0, |k| k.as_secs()),
         max_connections = s.limits.max_connections,
+        engine_deadline_ms = u64::try_from(budget.engine.as_millis()).unwrap_or(u64::MAX),
+        answer_by_ms = u64::try_from(budget.outer.as_millis()).unwrap_or(u64::MAX),
         "listening"
     );
 
@@ -430,27 +451,28 @@ async fn shutdown_signal() {
 }
 
 /// The public listener: the OAuth endpoints, metadata, JWKS and `/healthz`.
-fn public_app(oauth: Arc<OAuthServer>, s: &config::Settings) -> Router {
+fn public_app(oauth: Arc<OAuthServer>, s: &config::Settings, budget: Budget) -> Router {
     let router = rotoken_axum::router(oauth.clone()).merge(rotoken_axum::health_router(oauth));
-    with_limits(router, s)
+    with_limits(router, s, budget)
 }
 
 /// The admin listener: the admin API, `/metrics` and `/healthz`.
-fn admin_app(oauth: Arc<OAuthServer>, s: &config::Settings) -> Router {
+fn admin_app(oauth: Arc<OAuthServer>, s: &config::Settings, budget: Budget) -> Router {
     let router = rotoken_axum::health_router(oauth.clone()).merge(rotoken_axum::metrics_router(oauth.clone()));
     let admin = Arc::new(AdminApi::new(oauth, s.admin_token.clone()));
-    with_limits(rotoken_axum::admin_router(admin).merge(router), s)
+    with_limits(rotoken_axum::admin_router(admin).merge(router), s, budget)
 }
 
-/// The 404 JSON fallback, request logs and the time limit.
-fn with_limits(router: Router, s: &config::Settings) -> Router {
+/// The 404 JSON fallback, request logs, the request's deadline and the
+/// last-resort time limit (see [`Budget`]).
+fn with_limits(router: Router, s: &config::Settings, budget: Budget) -> Router {
+    let retry_after = s.retry_after.as_secs().max(1);
     router
         .fallback(|| async { json(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#.to_owned()) })
         .layer(axum::middleware::from_fn(log_request))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            s.request_timeout,
-        ))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            deadline::bounded(request, next, budget, retry_after)
+        }))
 }
 
 /// A JSON response.

@@ -12,6 +12,12 @@
 //! | `GET /admin/events?after=N&limit=M` | none | `{"events": [...]}`: events with `seq > N` (default 0), at most `M` (default 100, at most 1000), oldest first, each as [`EventJson`](crate::EventJson) |
 //! | `POST /admin/backup` | `{"path"}`: an absolute path on the server's machine, a new file directly inside the backup directory ([`Config::backup_dir`](crate::Config::backup_dir)) | `{"backup", "families", "events", "last_event_seq", "bytes"}`: a consistent snapshot written there, mode 0600 ([`rotoken::Engine::backup`]); 409 `backup_exists`; 400 `backup_path_refused` for any other path; 403 `backup_disabled` without a backup directory; 400 `backup_unsupported` for a PostgreSQL store |
 //!
+//! An engine failure that is retryable ([`rotoken::Code::is_retryable`]:
+//! store trouble, a busy family, a passed deadline) answers 503 with
+//! `Retry-After` and the RFC 6749 body `{"error": "temporarily_unavailable",
+//! ...}`, as the OAuth endpoints do; other failures answer 500 with the
+//! core code as `error`.
+//!
 //! Bad admin tokens spend the client address's failure budget (the OAuth
 //! server's `auth_max_failures` over `auth_failure_window`); past it they
 //! are answered 429. The right token is always checked and accepted.
@@ -29,7 +35,7 @@ use crate::backup_path::{BackupPathError, backup_path};
 use crate::error::json_response;
 use crate::event_json::EventsJson;
 use crate::throttle::retry_after_secs;
-use crate::{IssueRequest, OAuthServer, SecretHash, Throttle};
+use crate::{IssueRequest, IssueTokensError, OAuthError, OAuthServer, SecretHash, Throttle};
 
 /// Largest admin request body, in bytes.
 pub const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -163,6 +169,10 @@ impl AdminApi {
             r.headers_mut().insert(header::ALLOW, route.allow());
             return r;
         }
+        // A request past its deadline (`RequestDeadline`) asks nothing of the store.
+        if let Err(e) = OAuthServer::before_deadline(request) {
+            return self.oauth.error_response(e);
+        }
         match route {
             AdminRoute::Families => match body(request) {
                 Ok(b) => self.issue(b).await,
@@ -258,6 +268,9 @@ impl AdminApi {
                 "unknown_client",
                 "the client is not registered; add it with `rotoken clients add` first",
             ),
+            Err(IssueTokensError::Core(e)) if e.code().is_retryable() => {
+                self.engine_failure(e.code(), &e, "admin issue")
+            }
             Err(e) => {
                 tracing::error!(error = %e, "admin issue failed");
                 error(StatusCode::INTERNAL_SERVER_ERROR, e.code(), "issuing failed")
@@ -291,14 +304,7 @@ impl AdminApi {
             }
             Err(e) if e.code() == Code::InvalidToken => ok_json(&serde_json::json!({ "revoked": 0 })),
             Err(e) if e.code() == Code::InvalidInput => error(StatusCode::BAD_REQUEST, "invalid_input", &e.to_string()),
-            Err(e) => {
-                tracing::error!(error = %e, "admin revocation failed");
-                error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    e.code().as_str(),
-                    "revocation failed",
-                )
-            }
+            Err(e) => self.engine_failure(e.code(), &e, "admin revocation"),
         }
     }
 
@@ -306,30 +312,32 @@ impl AdminApi {
         match self.oauth.engine().sessions_async(&b.subject).await {
             Ok(list) => ok_json(&SessionsJson::new(list)),
             Err(e) if e.code() == Code::InvalidInput => error(StatusCode::BAD_REQUEST, "invalid_input", &e.to_string()),
-            Err(e) => {
-                tracing::error!(error = %e, "admin sessions failed");
-                error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    e.code().as_str(),
-                    "listing sessions failed",
-                )
-            }
+            Err(e) => self.engine_failure(e.code(), &e, "admin sessions"),
         }
     }
 }
 
 impl AdminApi {
+    /// An engine failure: 503 `temporarily_unavailable` with `Retry-After`
+    /// for a retryable code (the caller retries the same request), else 500
+    /// with the core code as `error`.
+    fn engine_failure(&self, code: Code, e: &dyn std::fmt::Display, what: &'static str) -> Response<Bytes> {
+        if code.is_retryable() {
+            tracing::warn!(error = %e, reason = %code, "{what} not completed; the caller retries");
+            return self.oauth.error_response(OAuthError::from_code(code));
+        }
+        tracing::error!(error = %e, "{what} failed");
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            code.as_str(),
+            &format!("{what} failed"),
+        )
+    }
+
     async fn events(&self, after: u64, limit: usize) -> Response<Bytes> {
         match self.oauth.engine().events_async(after, limit).await {
             Ok(list) => ok_json(&EventsJson::new(&list)),
-            Err(e) => {
-                tracing::error!(error = %e, "admin events failed");
-                error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    e.code().as_str(),
-                    "reading events failed",
-                )
-            }
+            Err(e) => self.engine_failure(e.code(), &e, "admin events"),
         }
     }
 }

@@ -67,6 +67,8 @@ setters! {
     with_auth_throttle_capacity(auth_throttle_capacity: usize);
     /// Reverse proxies whose forwarding headers name the client address.
     with_trusted_proxies(trusted_proxies: Vec<IpNet>);
+    /// The `Retry-After` of a 503 `temporarily_unavailable` answer.
+    with_retry_after(retry_after: Duration);
 }
 
 impl Config {

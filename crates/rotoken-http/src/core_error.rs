@@ -15,7 +15,20 @@
 //! | `too_many_generations` | `invalid_grant` | 400 | `refresh_limit_reached:` |
 //! | `scope_widened` | `invalid_scope` | 400 | |
 //! | `invalid_input` | `invalid_request` | 400 | |
-//! | every code that is not [`Code::is_client_error`] (storage, corrupt, unavailable, keys, open) | `server_error` | 500 | |
+//! | `storage_error`, `unavailable` | `temporarily_unavailable` | 503 + `Retry-After` | `store_unavailable:` |
+//! | `busy` | `temporarily_unavailable` | 503 + `Retry-After` | `busy:` |
+//! | `deadline_passed` | `temporarily_unavailable` | 503 + `Retry-After` | `deadline_passed:` |
+//! | `outcome_unknown` | `temporarily_unavailable` | 503 + `Retry-After` | `outcome_unknown:` |
+//! | `clock_behind` | `temporarily_unavailable` | 503 + `Retry-After` | `clock_behind:` |
+//! | any other code that is not [`Code::is_client_error`] (corrupt, keys, open, random) | `server_error` | 500 | |
+//!
+//! Every [`Code::is_retryable`] code answers 503 `temporarily_unavailable`
+//! with `Retry-After` ([`DEFAULT_RETRY_AFTER_SECS`](crate::DEFAULT_RETRY_AFTER_SECS),
+//! or the server's [`Config::retry_after`](crate::Config::retry_after)):
+//! nothing was decided against the client, which retries the same request
+//! with the same refresh token. A retryable code is never `invalid_grant`
+//! and never a bare 500. A retryable code this version does not know
+//! answers the same way.
 //!
 //! A client-error code this version does not know answers
 //! `invalid_request`, never `invalid_grant`: an unknown condition never
@@ -37,8 +50,9 @@ use crate::error::{ErrorCode, IssueTokensError, MintError, OAuthError};
 impl OAuthError {
     /// The OAuth error for a core error code (the table in this module's
     /// docs): `invalid_grant` with a stable cause for a refused refresh
-    /// token, `invalid_scope`, `invalid_request`, or `server_error` for
-    /// anything that is not the client's fault.
+    /// token, `invalid_scope`, `invalid_request`, `temporarily_unavailable`
+    /// (503, `Retry-After`) for a retryable code, or `server_error` for
+    /// anything else that is not the client's fault.
     ///
     /// ```
     /// use rotoken::Code;
@@ -49,8 +63,30 @@ impl OAuthError {
     /// assert_eq!(e.status(), 400);
     /// assert!(e.core_code().is_some_and(Code::revoked_a_family));
     /// assert_eq!(OAuthError::from_code(Code::Corrupt).status(), 500);
+    /// let busy = OAuthError::from_code(Code::Busy);
+    /// assert_eq!((busy.code(), busy.status().as_u16()), (ErrorCode::TemporarilyUnavailable, 503));
+    /// assert_eq!(busy.retry_after(), Some(1));
     /// ```
     pub fn from_code(code: Code) -> Self {
+        if code.is_retryable() {
+            return Self::temporarily_unavailable(match code {
+                Code::Busy => "busy: the session is in use by another request; retry the same request",
+                Code::DeadlinePassed => {
+                    "deadline_passed: the request was not completed in time and nothing was changed; \
+                     retry the same request"
+                }
+                Code::ClockBehind => {
+                    "clock_behind: this server's clock is behind the session's last refresh; \
+                     retry the same request"
+                }
+                Code::OutcomeUnknown => {
+                    "outcome_unknown: the store failed while completing the refresh; \
+                     retry with the same refresh token"
+                }
+                _ => "store_unavailable: the token store is unavailable; retry the same request",
+            })
+            .with_core_code(code);
+        }
         if !code.is_client_error() {
             return Self::server_error().with_core_code(code);
         }
@@ -172,11 +208,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_server_side_code_is_a_500_that_remembers_its_code() {
+    fn every_retryable_code_is_a_503_with_retry_after() {
         for code in [
             Code::StorageError,
-            Code::Corrupt,
             Code::Unavailable,
+            Code::Busy,
+            Code::DeadlinePassed,
+            Code::OutcomeUnknown,
+            Code::ClockBehind,
+        ] {
+            assert!(code.is_retryable());
+            let e = OAuthError::from(code);
+            assert_eq!(
+                (e.code(), e.status().as_u16()),
+                (ErrorCode::TemporarilyUnavailable, 503),
+                "{code}"
+            );
+            assert_eq!(e.core_code(), Some(code));
+            let r = e.into_response();
+            assert_eq!(r.headers()[http::header::RETRY_AFTER], "1");
+            assert_eq!(r.headers()[http::header::CACHE_CONTROL], "no-store");
+        }
+    }
+
+    #[test]
+    fn every_other_server_side_code_is_a_500_that_remembers_its_code() {
+        for code in [
+            Code::Corrupt,
             Code::RandomFailed,
             Code::Locked,
             Code::WrongKeys,

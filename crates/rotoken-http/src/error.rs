@@ -33,8 +33,16 @@ pub enum ErrorCode {
     /// The DPoP proof must carry the server's current nonce, sent in
     /// `DPoP-Nonce` (RFC 9449 §8).
     UseDpopNonce,
-    /// The server failed (storage, or a server-supplied component); the only 5xx.
+    /// The server failed in a way a retry does not cure (damaged data,
+    /// wrong keys, a failing server-supplied component): 500.
     ServerError,
+    /// The server could not complete the request for now (the store was
+    /// unreachable, slow or busy, or the request's deadline passed) and
+    /// nothing was decided against the client: 503 with `Retry-After`.
+    /// Retry the same request (the same refresh token) after it. RFC 6749
+    /// §4.1.2.1 defines the code for the authorization endpoint; rotoken
+    /// answers it at every endpoint, with a 503.
+    TemporarilyUnavailable,
 }
 
 impl ErrorCode {
@@ -51,6 +59,7 @@ impl ErrorCode {
             Self::InvalidDpopProof => "invalid_dpop_proof",
             Self::UseDpopNonce => "use_dpop_nonce",
             Self::ServerError => "server_error",
+            Self::TemporarilyUnavailable => "temporarily_unavailable",
         }
     }
 }
@@ -70,11 +79,13 @@ pub struct OAuthError {
 
 impl OAuthError {
     /// An error with the status RFC 6749 gives its code (400, or 401 for
-    /// `invalid_client`, 500 for `server_error`).
+    /// `invalid_client`, 500 for `server_error`, 503 with `Retry-After: 1`
+    /// for `temporarily_unavailable`).
     pub fn new(code: ErrorCode, description: impl Into<Cow<'static, str>>) -> Self {
         let status = match code {
             ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
             ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         };
         Self {
@@ -82,7 +93,7 @@ impl OAuthError {
             description: description.into(),
             status,
             www_authenticate: (code == ErrorCode::InvalidClient).then_some(BASIC_CHALLENGE),
-            retry_after: None,
+            retry_after: (code == ErrorCode::TemporarilyUnavailable).then_some(DEFAULT_RETRY_AFTER_SECS),
             allow: None,
             core: None,
         }
@@ -109,12 +120,32 @@ impl OAuthError {
         Self::new(ErrorCode::InvalidGrant, description)
     }
 
-    /// `server_error` (500): only for storage failures and failing server components.
+    /// `server_error` (500): damaged data, wrong keys, a failing server
+    /// component; nothing a prompt retry cures.
     pub fn server_error() -> Self {
         Self::new(
             ErrorCode::ServerError,
             "the server could not complete the request; retry later",
         )
+    }
+
+    /// `temporarily_unavailable` (503 with `Retry-After`): the request was
+    /// not completed for now and nothing was decided against the client;
+    /// it retries the same request.
+    pub fn temporarily_unavailable(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::TemporarilyUnavailable, description)
+    }
+
+    /// The same error with `Retry-After: secs` (at least 1).
+    #[must_use]
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs.max(1));
+        self
+    }
+
+    /// The `Retry-After` seconds this answer carries, if any.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
     }
 
     /// `invalid_request` with 405 and an `Allow` header.
@@ -215,6 +246,10 @@ impl std::fmt::Display for OAuthError {
 }
 
 impl StdError for OAuthError {}
+
+/// The `Retry-After` of a `temporarily_unavailable` answer unless the
+/// server's [`Config::retry_after`](crate::Config::retry_after) says otherwise.
+pub const DEFAULT_RETRY_AFTER_SECS: u64 = 1;
 
 const BASIC_CHALLENGE: &str = "Basic realm=\"rotoken\", charset=\"UTF-8\"";
 

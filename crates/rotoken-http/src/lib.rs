@@ -63,8 +63,15 @@
 //!
 //! Error answers are RFC 6749 §5.2 JSON (`invalid_request`,
 //! `invalid_client`, `invalid_grant`, `unauthorized_client`,
-//! `unsupported_grant_type`, `invalid_scope`, plus `invalid_dpop_proof`);
-//! the only 5xx is `server_error` for a storage failure. Logs (`tracing`)
+//! `unsupported_grant_type`, `invalid_scope`, plus `invalid_dpop_proof`).
+//! Store trouble and deadlines (every [`rotoken::Code::is_retryable`]
+//! code) are 503 `temporarily_unavailable` with `Retry-After`
+//! ([`Config::retry_after`]) at every endpoint and in the admin API:
+//! nothing was decided against the client, which retries the same request
+//! with the same refresh token. The only other 5xx is 500 `server_error`
+//! (damaged data, wrong keys, a failing minter or registry). Put a
+//! [`RequestDeadline`] in a request's extensions and the engine never
+//! applies it later than that (see [`RequestDeadline`]). Logs (`tracing`)
 //! never contain a token or a secret.
 
 #![forbid(unsafe_code)]
@@ -111,7 +118,8 @@ pub use endpoints::token::TokenResponse;
 #[allow(deprecated)]
 pub use error::IssueError;
 pub use error::{
-    BoxError, ClientFileError, ErrorCode, IssueTokensError, MintError, OAuthError, RegistryError, SigningKeyError,
+    BoxError, ClientFileError, DEFAULT_RETRY_AFTER_SECS, ErrorCode, IssueTokensError, MintError, OAuthError,
+    RegistryError, SigningKeyError,
 };
 pub use event_json::{EventJson, EventsJson};
 pub use form::{Form, parse_form};
@@ -122,7 +130,7 @@ pub use metrics::{METRICS_CONTENT_TYPE, Metrics};
 pub use minter::{AccessToken, AccessTokenMinter, AccessTokenRequest};
 pub use registry::{ClientRegistry, MemoryClients, RegisteredClient};
 pub use secret_hash::{MAX_CLIENT_ID_LEN, MAX_CLIENT_SECRET_LEN, MIN_CLIENT_SECRET_LEN, SecretHash, SecretHashError};
-pub use server::{Config, METADATA_PATH, OAuthServer, OFFLINE_ACCESS, PeerAddr, Route};
+pub use server::{Config, METADATA_PATH, OAuthServer, OFFLINE_ACCESS, PeerAddr, RequestDeadline, Route};
 #[cfg(feature = "tower")]
 pub use service::{AdminService, OAuthService};
 pub use signing_key::SigningKey;

@@ -50,6 +50,11 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabels {
+    cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
     endpoint: &'static str,
 }
@@ -62,6 +67,7 @@ fn latency_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    unavailable: Family<CauseLabels, Counter>,
     latency: Family<EndpointLabels, Histogram, fn() -> Histogram>,
     rotations: Counter,
     grace_retries: Counter,
@@ -145,6 +151,14 @@ impl Metrics {
             "OAuth endpoint requests by outcome.",
             requests.clone(),
         );
+        let unavailable = Family::<CauseLabels, Counter>::default();
+        registry.register(
+            "rotoken_temporarily_unavailable",
+            "Answers 503 temporarily_unavailable (every endpoint and the admin API) by core cause: \
+             storage_error, unavailable, busy, deadline_passed, outcome_unknown, clock_behind. \
+             The client retries the same request.",
+            unavailable.clone(),
+        );
         registry.register(
             "rotoken_http_request_duration_seconds",
             "OAuth endpoint latency.",
@@ -168,6 +182,7 @@ impl Metrics {
         Self {
             registry,
             requests,
+            unavailable,
             latency,
             rotations,
             grace_retries,
@@ -199,6 +214,12 @@ impl Metrics {
                 endpoint: endpoint.name(),
             })
             .observe(latency.as_secs_f64());
+    }
+
+    /// Counts a 503 `temporarily_unavailable` answer by its core cause.
+    pub(crate) fn unavailable(&self, cause: Option<rotoken::Code>) {
+        let cause = cause.map_or("other", rotoken::Code::as_str);
+        self.unavailable.get_or_create(&CauseLabels { cause }).inc();
     }
 
     pub(crate) fn rotation(&self, retried: bool) {

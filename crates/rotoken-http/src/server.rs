@@ -99,6 +99,10 @@ pub struct Config {
     /// backups go nowhere else). `None` (the default): backups through the
     /// admin API are off. `rotoken serve` sets the database's directory.
     pub backup_dir: Option<PathBuf>,
+    /// The `Retry-After` (whole seconds, at least 1) of a 503
+    /// `temporarily_unavailable` answer: store trouble, a family busy in
+    /// another transaction, a request whose deadline passed. Default 1 s.
+    pub retry_after: Duration,
 }
 
 impl Config {
@@ -127,6 +131,7 @@ impl Config {
             trusted_proxies: Vec::new(),
             clock: None,
             backup_dir: None,
+            retry_after: Duration::from_secs(1),
         }
     }
 
@@ -151,6 +156,21 @@ pub enum Route {
     /// The JWK Set.
     Jwks,
 }
+
+/// The latest instant the request's work may be applied, if the adapter
+/// sets one: put it in the request's extensions, as [`PeerAddr`]. The
+/// token endpoint passes it to the engine ([`rotoken::RotateRequest::deadline`]);
+/// revocation, introspection and the admin API refuse a request whose
+/// deadline has passed before they ask the store. A request past its
+/// deadline is answered 503 `temporarily_unavailable` with `Retry-After`
+/// and nothing of it is applied, so the client retries the same token.
+/// Without it the engine's own bound applies ([`rotoken::Options::deadline`]).
+///
+/// Set it to the time the request was read plus what its client waits,
+/// less the store's longest call, so that the engine has answered before
+/// the client (or a proxy) gives up: `rotoken serve` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestDeadline(pub Instant);
 
 /// The peer's address, if the adapter knows it: put it in the request's
 /// extensions so that failed client authentication is throttled per peer.
@@ -263,8 +283,33 @@ impl OAuthServer {
     pub(crate) fn count(&self, endpoint: Endpoint, error: Option<&OAuthError>, start: Instant) {
         let code = error.map(OAuthError::code);
         self.metrics.request(endpoint, code, start.elapsed());
-        if let Some(code) = code.filter(|c| *c != ErrorCode::ServerError) {
+        if let Some(code) = code.filter(|c| !matches!(c, ErrorCode::ServerError | ErrorCode::TemporarilyUnavailable)) {
             self.rejections.record(code, self.clock.now());
+        }
+    }
+
+    /// The response for an endpoint's error: a 503 `temporarily_unavailable`
+    /// carries the configured `Retry-After` and is counted by its cause.
+    pub(crate) fn error_response(&self, e: OAuthError) -> Response<Bytes> {
+        if e.code() != ErrorCode::TemporarilyUnavailable {
+            return e.into_response();
+        }
+        self.metrics.unavailable(e.core_code());
+        e.with_retry_after(self.config.retry_after.as_secs()).into_response()
+    }
+
+    /// The request's deadline, if its adapter set one ([`RequestDeadline`]).
+    pub(crate) fn deadline<B>(request: &Request<B>) -> Option<Instant> {
+        request.extensions().get::<RequestDeadline>().map(|d| d.0)
+    }
+
+    /// `deadline_passed` (503) if the request's deadline has passed: for
+    /// the operations the engine takes no deadline for, checked before the
+    /// store is asked.
+    pub(crate) fn before_deadline<B>(request: &Request<B>) -> Result<(), OAuthError> {
+        match Self::deadline(request) {
+            Some(d) if Instant::now() >= d => Err(OAuthError::from_code(rotoken::Code::DeadlinePassed)),
+            _ => Ok(()),
         }
     }
 

@@ -146,6 +146,7 @@ fn the_caller_can_still_ask_whether_a_family_was_revoked_and_whose_fault_it_was(
     assert!(!expired.core_code().unwrap().revoked_a_family());
     let storage = OAuthError::from(StoreError::Unavailable("shutting down"));
     assert!(!storage.core_code().unwrap().is_client_error());
+    assert!(storage.core_code().unwrap().is_retryable());
     // Errors made here, not from the core, carry no core code.
     assert_eq!(OAuthError::invalid_request("x").core_code(), None);
 }
@@ -182,24 +183,47 @@ fn revoke_errors_map_like_rotation_except_another_clients_token() {
     );
     expect(
         RevokeError::Store(StoreError::Conflict("retried".into())),
-        "server_error",
-        500,
-        "",
+        "temporarily_unavailable",
+        503,
+        "store_unavailable",
         Some(Code::StorageError),
     );
 }
 
+/// Store trouble a retry may cure is 503 `temporarily_unavailable` with
+/// `Retry-After`, never `invalid_grant` and never a bare 500; damaged data,
+/// wrong keys and the like stay 500 `server_error`.
 #[test]
-fn every_store_and_open_error_is_a_server_error() {
+fn retryable_store_errors_are_503_and_the_rest_server_errors() {
     let io = StoreError::storage(std::io::Error::other("disk full"));
-    for (e, code) in [
-        (io.clone(), Code::StorageError),
-        (StoreError::Conflict("x".into()), Code::StorageError),
-        (corrupt(), Code::Corrupt),
-        (StoreError::Unavailable("gone"), Code::Unavailable),
+    for (e, code, cause) in [
+        (io.clone(), Code::StorageError, "store_unavailable"),
+        (
+            StoreError::Conflict("x".into()),
+            Code::StorageError,
+            "store_unavailable",
+        ),
+        (StoreError::Unavailable("gone"), Code::Unavailable, "store_unavailable"),
+        (StoreError::Busy("row lock".into()), Code::Busy, "busy"),
+        (StoreError::DeadlinePassed, Code::DeadlinePassed, "deadline_passed"),
+        (
+            StoreError::outcome_unknown(std::io::Error::other("connection reset")),
+            Code::OutcomeUnknown,
+            "outcome_unknown",
+        ),
     ] {
-        expect(e, "server_error", 500, "", Some(code));
+        let answer = OAuthError::from(e.clone()).into_response();
+        assert_eq!(answer.headers()[http::header::RETRY_AFTER], "1");
+        expect(e.clone(), "temporarily_unavailable", 503, cause, Some(code));
+        expect(RotateError::Store(e), "temporarily_unavailable", 503, cause, Some(code));
     }
+    expect(corrupt(), "server_error", 500, "", Some(Code::Corrupt));
+    assert!(
+        !OAuthError::from(corrupt())
+            .into_response()
+            .headers()
+            .contains_key(http::header::RETRY_AFTER)
+    );
     for (e, code) in [
         (OpenError::Locked, Code::Locked),
         (OpenError::NotRotoken, Code::NotRotoken),
@@ -209,10 +233,16 @@ fn every_store_and_open_error_is_a_server_error() {
         ),
         (OpenError::WrongKeys, Code::WrongKeys),
         (OpenError::InvalidPolicy("grace".into()), Code::InvalidPolicy),
-        (OpenError::Store(io.clone()), Code::StorageError),
     ] {
         expect(e, "server_error", 500, "", Some(code));
     }
+    expect(
+        OpenError::Store(io.clone()),
+        "temporarily_unavailable",
+        503,
+        "store_unavailable",
+        Some(Code::StorageError),
+    );
     expect(
         rotoken::IssueError::InvalidInput(InvalidInput::Empty("subject")),
         "invalid_request",
@@ -222,9 +252,9 @@ fn every_store_and_open_error_is_a_server_error() {
     );
     expect(
         rotoken::IssueError::Store(io),
-        "server_error",
-        500,
-        "",
+        "temporarily_unavailable",
+        503,
+        "store_unavailable",
         Some(Code::StorageError),
     );
     expect(

@@ -30,6 +30,10 @@ const DEFAULT_DB: &str = "./rotoken.redb";
 const DEFAULT_KEYS: &str = "./rotoken.keys";
 /// The default time allowed for a complete request head, in seconds.
 const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
+/// The default `Retry-After` of a 503, in seconds.
+const DEFAULT_RETRY_AFTER_SECS: u64 = 1;
+/// How long `serve` waits for PostgreSQL at start by default, in seconds.
+const DEFAULT_DB_WAIT_SECS: u64 = 30;
 /// The default connection cap.
 const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Largest config file read.
@@ -67,6 +71,10 @@ struct FileConfig {
     access_token_secs: Option<u64>,
     max_body_bytes: Option<usize>,
     request_timeout_secs: Option<u64>,
+    /// `Retry-After` of a 503 `temporarily_unavailable`, in seconds.
+    retry_after_secs: Option<u64>,
+    /// How long `serve` waits for a PostgreSQL store at start, in seconds.
+    db_wait_secs: Option<u64>,
     header_read_timeout_secs: Option<u64>,
     keep_alive_secs: Option<u64>,
     max_connections: Option<usize>,
@@ -136,6 +144,11 @@ pub(crate) struct Settings {
     pub(crate) access_token_lifetime: Duration,
     pub(crate) max_body_bytes: usize,
     pub(crate) request_timeout: Duration,
+    /// The `Retry-After` of a 503 `temporarily_unavailable` answer.
+    pub(crate) retry_after: Duration,
+    /// How long to keep trying a PostgreSQL store that does not answer at
+    /// start (connection failures only); zero: one attempt.
+    pub(crate) db_wait: Duration,
     /// Header read timeout, keep-alive idle limit and connection cap.
     pub(crate) limits: Limits,
     pub(crate) shutdown_timeout: Duration,
@@ -342,6 +355,17 @@ pub(crate) fn resolve(g: &Global, a: &ServeArgs, env: &dyn Fn(&str) -> Option<St
             )));
         }
     }
+    let retry_after = a
+        .retry_after_secs
+        .or(file.retry_after_secs)
+        .unwrap_or(DEFAULT_RETRY_AFTER_SECS);
+    if !(1..=3600).contains(&retry_after) {
+        return Err(invalid("retry_after_secs must be between 1 and 3600"));
+    }
+    let db_wait = a.db_wait_secs.or(file.db_wait_secs).unwrap_or(DEFAULT_DB_WAIT_SECS);
+    if db_wait > 3600 {
+        return Err(invalid("db_wait_secs must be at most 3600"));
+    }
     let store = match (&g.store, &file.store) {
         (Some(s), _) | (None, Some(s)) => StoreLocation::parse(s),
         (None, None) => StoreLocation::File(pick_path(&g.db, DEFAULT_DB, &file.db)),
@@ -382,6 +406,8 @@ pub(crate) fn resolve(g: &Global, a: &ServeArgs, env: &dyn Fn(&str) -> Option<St
                 .unwrap_or(10)
                 .max(1),
         ),
+        retry_after: Duration::from_secs(retry_after),
+        db_wait: Duration::from_secs(db_wait),
         limits,
         shutdown_timeout: Duration::from_secs(file.shutdown_timeout_secs.unwrap_or(30)),
         policy,

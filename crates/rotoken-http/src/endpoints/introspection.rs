@@ -23,7 +23,7 @@ impl OAuthServer {
         self.count(Endpoint::Introspect, result.as_ref().err(), start);
         match result {
             Ok(v) => json_response(StatusCode::OK, Bytes::from(v.to_string())),
-            Err(e) => e.into_response(),
+            Err(e) => self.error_response(e),
         }
     }
 
@@ -45,10 +45,12 @@ impl OAuthServer {
             .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
         let inactive = json!({ "active": false });
         let visible = |owner: Option<&str>| client.introspect || owner == Some(client.id.as_str());
-        let i = self.engine.introspect_async(token).await.map_err(|e| {
-            tracing::error!(error = %e, "introspection failed: storage error");
-            OAuthError::server_error()
-        })?;
+        Self::before_deadline(request)?;
+        let i = self
+            .engine
+            .introspect_async(token)
+            .await
+            .map_err(introspection_failed)?;
         if i.active {
             if !visible(i.client_id.as_deref()) {
                 return Ok(inactive);
@@ -85,10 +87,11 @@ impl OAuthServer {
                     let Ok(family) = sid.parse::<FamilyId>() else {
                         return Ok(inactive);
                     };
-                    let live = self.engine.family_is_active_async(&family).await.map_err(|e| {
-                        tracing::error!(error = %e, "introspection failed: storage error");
-                        OAuthError::server_error()
-                    })?;
+                    let live = self
+                        .engine
+                        .family_is_active_async(&family)
+                        .await
+                        .map_err(introspection_failed)?;
                     if !live {
                         return Ok(inactive);
                     }
@@ -99,4 +102,14 @@ impl OAuthServer {
             _ => Ok(inactive),
         }
     }
+}
+
+/// A store failure at introspection: 503 when retryable, else 500.
+fn introspection_failed(e: rotoken::StoreError) -> OAuthError {
+    if e.is_retryable() {
+        tracing::warn!(error = %e, "introspection not completed; the client retries");
+    } else {
+        tracing::error!(error = %e, "introspection failed: storage error");
+    }
+    OAuthError::from(e)
 }

@@ -26,7 +26,7 @@ impl OAuthServer {
                 r.headers_mut().remove(header::CONTENT_TYPE);
                 r
             }
-            Err(e) => e.into_response(),
+            Err(e) => self.error_response(e),
         }
     }
 
@@ -48,6 +48,7 @@ impl OAuthServer {
             token,
             client_id: &client.id,
         };
+        Self::before_deadline(request)?;
         match self.engine.revoke_async(target).await {
             Ok(n) => {
                 self.metrics.revoked(n);
@@ -67,6 +68,10 @@ impl OAuthServer {
                 ))
             }
             Err(RevokeError::Malformed(_) | RevokeError::InvalidToken | RevokeError::InvalidInput(_)) => Ok(()),
+            Err(e) if e.code().is_retryable() => {
+                tracing::warn!(error = %e, "revocation not completed; the client retries");
+                Err(e.into())
+            }
             Err(e) => {
                 tracing::error!(error = %e, "revocation failed");
                 Err(e.into())

@@ -83,6 +83,12 @@ impl TokenResponse {
 impl OAuthServer {
     /// The token endpoint: `grant_type=refresh_token` (RFC 6749 §6).
     ///
+    /// A [`RequestDeadline`](crate::RequestDeadline) in the request's
+    /// extensions becomes the rotation's deadline
+    /// ([`rotoken::RotateRequest::deadline`]): a rotation not applied by
+    /// then is never applied, and the answer is 503
+    /// `temporarily_unavailable` with `Retry-After`.
+    ///
     /// The checks, the client lookup ([`ClientRegistry`](crate::ClientRegistry)),
     /// the rotation (the engine's commit thread) and the access token
     /// ([`AccessTokenMinter`](crate::AccessTokenMinter)) are awaited on the
@@ -111,7 +117,7 @@ impl OAuthServer {
         self.count(Endpoint::Token, result.as_ref().err(), start);
         let mut response = match result {
             Ok(r) => r.into_response(),
-            Err(e) => e.into_response(),
+            Err(e) => self.error_response(e),
         };
         if let Some(nonce) = self.dpop_nonce()
             && let Ok(v) = HeaderValue::try_from(nonce)
@@ -168,6 +174,10 @@ impl OAuthServer {
         let mut rotate = RotateRequest::new(client.id.clone());
         rotate.scope = scope;
         rotate.confirmation = proof.map(|p| p.jkt);
+        // The engine never applies the rotation past the request's deadline
+        // (it fails `deadline_passed`, a 503): a request its client gave up
+        // on and retried elsewhere is never judged late as a replay.
+        rotate.deadline = Self::deadline(request);
         Ok(Refresh { client, token, rotate })
     }
 
@@ -230,6 +240,9 @@ impl OAuthServer {
             RotateError::ReuseDetected { family } | RotateError::Diverged { family } => {
                 self.metrics.reuse_detected();
                 tracing::warn!(%family, client_id, reason = %code, "refresh token reuse detected; family revoked");
+            }
+            _ if code.is_retryable() => {
+                tracing::warn!(error = %e, client_id, reason = %code, "refresh not completed; the client retries");
             }
             _ if !code.is_client_error() => tracing::error!(error = %e, client_id, "refresh failed"),
             _ => tracing::debug!(client_id, reason = %code, "refresh refused"),

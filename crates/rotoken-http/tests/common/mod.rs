@@ -57,13 +57,28 @@ pub fn default_minter() -> JwtMinter {
 /// places, the engine's options and the server's config; the minter takes
 /// the server's time from each request.
 pub fn fixture_with_minter(minter: impl AccessTokenMinter + 'static, tweak: impl FnOnce(&mut Config)) -> Fixture {
+    fixture_over(
+        |path, options| Engine::open(path, Keyring::generate().unwrap(), options).unwrap(),
+        minter,
+        tweak,
+    )
+}
+
+/// The fixture over an engine of the caller's making (a store that fails
+/// on demand, say): `open` gets the database path and the options with the
+/// fixture's manual clock.
+pub fn fixture_over(
+    open: impl FnOnce(&std::path::Path, Options) -> Engine,
+    minter: impl AccessTokenMinter + 'static,
+    tweak: impl FnOnce(&mut Config),
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::at_unix_millis(START_MS);
     let options = Options {
         clock: Arc::new(clock.clone()),
         ..Options::default()
     };
-    let engine = Arc::new(Engine::open(dir.path().join("t.redb"), Keyring::generate().unwrap(), options).unwrap());
+    let engine = Arc::new(open(&dir.path().join("t.redb"), options));
     let clients = MemoryClients::new()
         .with(RegisteredClient::public("spa"))
         .with(RegisteredClient::confidential(
