@@ -252,6 +252,13 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
         );
     }
     tracing::info!(store = %s.store, kind = engine.store_name(), durability = ?s.policy.durability, "database open");
+    if let Some(floor_ms) = engine.clock_floor_ignored() {
+        tracing::warn!(
+            floor_ms,
+            "the store's clock floor is more than a minute ahead of this server's clock and was not adopted \
+             (a server with its clock set wrong wrote it); fix that clock, then run `rotoken clock lower-floor`"
+        );
+    }
     let event_sink = match &s.events_to {
         Some(to) => {
             let sink = events::EventSink::open(to)?;

@@ -453,6 +453,11 @@ fn the_oauth2_crate_refreshes_100_times_then_a_replay_kills_the_family() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no engine counters: {metrics}"));
     assert!(operations >= 102, "{metrics}");
+    // Counted by the engine where it happens: the replay's reuse, and the
+    // refusal of the current token of the revoked family.
+    assert!(metrics.contains("rotoken_engine_reuse_detected_total 1\n"), "{metrics}");
+    assert!(metrics.contains("rotoken_engine_refused_total 1\n"), "{metrics}");
+    assert!(metrics.contains("rotoken_engine_revoked_total 1\n"), "{metrics}");
 
     let (status, log, dir) = server.terminate();
     assert!(status.success(), "{status:?}: {log}");

@@ -25,7 +25,7 @@ impl EngineCollector {
 }
 
 /// Counters: name (without `_total`), help, value.
-fn counters(s: &Stats) -> [(&'static str, &'static str, u64); 9] {
+fn counters(s: &Stats) -> [(&'static str, &'static str, u64); 19] {
     [
         (
             "rotoken_engine_batches",
@@ -71,6 +71,56 @@ fn counters(s: &Stats) -> [(&'static str, &'static str, u64); 9] {
             "rotoken_engine_store_time_ahead",
             "Batches that read a rotation stamped more than a minute ahead of this server's clock.",
             s.store_time_ahead,
+        ),
+        (
+            "rotoken_engine_deadline_passed",
+            "Operations not applied: their deadline passed, their caller went away, or the process stalled.",
+            s.deadline_passed,
+        ),
+        (
+            "rotoken_engine_undelivered",
+            "Rotations applied after their caller went away; their successors answer a late retry.",
+            s.undelivered,
+        ),
+        (
+            "rotoken_engine_outcomes_settled",
+            "Commits that failed after they may have reached the store, read back and answered as what happened.",
+            s.outcomes_settled,
+        ),
+        (
+            "rotoken_engine_outcomes_unknown",
+            "Commits that failed and could not be read back (answered outcome_unknown, settled later).",
+            s.outcomes_unknown,
+        ),
+        (
+            "rotoken_engine_busy",
+            "Operations refused because another transaction held their family past the lock wait.",
+            s.busy,
+        ),
+        (
+            "rotoken_engine_reuse_detected",
+            "Rotations that detected reuse and revoked their family (counted by the engine).",
+            s.reuse_detected,
+        ),
+        (
+            "rotoken_engine_diverged",
+            "Rotations whose token disagreed with the store (family revoked).",
+            s.diverged,
+        ),
+        (
+            "rotoken_engine_refused",
+            "Rotations refused without a change (revoked, expired, mismatched, widened, limit).",
+            s.refused,
+        ),
+        (
+            "rotoken_engine_revoked",
+            "Families revoked by this engine, for any reason.",
+            s.revoked,
+        ),
+        (
+            "rotoken_engine_clock_floor_ignored",
+            "Opens that found the store's clock floor more than a minute ahead and did not adopt it.",
+            s.clock_floor_ignored,
         ),
     ]
 }
