@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,22 +23,7 @@ const ADMIN: &str = "admin-token-for-tests-0123456789";
 /// passing test never waits this long.
 const PATIENCE: Duration = Duration::from_secs(90);
 
-fn rotoken(dir: &Path, args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rotoken"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-}
-
-/// A directory with keys and the public client `spa`.
-fn setup() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    rotoken(dir.path(), &["keys", "generate"]);
-    rotoken(dir.path(), &["clients", "add", "--id", "spa", "--public"]);
-    dir
-}
+use common::server_dir as setup;
 
 /// An answer: status, `Retry-After`, body as JSON (`Null` if it is not).
 struct Answer {
@@ -101,124 +86,6 @@ fn serve(dir: &Path, store: &str, extra: &[&str]) -> Command {
     command
 }
 
-/// The PostgreSQL binaries, or `None` (and a SKIPPED line) outside CI.
-fn pg_bin() -> Option<PathBuf> {
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let v = e.file_name().to_str()?.parse().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("initdb").exists().then_some((v, bin))
-        })
-        .collect();
-    versions.sort();
-    let found = versions.pop().map(|(_, b)| b);
-    if found.is_none() {
-        assert!(std::env::var_os("CI").is_none(), "PostgreSQL is required under CI");
-        eprintln!("SKIPPED: no PostgreSQL binaries in /usr/lib/postgresql");
-    }
-    found
-}
-
-/// A cluster of the test's own, listening only on a Unix socket in its
-/// directory, initialized but not started; stopped when dropped.
-struct Cluster {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    as_owner: Vec<String>,
-    started: bool,
-}
-
-impl Cluster {
-    fn init(bin: PathBuf) -> Self {
-        let dir = tempfile::Builder::new().prefix("rotoken-late-pg-").tempdir().unwrap();
-        let as_owner: Vec<String> = if is_root() {
-            let id = |flag: &str| -> u32 {
-                let out = Command::new("id").args([flag, "postgres"]).output().unwrap();
-                String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-            };
-            std::os::unix::fs::chown(dir.path(), Some(id("-u")), Some(id("-g"))).unwrap();
-            ["runuser", "-u", "postgres", "--"].map(String::from).to_vec()
-        } else {
-            Vec::new()
-        };
-        let cluster = Self {
-            dir,
-            bin,
-            as_owner,
-            started: false,
-        };
-        let data = cluster.dir.path().join("data");
-        let out = cluster
-            .run("initdb")
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-        cluster
-    }
-
-    fn run(&self, program: &str) -> Command {
-        let program = self.bin.join(program);
-        let mut c = match self.as_owner.split_first() {
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).arg(program);
-                c
-            }
-            None => Command::new(program),
-        };
-        c.stdin(Stdio::null());
-        c
-    }
-
-    /// The store URL: the socket in the cluster's directory (nothing
-    /// listens there until [`Cluster::start`]).
-    fn url(&self) -> String {
-        let host = self.dir.path().to_string_lossy().replace('/', "%2F");
-        format!("postgresql://postgres@/postgres?host={host}")
-    }
-
-    fn start(&mut self) {
-        let d = self.dir.path();
-        let out = self
-            .run("pg_ctl")
-            .arg("-D")
-            .arg(d.join("data"))
-            .arg("-l")
-            .arg(d.join("log"))
-            .args(["-w", "-t", "60", "-o"])
-            .arg(format!("-k {} -c listen_addresses=''", d.display()))
-            .arg("start")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "pg_ctl start: {out:?}");
-        self.started = true;
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if self.started {
-            let _ = self
-                .run("pg_ctl")
-                .arg("-D")
-                .arg(self.dir.path().join("data"))
-                .args(["-m", "immediate", "-w", "stop"])
-                .output();
-        }
-    }
-}
-
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
-}
-
 /// Waits (bounded by [`PATIENCE`]) until `log` holds `needle`.
 fn wait_for_log(log: &Path, needle: &str) {
     let start = Instant::now();
@@ -232,8 +99,10 @@ fn wait_for_log(log: &Path, needle: &str) {
 /// attempt, comes up once the database does, and answers.
 #[test]
 fn serve_waits_for_a_database_that_comes_up_after_it() {
-    let Some(bin) = pg_bin() else { return };
-    let mut cluster = Cluster::init(bin);
+    // A cluster of the test's own, initialized but not started.
+    let Some(cluster) = rotoken_postgres::testing::LateCluster::new() else {
+        return;
+    };
     let dir = setup();
     let log = dir.path().join("serve.log");
     let command = serve(dir.path(), &cluster.url(), &["--db-wait-secs", "60"]);
@@ -241,7 +110,7 @@ fn serve_waits_for_a_database_that_comes_up_after_it() {
         let starter = s.spawn(|| {
             // The database comes up once serve has found it missing.
             wait_for_log(&log, "database not reachable yet");
-            cluster.start();
+            cluster.start().unwrap();
         });
         let served = Served::start(command, &log);
         starter.join().unwrap();

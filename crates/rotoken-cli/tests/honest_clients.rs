@@ -25,17 +25,7 @@ const ADMIN: &str = "admin-token-for-tests-0123456789";
 /// retry "after the window" comes within seconds.
 const GRACE_SECS: u64 = 1;
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_rotoken")
-}
-
-/// Runs `rotoken` in `dir`; its JSON answer and whether it succeeded.
-fn rotoken(dir: &Path, args: &[&str]) -> (bool, Value) {
-    let out = Command::new(bin()).args(args).current_dir(dir).output().unwrap();
-    let text = if out.status.success() { &out.stdout } else { &out.stderr };
-    let v = serde_json::from_slice(text).unwrap_or_else(|_| panic!("not JSON: {out:?}"));
-    (out.status.success(), v)
-}
+use common::{rotoken_json as rotoken, server_dir};
 
 /// One `rotoken serve` over the store, in the shared directory.
 struct Server {
@@ -68,11 +58,11 @@ impl Server {
     }
 
     fn issue(&self, subject: &str) -> String {
-        let (status, v) = post(
+        let (status, v) = common::post_within(
             &format!("{}/admin/families", self.admin),
             Some(ADMIN),
-            json!({"subject": subject, "client_id": "spa", "scope": "openid offline_access"}).to_string(),
             "application/json",
+            json!({"subject": subject, "client_id": "spa", "scope": "openid offline_access"}).to_string(),
             Duration::from_secs(30),
         )
         .unwrap();
@@ -82,11 +72,11 @@ impl Server {
 
     /// A refresh with a client that waits at most `patience`.
     fn refresh_within(&self, token: &str, patience: Duration) -> Result<(u16, Value), String> {
-        post(
+        common::post_within(
             &format!("{}/oauth/token", self.base),
             None,
-            format!("grant_type=refresh_token&client_id=spa&refresh_token={token}"),
             "application/x-www-form-urlencoded",
+            format!("grant_type=refresh_token&client_id=spa&refresh_token={token}"),
             patience,
         )
     }
@@ -100,36 +90,6 @@ impl Server {
         let pid = self.served.child.id().to_string();
         assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
     }
-}
-
-fn post(
-    url: &str,
-    bearer: Option<&str>,
-    body: String,
-    content_type: &str,
-    patience: Duration,
-) -> Result<(u16, Value), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(patience))
-        .build()
-        .into();
-    let mut req = http::Request::post(url).header("content-type", content_type);
-    if let Some(b) = bearer {
-        req = req.header("authorization", format!("Bearer {b}"));
-    }
-    let mut resp = agent.run(req.body(body).unwrap()).map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().map_err(|e| e.to_string())?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
-}
-
-/// A directory with keys and the public client `spa` for the servers.
-fn server_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    assert!(rotoken(dir.path(), &["keys", "generate"]).0);
-    assert!(rotoken(dir.path(), &["clients", "add", "--id", "spa", "--public"]).0);
-    dir
 }
 
 fn refreshed(answer: &(u16, Value)) -> String {

@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
@@ -20,17 +19,7 @@ use common::Served;
 
 const ADMIN: &str = "admin-token-for-tests-0123456789";
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_rotoken")
-}
-
-/// Runs `rotoken` in `dir`; its JSON answer and whether it succeeded.
-fn rotoken(dir: &Path, args: &[&str]) -> (bool, Value) {
-    let out = Command::new(bin()).args(args).current_dir(dir).output().unwrap();
-    let text = if out.status.success() { &out.stdout } else { &out.stderr };
-    let v = serde_json::from_slice(text).unwrap_or_else(|_| panic!("not JSON: {out:?}"));
-    (out.status.success(), v)
-}
+use common::rotoken_json as rotoken;
 
 /// One `rotoken serve` over the shared store, in the shared directory
 /// (same keys, same signing key, same clients file).
@@ -76,19 +65,7 @@ impl Server {
 }
 
 fn post(url: &str, bearer: Option<&str>, content_type: &str, body: String) -> Result<(u16, Value), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
-    let mut req = http::Request::post(url).header("content-type", content_type);
-    if let Some(b) = bearer {
-        req = req.header("authorization", format!("Bearer {b}"));
-    }
-    let mut resp = agent.run(req.body(body).unwrap()).map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().map_err(|e| e.to_string())?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    common::post_within(url, bearer, content_type, body, Duration::from_secs(30))
 }
 
 /// A database of its own, its URL, and a directory with keys and the
@@ -96,10 +73,7 @@ fn post(url: &str, bearer: Option<&str>, content_type: &str, body: String) -> Re
 fn shared_store() -> Option<(rotoken_postgres::testing::TestDb, String, tempfile::TempDir)> {
     let db = rotoken_postgres::testing::database()?;
     let url = db.url();
-    let dir = tempfile::tempdir().unwrap();
-    assert!(rotoken(dir.path(), &["keys", "generate"]).0);
-    assert!(rotoken(dir.path(), &["clients", "add", "--id", "spa", "--public"]).0);
-    Some((db, url, dir))
+    Some((db, url, common::server_dir()))
 }
 
 fn refreshed(answer: &(u16, Value)) -> String {

@@ -11,7 +11,7 @@ fn harness(backend: &dyn Backend) -> Harness {
 }
 
 /// Issues a family for alice at the clock's time: its first token.
-fn issued(engine: &Engine) -> String {
+pub(crate) fn issued(engine: &Engine) -> String {
     engine
         .issue(&grant("alice", "web"))
         .unwrap()
@@ -27,7 +27,7 @@ fn rotated_once(engine: &Engine) -> (String, String) {
     (t0, t1.refresh_token.expose().to_owned())
 }
 
-fn present(engine: &Engine, token: &str) -> Result<rotoken::Rotated, RotateError> {
+pub(crate) fn present(engine: &Engine, token: &str) -> Result<rotoken::Rotated, RotateError> {
     engine.rotate(token, &RotateRequest::new("web"))
 }
 

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::clock_steps::{issued, present};
 use crate::faulty::{CommitFault, Faults, Faulty};
-use crate::{Backend, HOUR, Harness, MINUTE, SECOND, T0, grant, small_policy};
+use crate::{Backend, HOUR, Harness, MINUTE, SECOND, T0, small_policy};
 use rotoken::{Code, Engine, EventKind, RotateError, RotateRequest, StoreError};
 
 fn harness(backend: &dyn Backend) -> Harness {
@@ -22,19 +23,6 @@ fn open_faulty(h: &Harness) -> (Engine, Arc<Faults>) {
     let store = h.db.open_store(&options).expect("open the store");
     let engine = Engine::with_store(Faulty::new(store, Arc::clone(&faults)), h.keys.clone(), options).expect("open");
     (engine, faults)
-}
-
-fn issued(engine: &Engine) -> String {
-    engine
-        .issue(&grant("alice", "web"))
-        .unwrap()
-        .refresh_token
-        .expose()
-        .to_owned()
-}
-
-fn present(engine: &Engine, token: &str) -> Result<rotoken::Rotated, RotateError> {
-    engine.rotate(token, &RotateRequest::new("web"))
 }
 
 fn token(r: Result<rotoken::Rotated, RotateError>) -> String {

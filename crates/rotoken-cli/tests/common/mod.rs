@@ -179,3 +179,55 @@ pub(crate) fn events(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Vec<Va
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// Runs `rotoken` with `args` in `dir`: whether it succeeded, and its JSON
+/// answer (standard output, or standard error when it failed).
+pub(crate) fn rotoken_json(dir: &Path, args: &[&str]) -> (bool, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rotoken"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let text = if out.status.success() { &out.stdout } else { &out.stderr };
+    let v = serde_json::from_slice(text).unwrap_or_else(|_| panic!("not JSON: {out:?}"));
+    (out.status.success(), v)
+}
+
+/// POSTs `body` to `url` with a client that waits at most `patience`: the
+/// status and the JSON answer (`Null` if it is not JSON), or the transport
+/// error (a timeout, a refused connection).
+pub(crate) fn post_within(
+    url: &str,
+    bearer: Option<&str>,
+    content_type: &str,
+    body: String,
+    patience: Duration,
+) -> Result<(u16, Value), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(patience))
+        .build()
+        .into();
+    let mut req = http::Request::post(url).header("content-type", content_type);
+    if let Some(b) = bearer {
+        req = req.header("authorization", format!("Bearer {b}"));
+    }
+    let mut resp = agent.run(req.body(body).unwrap()).map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().map_err(|e| e.to_string())?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+/// A directory with a new key file and the public client `spa`: what the
+/// servers of a test share.
+pub(crate) fn server_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["keys", "generate"][..],
+        &["clients", "add", "--id", "spa", "--public"],
+    ] {
+        let (ok, v) = rotoken_json(dir.path(), args);
+        assert!(ok, "{v}");
+    }
+    dir
+}
