@@ -161,7 +161,7 @@ fn caused_by_io(e: &tokio_postgres::Error) -> bool {
 
 /// True if opening failed because the server could not be reached (worth
 /// trying again later), not because of what it holds or what it said.
-pub(crate) fn is_connection_failure(e: &OpenError) -> bool {
+pub fn is_unreachable(e: &OpenError) -> bool {
     let OpenError::Store(StoreError::Storage(source)) = e else {
         return false;
     };
@@ -205,8 +205,8 @@ mod tests {
             expected: "a number",
         };
         assert!(!bad.is_connection_failure());
-        assert!(!is_connection_failure(&OpenError::NotRotoken));
-        assert!(is_connection_failure(&OpenError::Store(
+        assert!(!is_unreachable(&OpenError::NotRotoken));
+        assert!(is_unreachable(&OpenError::Store(
             PgStoreError::TimedOut(std::time::Duration::from_secs(1)).into()
         )));
     }

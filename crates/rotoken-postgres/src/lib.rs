@@ -144,7 +144,7 @@ use rotoken::store::{Commit, ReadTxn, SchemaStatus, Store, WriteTxn};
 use rotoken::{OpenError, StoreError};
 
 pub use deadpool_postgres;
-pub use error::PgStoreError;
+pub use error::{PgStoreError, is_unreachable};
 pub use location::StoreLocation;
 pub use schema::{ADVISORY_KEY, SCHEMA_VERSION};
 pub use tokio_postgres;
@@ -386,7 +386,7 @@ impl PostgresStore {
             };
             let waited = start.elapsed();
             let left = wait.saturating_sub(waited);
-            if !error::is_connection_failure(&error) || left.is_zero() {
+            if !is_unreachable(&error) || left.is_zero() {
                 return Err(error);
             }
             let retry_in = delay.min(left);

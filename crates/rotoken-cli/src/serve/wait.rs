@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use rotoken::{Engine, Keyring, OpenError, Options, StoreError};
-use rotoken_postgres::{PgOptions, PgStoreError, PostgresStore, StoreLocation};
+use rotoken::{Engine, Keyring, OpenError, Options};
+use rotoken_postgres::{PgOptions, PostgresStore, StoreLocation};
 
 use crate::output::CliError;
 
@@ -39,7 +39,7 @@ pub(crate) fn open(store: &StoreLocation, keys: Keyring, options: Options, wait:
             }
             pg
         }
-        Err(e) if is_connection_failure(&e) => return Err(unreachable(store, wait, attempts, &e)),
+        Err(e) if rotoken_postgres::is_unreachable(&e) => return Err(unreachable(store, wait, attempts, &e)),
         Err(e) => return Err(e.into()),
     };
     Ok(Engine::with_store(pg, keys, options)?)
@@ -58,17 +58,6 @@ fn unreachable(store: &StoreLocation, wait: Duration, attempts: u32, e: &OpenErr
     )
 }
 
-/// A failure to reach the server (what waiting may mend).
-fn is_connection_failure(e: &OpenError) -> bool {
-    let OpenError::Store(StoreError::Storage(source)) = e else {
-        return false;
-    };
-    let source: &(dyn std::error::Error + 'static) = &**source;
-    source
-        .downcast_ref::<PgStoreError>()
-        .is_some_and(PgStoreError::is_connection_failure)
-}
-
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -76,6 +65,7 @@ fn millis(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rotoken::StoreError;
 
     #[test]
     fn the_message_says_why_and_how_long_without_the_password() {
@@ -89,14 +79,5 @@ mod tests {
         );
         assert!(text.contains("within 30 s (7 attempts"), "{text}");
         assert!(!text.contains("secret"), "{text}");
-    }
-
-    #[test]
-    fn only_the_postgres_stores_connection_failures_count_as_unreachable() {
-        let io = OpenError::Store(StoreError::storage(std::io::Error::other("x")));
-        assert!(!is_connection_failure(&io), "not the PostgreSQL store's own error");
-        let timed_out = OpenError::Store(StoreError::storage(PgStoreError::TimedOut(Duration::from_secs(1))));
-        assert!(is_connection_failure(&timed_out));
-        assert!(!is_connection_failure(&OpenError::NotRotoken));
     }
 }
