@@ -212,16 +212,13 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
         Some(b) => Some(b.listen().await?),
         None => None,
     };
-    let keys = load_or_generate_keys(&s.keys)?;
-    let (signing, created) = SigningKeys::load_or_generate(&s.signing_key)
+    // Keys a first start generates are written only once the store has
+    // accepted them: a server refused at start (wrong keyring, schema,
+    // an unreachable database) leaves no file behind.
+    let (keys, new_keys) = load_or_new_keys(&s.keys)?;
+    let (signing, new_signing) = SigningKeys::load_or_new(&s.signing_key)
         .map_err(|e| CliError::refused("signing_key_invalid", e.to_string()))?;
-    if created {
-        tracing::warn!(
-            path = %s.signing_key.display(),
-            kid = signing.current.kid(),
-            "generated an access-token signing key (EdDSA); keep it secret"
-        );
-    }
+    let keys_to_save = new_keys.then(|| keys.clone());
     for retired in &signing.previous {
         tracing::info!(kid = retired.key.kid(), retired_at = %retired.retired_at, "retired signing key still verifying");
     }
@@ -252,6 +249,20 @@ async fn serve(s: config::Settings) -> Result<(), CliError> {
         );
     }
     tracing::info!(store = %s.store, kind = engine.store_name(), durability = ?s.policy.durability, "database open");
+    if let Some(keys) = keys_to_save {
+        save_new_keys(&keys, &s.keys)?;
+    }
+    if new_signing {
+        signing
+            .current
+            .save(&s.signing_key)
+            .map_err(|e| CliError::refused("signing_key_invalid", e.to_string()))?;
+        tracing::warn!(
+            path = %s.signing_key.display(),
+            kid = signing.current.kid(),
+            "generated an access-token signing key (EdDSA); keep it secret"
+        );
+    }
     if let Some(floor_ms) = engine.clock_floor_ignored() {
         tracing::warn!(
             floor_ms,
@@ -412,25 +423,27 @@ async fn signal_or_done(signal: impl std::future::Future<Output = ()>) {
 }
 
 /// Loads the keyring, or generates a development one if the file is missing.
-fn load_or_generate_keys(path: &std::path::Path) -> Result<Keyring, CliError> {
+fn load_or_new_keys(path: &std::path::Path) -> Result<(Keyring, bool), CliError> {
     if matches!(path.try_exists(), Ok(false)) {
         let keys =
             Keyring::generate().map_err(|e| CliError::storage("random_failed", format!("generating keys: {e}")))?;
-        match keys.save(path, false) {
-            Ok(()) => {
-                tracing::warn!(
-                    path = %path.display(),
-                    "generated a development key file; keep it secret and back it up: \
-                     every refresh token dies with it"
-                );
-                return Ok(keys);
-            }
-            // Created meanwhile by another process: load that one.
-            Err(rotoken::KeyError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(CliError::refused("keys_io", e.to_string())),
-        }
+        return Ok((keys, true));
     }
-    crate::commands::load_keys(path)
+    Ok((crate::commands::load_keys(path)?, false))
+}
+
+/// Writes a key file generated at this start (never over another one: a
+/// file that appeared meanwhile was made by another process, whose keys
+/// this server does not hold).
+fn save_new_keys(keys: &Keyring, path: &std::path::Path) -> Result<(), CliError> {
+    keys.save(path, false)
+        .map_err(|e| CliError::refused("keys_io", format!("could not write the new key file: {e}")))?;
+    tracing::warn!(
+        path = %path.display(),
+        "generated a development key file; keep it secret and back it up: \
+         every refresh token dies with it"
+    );
+    Ok(())
 }
 
 /// Ctrl-C, or SIGTERM on Unix.

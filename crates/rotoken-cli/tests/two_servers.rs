@@ -286,3 +286,36 @@ fn migrate_creates_a_postgres_schema_then_finds_it_current_and_backup_points_at_
     assert!(refused["message"].as_str().unwrap().contains("pg_dump"), "{refused}");
     assert!(!d.join("pg.redb").exists());
 }
+
+/// A server started on the shared store with another keyring (here: none,
+/// so it would make a development one) is refused with `wrong_keys`, and
+/// leaves nothing behind: no key file, no signing key (issue 19, "refusal
+/// before side effects"; it used to write both before it was refused).
+#[test]
+fn a_server_with_another_keyring_is_refused_and_writes_no_file() {
+    let Some((_db, url, dir)) = shared_store() else {
+        return;
+    };
+    let a = Server::start(dir.path(), &url, "a");
+    refreshed(&a.refresh(&a.issue("alice")).unwrap());
+
+    let stranger = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rotoken"))
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .current_dir(stranger.path())
+        .env("ROTOKEN_STORE", &url)
+        .env("ROTOKEN_DB_WAIT_SECS", "0")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("wrong_keys"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(stranger.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "a refused server wrote {left:?}");
+    // The store is untouched: the first server goes on.
+    refreshed(&a.refresh(&a.issue("bob")).unwrap());
+}

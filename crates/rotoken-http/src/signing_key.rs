@@ -234,12 +234,26 @@ impl SigningKey {
     ///
     /// As [`SigningKey::load`] and [`SigningKey::save`].
     pub fn load_or_generate(path: &Path) -> Result<(Self, bool), SigningKeyError> {
+        let (k, created) = Self::load_or_new(path)?;
+        if created {
+            k.save(path)?;
+        }
+        Ok((k, created))
+    }
+
+    /// Loads the key file at `path`, or generates an Ed25519 key if there is
+    /// none, without writing it: for a server that saves it only once it is
+    /// sure to start ([`SigningKey::save`]), so a refused start leaves no
+    /// file behind. Returns the key and whether it is new.
+    ///
+    /// # Errors
+    ///
+    /// As [`SigningKey::load`], or the OS random number generator failed.
+    pub fn load_or_new(path: &Path) -> Result<(Self, bool), SigningKeyError> {
         match Self::load(path) {
             Ok(k) => Ok((k, false)),
             Err(SigningKeyError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                let k = Self::generate_ed25519()?;
-                k.save(path)?;
-                Ok((k, true))
+                Ok((Self::generate_ed25519()?, true))
             }
             Err(e) => Err(e),
         }

@@ -97,7 +97,22 @@ impl SigningKeys {
     ///
     /// As [`SigningKey::load_or_generate`], and a malformed `<path>.previous`.
     pub fn load_or_generate(path: &Path) -> Result<(Self, bool), SigningKeyError> {
-        let (current, created) = SigningKey::load_or_generate(path)?;
+        let (keys, created) = Self::load_or_new(path)?;
+        if created {
+            keys.current.save(path)?;
+        }
+        Ok((keys, created))
+    }
+
+    /// [`SigningKeys::load_or_generate`] without writing a new key: the
+    /// caller saves `current` once it is sure to start, so a refused start
+    /// leaves no file behind. Returns the keys and whether `current` is new.
+    ///
+    /// # Errors
+    ///
+    /// As [`SigningKeys::load_or_generate`], without the write.
+    pub fn load_or_new(path: &Path) -> Result<(Self, bool), SigningKeyError> {
+        let (current, created) = SigningKey::load_or_new(path)?;
         let previous = load_previous(&Self::previous_path(path))?;
         Ok((Self { current, previous }, created))
     }

@@ -12,7 +12,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
@@ -63,7 +63,8 @@ pub(crate) struct Core {
     /// and whether a settler thread is retrying them.
     unsettled: Mutex<(Vec<Settle>, bool)>,
     /// This core, for the threads it starts.
-    me: OnceLock<Weak<Core>>,
+    /// (Given up while the engine compacts, which needs the only reference.)
+    me: Mutex<Option<Weak<Core>>>,
     /// The stored floor not adopted at open (too far ahead), if any.
     floor_ignored: Option<i64>,
 }
@@ -298,7 +299,7 @@ impl Core {
             deadline: options.deadline,
             stall: options.stall_threshold.map(StallWatch::start),
             unsettled: Mutex::new((Vec::new(), false)),
-            me: OnceLock::new(),
+            me: Mutex::new(None),
             floor_ignored: ignored.then_some(stored_floor),
         };
         if ignored {
@@ -583,10 +584,17 @@ impl Core {
         r
     }
 
-    /// Lets the core start threads that hold it weakly (called once, by
-    /// [`crate::Engine`], right after the core is shared).
+    /// Lets the core start threads that hold it weakly (called by
+    /// [`crate::Engine`] once the core is shared, and again after a
+    /// compaction, which needs it to [`Core::disown`] itself).
     pub(crate) fn adopt(self: &Arc<Self>) {
-        let _ = self.me.set(Arc::downgrade(self));
+        *self.me.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::downgrade(self));
+    }
+
+    /// Drops the core's reference to itself (see [`Core::adopt`]), so that
+    /// the engine can hold the only one while it compacts.
+    pub(crate) fn disown(&self) {
+        *self.me.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// Queues successors to be marked undelivered: by the next batch that
@@ -602,7 +610,7 @@ impl Core {
         if pending.1 {
             return;
         }
-        let Some(me) = self.me.get().cloned() else {
+        let Some(me) = self.me.lock().unwrap_or_else(PoisonError::into_inner).clone() else {
             return; // not shared yet: the next batch settles
         };
         pending.1 = std::thread::Builder::new()

@@ -243,10 +243,12 @@ impl Engine {
     /// in flight) shares the engine's insides.
     pub fn compact(&mut self) -> Result<(), StoreError> {
         let every = self.collector.take().map(Collector::stop);
+        self.core.disown();
         let result = match Arc::get_mut(&mut self.core) {
             Some(core) => core.compact(),
             None => Err(StoreError::Unavailable("compaction needs the engine to itself")),
         };
+        self.core.adopt();
         if let Some(every) = every {
             self.collector = Some(
                 Collector::start(Arc::clone(&self.core), every)

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 pub(crate) struct StallWatch {
     seen: Arc<Seen>,
     threshold: Duration,
+    /// The ticking thread, woken and joined when the watch is dropped.
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 #[derive(Debug)]
@@ -44,17 +46,19 @@ impl StallWatch {
     /// dropped. If the thread cannot start, stalls are still seen by
     /// [`StallWatch::is_stale`] as a tick long overdue.
     pub(crate) fn start(threshold: Duration) -> Self {
-        let watch = Self::new(threshold, Instant::now());
+        let mut watch = Self::new(threshold, Instant::now());
         let seen = Arc::clone(&watch.seen);
         let period = (threshold / 10).max(Duration::from_millis(10));
-        let _ = std::thread::Builder::new()
+        watch.thread = std::thread::Builder::new()
             .name("rotoken-stall-watch".into())
             .spawn(move || {
                 while !seen.stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(period);
+                    // Woken early (unparked) when the watch is dropped.
+                    std::thread::park_timeout(period);
                     seen.tick(Instant::now(), threshold);
                 }
-            });
+            })
+            .ok();
         watch
     }
 
@@ -69,6 +73,7 @@ impl StallWatch {
                 stop: AtomicBool::new(false),
             }),
             threshold,
+            thread: None,
         }
     }
 
@@ -96,9 +101,15 @@ impl Seen {
     }
 }
 
+/// Stops the ticking thread and waits for it (a few instructions once it
+/// is woken), so no thread of a dropped engine outlives it.
 impl Drop for StallWatch {
     fn drop(&mut self) {
         self.seen.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
     }
 }
 
