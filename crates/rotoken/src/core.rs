@@ -768,7 +768,6 @@ impl Core {
             Vec::new()
         };
         let revoked = batch.revoked;
-        let witness = batch.witness(&self.protocol);
         match self.commit(txn, mode) {
             Ok(()) => {
                 if raised {
@@ -783,7 +782,8 @@ impl Core {
                 Box::new(Attempt {
                     dones,
                     committed,
-                    witness,
+                    // Encoded only when a commit failed: no cost otherwise.
+                    witness: batch.witness(&self.protocol),
                     floor_raised: if raised { now } else { i64::MIN },
                 }),
             )),
