@@ -99,7 +99,6 @@ struct Counters {
     diverged: AtomicU64,
     refused: AtomicU64,
     revoked: AtomicU64,
-    floor_refused: AtomicU64,
 }
 
 impl fmt::Debug for Core {
@@ -303,7 +302,6 @@ impl Core {
             floor_ignored: ignored.then_some(stored_floor),
         };
         if ignored {
-            core.stats.floor_refused.fetch_add(1, Ordering::Relaxed);
             let ahead_secs = u32::try_from(ahead / 1000).unwrap_or(u32::MAX);
             // Recorded for the operator; opening goes on if it cannot be.
             let _ = core.record_unattached(EventKind::ClockFloorIgnored { ahead_secs });
@@ -400,7 +398,7 @@ impl Core {
             diverged: self.stats.diverged.load(Ordering::Relaxed),
             refused: self.stats.refused.load(Ordering::Relaxed),
             revoked: self.stats.revoked.load(Ordering::Relaxed),
-            clock_floor_ignored: self.stats.floor_refused.load(Ordering::Relaxed),
+            clock_floor_ignored: u64::from(self.floor_ignored.is_some()),
         }
     }
 
